@@ -1,0 +1,237 @@
+//! The Stage trait and the registry that maps a plugin `type` to an in-process stage or
+//! to the exec fallback.
+
+use crate::exec::ExecStage;
+use crate::spec::args::RuntimeConf;
+use crate::spec::error::{CniError, INVALID_CONFIG};
+use crate::spec::result::CniResult;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Gc,
+    Status,
+    Version,
+}
+
+impl Command {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Command::Add => "ADD",
+            Command::Del => "DEL",
+            Command::Check => "CHECK",
+            Command::Gc => "GC",
+            Command::Status => "STATUS",
+            Command::Version => "VERSION",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Command> {
+        Some(match s {
+            "ADD" => Command::Add,
+            "DEL" => Command::Del,
+            "CHECK" => Command::Check,
+            "GC" => Command::Gc,
+            "STATUS" => Command::Status,
+            "VERSION" => Command::Version,
+            _ => return None,
+        })
+    }
+    /// libcni's word for a verb in wrapped errors ("plugin ... failed (add)").
+    pub fn verb(self) -> &'static str {
+        match self {
+            Command::Add => "add",
+            Command::Del => "delete",
+            Command::Check => "check",
+            Command::Gc => "gc",
+            Command::Status => "status",
+            Command::Version => "version",
+        }
+    }
+}
+
+/// Everything one plugin invocation receives: the derived request config (exactly the
+/// JSON an exec'd plugin would read on stdin) and the runtime arguments (its env).
+pub struct Invocation<'a> {
+    pub command: Command,
+    pub config: &'a Map<String, Value>,
+    /// Already converted to `version`.
+    pub prev_result: Option<&'a CniResult>,
+    pub rt: &'a RuntimeConf,
+    /// The selected spec version.
+    pub version: &'a str,
+    pub cni_path: &'a [PathBuf],
+    /// For delegation: a main stage reaches its IPAM through the registry (in-process
+    /// when the IPAM type has a stage, else exec'd from CNI_PATH).
+    pub registry: &'a Registry,
+}
+
+impl Invocation<'_> {
+    /// Delegate `command` to the plugin `type_name` (an IPAM) with delegate semantics:
+    /// the same request config and runtime arguments, only the command differs (libcni
+    /// DelegateAdd/Del/Check/GC/Status). ADD returns the delegate's result.
+    pub fn delegate(&self, type_name: &str, command: Command) -> Result<Option<CniResult>, CniError> {
+        let stage = self.registry.resolve(type_name)?;
+        let inv = Invocation {
+            command,
+            config: self.config,
+            prev_result: self.prev_result,
+            rt: self.rt,
+            version: self.version,
+            cni_path: self.cni_path,
+            registry: self.registry,
+        };
+        match command {
+            Command::Add => stage.add(&inv).map(Some),
+            Command::Del => stage.del(&inv).map(|_| None),
+            Command::Check => stage.check(&inv).map(|_| None),
+            Command::Gc => stage.gc(&inv).map(|_| None),
+            Command::Status => stage.status(&inv).map(|_| None),
+            Command::Version => Ok(None),
+        }
+    }
+}
+
+/// One link of a chain. Each stage shows the CNI triad; gc and status default to
+/// success for stages that keep no state.
+pub trait Stage: Send + Sync {
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError>;
+    fn del(&self, inv: &Invocation) -> Result<(), CniError>;
+    fn check(&self, inv: &Invocation) -> Result<(), CniError>;
+    fn gc(&self, _inv: &Invocation) -> Result<(), CniError> {
+        Ok(())
+    }
+    fn status(&self, _inv: &Invocation) -> Result<(), CniError> {
+        Ok(())
+    }
+    /// Spec versions this stage accepts (VERSION, validation).
+    fn supported_versions(&self) -> Vec<String> {
+        crate::spec::version::SUPPORTED.iter().map(|s| s.to_string()).collect()
+    }
+    /// "in-process" or the exec'd binary's path, for --timings and errors.
+    fn describe(&self) -> String;
+}
+
+/// Which types to force through the exec fallback even when an in-process stage exists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ExecPolicy {
+    /// Use in-process stages where they exist.
+    #[default]
+    InProcess,
+    /// Exec every plugin from CNI_PATH.
+    All,
+    /// Exec these types; in-process for the rest.
+    Types(Vec<String>),
+}
+
+impl ExecPolicy {
+    /// `all`, `none`, or a comma-separated list of types.
+    pub fn parse(s: &str) -> ExecPolicy {
+        let s = s.trim();
+        match s {
+            "" | "none" => ExecPolicy::InProcess,
+            "all" => ExecPolicy::All,
+            list => ExecPolicy::Types(
+                list.split(',')
+                    .map(|t| t.trim().to_string())
+                    .filter(|t| !t.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+    fn forces(&self, t: &str) -> bool {
+        match self {
+            ExecPolicy::InProcess => false,
+            ExecPolicy::All => true,
+            ExecPolicy::Types(ts) => ts.iter().any(|x| x == t),
+        }
+    }
+}
+
+pub type StageFactory = fn() -> Arc<dyn Stage>;
+
+/// Type name -> in-process stage, plus how to reach plugins that are not in-process.
+pub struct Registry {
+    stages: HashMap<String, Arc<dyn Stage>>,
+    pub cni_path: Vec<PathBuf>,
+    pub policy: ExecPolicy,
+    pub plugin_timeout: Option<Duration>,
+}
+
+impl Registry {
+    pub fn new(cni_path: Vec<PathBuf>) -> Registry {
+        Registry {
+            stages: HashMap::new(),
+            cni_path,
+            policy: ExecPolicy::InProcess,
+            plugin_timeout: None,
+        }
+    }
+
+    pub fn register(&mut self, type_name: &str, stage: Arc<dyn Stage>) {
+        self.stages.insert(type_name.to_string(), stage);
+    }
+
+    pub fn in_process_types(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.stages.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Whether `type_name` would run in-process under the current policy.
+    pub fn is_in_process(&self, type_name: &str) -> bool {
+        self.stages.contains_key(type_name) && !self.policy.forces(type_name)
+    }
+
+    /// The stage for a plugin type: in-process unless forced, else the binary found in
+    /// CNI_PATH (an error when there is none).
+    pub fn resolve(&self, type_name: &str) -> Result<Arc<dyn Stage>, CniError> {
+        crate::spec::ids::validate_plugin_type(type_name, "type")?;
+        if let Some(s) = self.stages.get(type_name) {
+            if !self.policy.forces(type_name) {
+                return Ok(s.clone());
+            }
+        }
+        let path = find_in_path(type_name, &self.cni_path)?;
+        Ok(Arc::new(ExecStage {
+            path,
+            timeout: self.plugin_timeout,
+        }))
+    }
+}
+
+/// libcni's FindInPath: the first `dir/type` that stats as a regular file (symlinks
+/// followed).
+pub fn find_in_path(type_name: &str, paths: &[PathBuf]) -> Result<PathBuf, CniError> {
+    crate::spec::ids::validate_plugin_type(type_name, "type")?;
+    if paths.is_empty() {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!("failed to find plugin {type_name:?}: CNI_PATH is empty"),
+        ));
+    }
+    for dir in paths {
+        let full = dir.join(type_name);
+        if let Ok(md) = std::fs::metadata(&full) {
+            if md.is_file() {
+                return Ok(full);
+            }
+        }
+    }
+    let dirs: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    Err(CniError::new(
+        INVALID_CONFIG,
+        format!("failed to find plugin {type_name:?} in path [{}]", dirs.join(" ")),
+    ))
+}
+
+/// CNI_PATH split on ':' (empty entries dropped).
+pub fn split_cni_path(s: &str) -> Vec<PathBuf> {
+    s.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect()
+}

@@ -1,0 +1,234 @@
+//! `cnichain` command line: cnitool's contract (add/check/del/gc/status <net> <netns>)
+//! with named options, plus `version`.
+
+use crate::runtime::{self, Settings};
+use clap::{Args, Parser, Subcommand};
+use cnichain_engine::chain::Engine;
+use cnichain_engine::load;
+use cnichain_engine::request::Attachment;
+use cnichain_engine::spec::args::{parse_capability_args, parse_cni_args};
+use cnichain_engine::spec::conflist::NetConfList;
+use cnichain_engine::spec::error::{CniError, INVALID_ENV};
+use cnichain_engine::spec::version;
+use cnichain_engine::stage::ExecPolicy;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "cnichain",
+    version,
+    about = "Run CNI network configuration lists (.conflist) the way libcni does, in one process",
+    long_about = "Run CNI network configuration lists (.conflist) the way libcni does, in one process.\n\n\
+        NET is a network name searched in --conf-dir (NETCONFPATH) like cnitool does, or a path to a \
+        .conflist/.conf file. NETNS is a network namespace path such as /run/netns/pod1. Plugins that \
+        have no in-process stage are executed from CNI_PATH. On error the CNI error object is printed \
+        on stdout and the exit status is 1.\n\n\
+        Invoked under the name `cnitool` (a symlink), the binary behaves as cnitool."
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct Common {
+    /// Directory searched for NET by name
+    #[arg(long, global = true, env = "NETCONFPATH", default_value = load::DEFAULT_CONF_DIR)]
+    conf_dir: PathBuf,
+    /// Colon-separated directories searched for plugin binaries
+    #[arg(long, global = true, env = "CNI_PATH", default_value = "")]
+    cni_path: String,
+    /// Result cache directory (libcni's; results/ below it)
+    #[arg(long, global = true, env = "CNICHAIN_CACHE_DIR", default_value = cnichain_engine::cache::DEFAULT_CACHE_DIR)]
+    cache_dir: PathBuf,
+    /// Container interface name
+    #[arg(long, short = 'i', global = true, env = "CNI_IFNAME", default_value = "eth0")]
+    ifname: String,
+    /// Container ID (default: cnitool's, derived from the netns path)
+    #[arg(long, global = true, env = "CNICHAIN_CONTAINER_ID")]
+    container_id: Option<String>,
+    /// CNI_ARGS pairs, K1=V1;K2=V2
+    #[arg(long = "args", global = true, env = "CNI_ARGS", default_value = "")]
+    cni_args: String,
+    /// Capability arguments as a JSON object, e.g. {"portMappings":[...]}
+    #[arg(long, global = true, env = "CAP_ARGS", default_value = "")]
+    cap_args: String,
+    /// Force the exec fallback: `all`, `none`, or a comma-separated list of types
+    #[arg(long = "exec", global = true, env = "CNICHAIN_EXEC", default_value = "none")]
+    exec: String,
+    /// Seconds before an exec'd plugin is killed (0: never)
+    #[arg(long, global = true, env = "CNICHAIN_PLUGIN_TIMEOUT", default_value_t = 120)]
+    plugin_timeout: u64,
+    /// Print each plugin call's wall time to stderr
+    #[arg(long, global = true)]
+    timings: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// ADD the container in NETNS to NET and print the result
+    Add { net: String, netns: String },
+    /// CHECK the attachment against the cached result
+    Check { net: String, netns: String },
+    /// DEL the attachment (idempotent; the netns may be gone)
+    Del { net: String, netns: String },
+    /// GC: DEL cached attachments of NET that are not valid, then GC each plugin
+    Gc {
+        net: String,
+        /// Accepted for cnitool compatibility; unused
+        netns: Option<String>,
+        /// A valid attachment CONTAINERID/IFNAME (repeatable). Without any, every
+        /// attachment that has a cached result is valid, so only state with no cache
+        /// behind it is collected.
+        #[arg(long = "valid", value_name = "CONTAINERID/IFNAME")]
+        valid: Vec<String>,
+        /// Treat every cached attachment as stale (cnitool's gc: removes them all)
+        #[arg(long, conflicts_with = "valid")]
+        all_stale: bool,
+    },
+    /// STATUS: can NET serve ADD now?
+    Status {
+        net: String,
+        /// Accepted for cnitool compatibility; unused
+        netns: Option<String>,
+    },
+    /// Print cnichain's version and the CNI spec versions it supports
+    Version,
+}
+
+pub fn main() -> i32 {
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => 0,
+        Err(e) => {
+            println!("{}", e.to_json_pretty());
+            eprintln!("cnichain: {e}");
+            1
+        }
+    }
+}
+
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CNICHAIN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .without_time()
+        .try_init();
+}
+
+fn settings(c: &Common) -> Settings {
+    Settings {
+        cni_path: c.cni_path.clone(),
+        cache_dir: c.cache_dir.clone(),
+        exec: ExecPolicy::parse(&c.exec),
+        plugin_timeout: (c.plugin_timeout > 0).then(|| Duration::from_secs(c.plugin_timeout)),
+    }
+}
+
+fn load_net(c: &Common, net: &str) -> Result<NetConfList, CniError> {
+    load::load(net, &c.conf_dir)
+}
+
+fn runtime_conf(c: &Common, netns: &str) -> Result<cnichain_engine::spec::args::RuntimeConf, CniError> {
+    let abs = runtime::abs_path(netns);
+    let container_id = c
+        .container_id
+        .clone()
+        .unwrap_or_else(|| runtime::cnitool_container_id(&abs));
+    let mut rt = runtime::runtime_conf(container_id, abs.display().to_string(), c.ifname.clone());
+    rt.args = parse_cni_args(&c.cni_args)?;
+    rt.capability_args = parse_capability_args(&c.cap_args, "CAP_ARGS")?;
+    Ok(rt)
+}
+
+fn print_timings(engine: &Engine) {
+    for t in engine.take_timings() {
+        eprintln!(
+            "timing: {:<6} {:<12} {:>9.3} ms  {}",
+            t.command.as_str(),
+            t.plugin_type,
+            t.elapsed.as_secs_f64() * 1000.0,
+            t.how
+        );
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CniError> {
+    let c = &cli.common;
+    if let Cmd::Version = cli.cmd {
+        println!("cnichain {}", env!("CARGO_PKG_VERSION"));
+        println!("CNI spec versions: {}", version::SUPPORTED.join(", "));
+        let engine = runtime::engine(&settings(c));
+        println!("in-process stages: {}", engine.registry.in_process_types().join(", "));
+        return Ok(());
+    }
+    let engine = runtime::engine(&settings(c));
+    let started = std::time::Instant::now();
+    let res = match &cli.cmd {
+        Cmd::Add { net, netns } => {
+            let list = load_net(c, net)?;
+            let rt = runtime_conf(c, netns)?;
+            engine.add(&list, &rt).map(|r| println!("{}", r.to_json_pretty()))
+        }
+        Cmd::Check { net, netns } => {
+            let list = load_net(c, net)?;
+            engine.check(&list, &runtime_conf(c, netns)?)
+        }
+        Cmd::Del { net, netns } => {
+            let list = load_net(c, net)?;
+            engine.del(&list, &runtime_conf(c, netns)?)
+        }
+        Cmd::Gc {
+            net, valid, all_stale, ..
+        } => {
+            let list = load_net(c, net)?;
+            let valid_set: Option<Vec<Attachment>> = if *all_stale {
+                None
+            } else if valid.is_empty() {
+                Some(
+                    engine
+                        .cache
+                        .entries()
+                        .into_iter()
+                        .filter(|e| e.network_name == list.name)
+                        .map(|e| Attachment {
+                            container_id: e.container_id,
+                            ifname: e.ifname,
+                        })
+                        .collect(),
+                )
+            } else {
+                Some(valid.iter().map(|v| parse_attachment(v)).collect::<Result<_, _>>()?)
+            };
+            engine.gc(&list, valid_set.as_deref())
+        }
+        Cmd::Status { net, .. } => {
+            let list = load_net(c, net)?;
+            engine.status(&list)
+        }
+        Cmd::Version => Ok(()),
+    };
+    if c.timings {
+        print_timings(&engine);
+        eprintln!("timing: total {:>9.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+    }
+    res
+}
+
+fn parse_attachment(s: &str) -> Result<Attachment, CniError> {
+    let (cid, ifname) = s
+        .split_once('/')
+        .ok_or_else(|| CniError::new(INVALID_ENV, format!("--valid {s:?}: want CONTAINERID/IFNAME")))?;
+    cnichain_engine::spec::ids::validate_container_id(cid)?;
+    cnichain_engine::spec::ids::validate_ifname(ifname)?;
+    Ok(Attachment {
+        container_id: cid.into(),
+        ifname: ifname.into(),
+    })
+}

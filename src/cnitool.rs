@@ -1,0 +1,82 @@
+//! cnitool stand-in: when the binary is invoked as `cnitool` it keeps cnitool's exact
+//! contract (environment, container ID, output format, messages on stderr, exit status),
+//! so it can replace cnitool in other projects' test suites.
+
+use crate::runtime::{self, Settings};
+use cnichain_engine::load;
+use cnichain_engine::spec::args::{parse_capability_args, parse_cni_args};
+use cnichain_engine::spec::error::CniError;
+use cnichain_engine::stage::ExecPolicy;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn usage(me: &str) -> i32 {
+    eprintln!("{me}: Add, check, or remove network interfaces from a network namespace");
+    for c in ["add  ", "check", "del  ", "gc   ", "status"] {
+        eprintln!("  {me} {c} <net> <netns>");
+    }
+    1
+}
+
+pub fn main() -> i32 {
+    crate::cli::init_logging();
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        return usage("cnitool");
+    }
+    match run(&args[1], &args[2], &args[3]) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn env(k: &str) -> String {
+    std::env::var(k).unwrap_or_default()
+}
+
+fn run(cmd: &str, net: &str, netns: &str) -> Result<(), CniError> {
+    let dir = match env("NETCONFPATH") {
+        d if d.is_empty() => PathBuf::from(load::DEFAULT_CONF_DIR),
+        d => PathBuf::from(d),
+    };
+    let list = load::load_by_name(&dir, net)?;
+    let caps = parse_capability_args(&env("CAP_ARGS"), "CAP_ARGS")?;
+    let extra = parse_cni_args(&env("CNI_ARGS"))?;
+    let ifname = std::env::var("CNI_IFNAME").unwrap_or_else(|_| "eth0".into());
+    let abs = runtime::abs_path(netns);
+    let mut rt = runtime::runtime_conf(runtime::cnitool_container_id(&abs), abs.display().to_string(), ifname);
+    rt.args = extra;
+    rt.capability_args = caps;
+    let cache_dir = match env("CNICHAIN_CACHE_DIR") {
+        d if d.is_empty() => PathBuf::from(cnichain_engine::cache::DEFAULT_CACHE_DIR),
+        d => PathBuf::from(d),
+    };
+    let engine = runtime::engine(&Settings {
+        cni_path: env("CNI_PATH"),
+        cache_dir,
+        exec: ExecPolicy::parse(&env("CNICHAIN_EXEC")),
+        plugin_timeout: None,
+    });
+    let _ = Duration::ZERO;
+    match cmd {
+        "add" => {
+            let res = engine.add(&list, &rt)?;
+            // cnitool prints with 4-space indentation and no trailing newline.
+            let mut out = std::io::stdout();
+            let _ = out.write_all(res.to_json_pretty().as_bytes());
+            let _ = out.flush();
+            Ok(())
+        }
+        "check" => engine.check(&list, &rt),
+        "del" => engine.del(&list, &rt),
+        // upstream cnitool's gc passes no valid set: every cached attachment is stale
+        "gc" => engine.gc(&list, None),
+        "status" => engine.status(&list),
+        // cnitool exits 0 on an unknown verb
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,236 @@
+//! Shared test scaffolding: a throwaway sandbox per test (its own "host" netns, pod
+//! netns, temp dir for every state path) that removes everything it made on drop, even
+//! when the test fails.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+pub const REF_PLUGINS: &str = "/usr/lib/cni";
+
+pub fn cnichain_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cnichain"))
+}
+
+pub fn recorder_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cnichain-test-recorder"))
+}
+
+/// The libcni-based cnitool peer, built once per machine into target/peer.
+pub fn peer_cnitool() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("target/peer/cnitool");
+    if !out.exists() {
+        let script = root.join("../shared/peer/build-cnitool.sh");
+        let st = Command::new("bash")
+            .arg(script)
+            .arg(&out)
+            .status()
+            .expect("run build-cnitool.sh");
+        assert!(st.success(), "building the peer cnitool failed");
+    }
+    out
+}
+
+fn run_ok(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Sandbox {
+    pub tag: String,
+    /// Network namespaces this sandbox made (host first).
+    pub netns: Vec<String>,
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    /// A host netns `<tag>-h` with lo up, and a temp dir with conf/, cache/, ipam/ and
+    /// record/ subdirectories.
+    pub fn new(tag: &str) -> Sandbox {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("cnc{}-{}-{}", std::process::id() % 100000, n, tag);
+        let dir = std::env::temp_dir().join(format!("cnichain-test-{tag}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        for sub in ["conf", "cache", "ipam", "record"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("temp dir");
+        }
+        let mut sb = Sandbox {
+            tag,
+            netns: Vec::new(),
+            dir,
+        };
+        let host = sb.host();
+        sb.add_netns(&host);
+        run_ok(Command::new("ip").args(["-n", &host, "link", "set", "lo", "up"]));
+        sb
+    }
+
+    pub fn host(&self) -> String {
+        format!("{}-h", self.tag)
+    }
+
+    pub fn add_netns(&mut self, name: &str) -> String {
+        run_ok(Command::new("ip").args(["netns", "add", name]));
+        self.netns.push(name.to_string());
+        format!("/run/netns/{name}")
+    }
+
+    /// A new pod netns `<tag>-<name>`; returns its path.
+    pub fn pod(&mut self, name: &str) -> String {
+        let full = format!("{}-{}", self.tag, name);
+        let p = self.add_netns(&full);
+        run_ok(Command::new("ip").args(["-n", &full, "link", "set", "lo", "up"]));
+        p
+    }
+
+    pub fn conf_dir(&self) -> PathBuf {
+        self.dir.join("conf")
+    }
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.dir.join("ipam")
+    }
+    pub fn record_dir(&self) -> PathBuf {
+        self.dir.join("record")
+    }
+
+    /// Write a conflist into conf/, with @IPAM@ replaced by this sandbox's IPAM dir.
+    pub fn write_conflist(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.conf_dir().join(file);
+        std::fs::write(&p, text.replace("@IPAM@", &self.ipam_dir().display().to_string())).expect("write conflist");
+        p
+    }
+
+    /// A command that runs inside the host netns, with this sandbox's state paths.
+    pub fn in_host(&self, program: &Path) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.host()))
+            .arg("--")
+            .arg(program);
+        c.env("NETCONFPATH", self.conf_dir())
+            .env("CNICHAIN_CACHE_DIR", self.cache_dir())
+            .env("CNICHAIN_RECORD_DIR", self.record_dir())
+            .env_remove("CNI_COMMAND")
+            .env_remove("CNICHAIN_EXEC")
+            .env_remove("CAP_ARGS")
+            .env_remove("CNI_ARGS")
+            .env_remove("CNI_IFNAME");
+        c
+    }
+
+    /// `cnichain VERB NET NETNS` in the host netns with CNI_PATH set.
+    pub fn cnichain(&self, cni_path: &str, args: &[&str]) -> Output {
+        let mut c = self.in_host(&cnichain_bin());
+        c.env("CNI_PATH", cni_path).args(args);
+        c.output().expect("run cnichain")
+    }
+
+    /// Run a shell snippet inside a netns of this sandbox.
+    pub fn sh_in(&self, netns: &str, script: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", netns, "sh", "-c", script])
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Records written by the recording plugin, oldest first.
+    pub fn records(&self) -> Vec<serde_json::Value> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.record_dir())
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|f| std::fs::read(f).ok())
+            .filter_map(|b| serde_json::from_slice(&b).ok())
+            .collect()
+    }
+
+    pub fn clear_records(&self) {
+        let _ = std::fs::remove_dir_all(self.record_dir());
+        let _ = std::fs::create_dir_all(self.record_dir());
+    }
+
+    /// Paths of every file below `sub` (relative), sorted.
+    pub fn files_in(&self, sub: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(base, &p, out);
+                    } else if let Ok(rel) = p.strip_prefix(base) {
+                        out.push(rel.display().to_string());
+                    }
+                }
+            }
+        }
+        let base = self.dir.join(sub);
+        walk(&base, &base, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        for n in self.netns.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert success and return stdout.
+#[track_caller]
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "command failed ({}): stdout={} stderr={}",
+        o.status,
+        stdout(o),
+        stderr(o)
+    );
+    stdout(o)
+}
+
+/// Assert exit status 1 with a CNI error object on stdout; return it.
+#[track_caller]
+pub fn cni_err(o: &Output) -> serde_json::Value {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "want exit 1: stdout={} stderr={}",
+        stdout(o),
+        stderr(o)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not a CNI error object ({e}): {}", stdout(o)));
+    assert!(v.get("code").and_then(|c| c.as_u64()).is_some(), "no code in {v}");
+    assert!(v.get("msg").and_then(|c| c.as_str()).is_some(), "no msg in {v}");
+    v
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}

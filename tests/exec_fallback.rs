@@ -1,0 +1,346 @@
+//! The exec fallback, observed from the plugin's side: a recording plugin shows the exact
+//! request JSON, environment and order cnichain sends for every verb, and the same
+//! chain run through the libcni-based cnitool must receive the same requests.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// A CNI_PATH dir in the sandbox with the recorder under several type names.
+fn recorder_path(sb: &Sandbox) -> String {
+    let bin = sb.dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for name in ["rec-main", "rec-meta", "rec-caps", "rec-ipam"] {
+        let _ = std::os::unix::fs::symlink(recorder_bin(), bin.join(name));
+    }
+    bin.display().to_string()
+}
+
+fn stdin_of(rec: &Value) -> Value {
+    serde_json::from_str(rec["stdin"].as_str().unwrap_or("null")).unwrap_or(Value::Null)
+}
+
+fn env_of(rec: &Value, k: &str) -> String {
+    rec["env"][k].as_str().unwrap_or("<unset>").to_string()
+}
+
+const CHAIN: &str = r#"{
+  "cniVersion": "1.0.0",
+  "name": "@NET@",
+  "plugins": [
+    {"type": "rec-main", "zeta": [3, 2, 1], "alpha": {"nested": true}, "ipam": {"type": "rec-ipam", "x": 1}},
+    {"type": "rec-meta", "name": "ignored-local-name", "cniVersion": "0.3.1"},
+    {"type": "rec-caps", "capabilities": {"portMappings": true, "bandwidth": false}, "runtimeConfig": {"keep": 1}}
+  ]
+}"#;
+
+#[test]
+fn add_check_del_send_libcni_requests_in_order() {
+    let mut sb = Sandbox::new("rec1");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist("10-chain.conflist", &CHAIN.replace("@NET@", &net));
+    let caps =
+        r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}],"bandwidth":{"ingressRate":1}}"#;
+
+    let out = sb.cnichain(
+        &path,
+        &[
+            "--cap-args",
+            caps,
+            "--args",
+            "IgnoreUnknown=1;FOO=bar",
+            "add",
+            &net,
+            &pod,
+        ],
+    );
+    let result: Value = serde_json::from_str(&ok(&out)).expect("ADD prints the result");
+    assert_eq!(
+        result,
+        json!({"cniVersion":"1.0.0","ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1"}],"dns":{}})
+    );
+
+    let recs = sb.records();
+    let cmds: Vec<String> = recs.iter().map(|r| env_of(r, "CNI_COMMAND")).collect();
+    let types: Vec<String> = recs
+        .iter()
+        .map(|r| stdin_of(r)["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(cmds, ["ADD", "ADD", "ADD"]);
+    assert_eq!(types, ["rec-main", "rec-meta", "rec-caps"]);
+    let cid = runtime_container_id(&pod);
+    for r in &recs {
+        assert_eq!(env_of(r, "CNI_CONTAINERID"), cid);
+        assert_eq!(env_of(r, "CNI_NETNS"), pod);
+        assert_eq!(env_of(r, "CNI_IFNAME"), "eth0");
+        assert_eq!(env_of(r, "CNI_ARGS"), "IgnoreUnknown=1;FOO=bar");
+        assert_eq!(env_of(r, "CNI_PATH"), path);
+        // the parent environment is inherited
+        assert_eq!(env_of(r, "NETCONFPATH"), sb.conf_dir().display().to_string());
+    }
+    let first = stdin_of(&recs[0]);
+    assert_eq!(
+        first,
+        json!({"type":"rec-main","zeta":[3,2,1],"alpha":{"nested":true},"ipam":{"type":"rec-ipam","x":1},
+               "name": net, "cniVersion":"1.0.0"})
+    );
+    let second = stdin_of(&recs[1]);
+    assert_eq!(
+        second["name"],
+        json!(net),
+        "the list name overrides a plugin-local name"
+    );
+    assert_eq!(
+        second["cniVersion"],
+        json!("1.0.0"),
+        "the selected version overrides a plugin-local one"
+    );
+    assert_eq!(second["prevResult"], result);
+    assert!(second.get("runtimeConfig").is_none());
+    let third = stdin_of(&recs[2]);
+    assert_eq!(
+        third["runtimeConfig"],
+        json!({"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}),
+        "only declared and enabled capabilities reach runtimeConfig, replacing a static one"
+    );
+
+    // the cache is libcni's format
+    let cache_file = sb.cache_dir().join("results").join(format!("{net}-{cid}-eth0"));
+    let cached: Value = serde_json::from_slice(&std::fs::read(&cache_file).expect("cache written")).unwrap();
+    assert_eq!(cached["kind"], "cniCacheV1");
+    assert_eq!(cached["result"], result);
+    assert_eq!(cached["cniArgs"], json!([["IgnoreUnknown", "1"], ["FOO", "bar"]]));
+    assert_eq!(cached["networkName"], json!(net));
+    let md = std::fs::metadata(&cache_file).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o777,
+        0o600
+    );
+
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["--cap-args", caps, "check", &net, &pod]));
+    let recs = sb.records();
+    assert_eq!(recs.len(), 3);
+    for r in &recs {
+        assert_eq!(env_of(r, "CNI_COMMAND"), "CHECK");
+        assert_eq!(stdin_of(r)["prevResult"], result, "CHECK gets the cached result");
+    }
+
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["--cap-args", caps, "del", &net, &pod]));
+    let recs = sb.records();
+    let types: Vec<String> = recs
+        .iter()
+        .map(|r| stdin_of(r)["type"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(types, ["rec-caps", "rec-meta", "rec-main"], "DEL runs in reverse");
+    for r in &recs {
+        assert_eq!(env_of(r, "CNI_COMMAND"), "DEL");
+        assert_eq!(stdin_of(r)["prevResult"], result);
+    }
+    assert!(!cache_file.exists(), "DEL removes the cache");
+
+    // DEL again: no cache, no prevResult, still success
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["del", &net, &pod]));
+    assert!(sb.records().iter().all(|r| stdin_of(r).get("prevResult").is_none()));
+    // CHECK after DEL: no cached result, so plugins see no prevResult
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["check", &net, &pod]));
+    assert!(sb.records().iter().all(|r| stdin_of(r).get("prevResult").is_none()));
+}
+
+fn runtime_container_id(netns: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("printf %s '{netns}' | sha512sum | cut -c1-20")])
+        .output()
+        .unwrap();
+    format!("cnitool-{}", String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The same chain through libcni (the peer cnitool) and through cnichain: every plugin
+/// gets the same request JSON and the same CNI_* environment.
+#[test]
+fn requests_match_libcni_cnitool() {
+    let mut sb = Sandbox::new("rec2");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist("10-chain.conflist", &CHAIN.replace("@NET@", &net));
+    let caps = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
+    let cnitool = peer_cnitool();
+    let _cleanup = LibcniCacheCleanup(net.clone());
+
+    let mut runs: Vec<Vec<Value>> = Vec::new();
+    for tool in ["cnitool", "cnichain"] {
+        sb.clear_records();
+        for verb in ["add", "check", "del"] {
+            let out = if tool == "cnitool" {
+                let mut c = sb.in_host(&cnitool);
+                c.env("CNI_PATH", &path)
+                    .env("CAP_ARGS", caps)
+                    .env("CNI_ARGS", "IgnoreUnknown=1")
+                    .args([verb, &net, &pod]);
+                c.output().unwrap()
+            } else {
+                sb.cnichain(
+                    &path,
+                    &["--cap-args", caps, "--args", "IgnoreUnknown=1", verb, &net, &pod],
+                )
+            };
+            ok(&out);
+        }
+        runs.push(sb.records());
+    }
+    let (lib, ours) = (&runs[0], &runs[1]);
+    assert_eq!(lib.len(), 9);
+    assert_eq!(lib.len(), ours.len());
+    for (i, (a, b)) in lib.iter().zip(ours.iter()).enumerate() {
+        assert_eq!(stdin_of(a), stdin_of(b), "request {i} differs");
+        for k in [
+            "CNI_COMMAND",
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_ARGS",
+            "CNI_PATH",
+        ] {
+            assert_eq!(env_of(a, k), env_of(b, k), "request {i}: {k}");
+        }
+    }
+}
+
+/// Removes what the peer cnitool leaves in libcni's fixed cache dir for this network.
+struct LibcniCacheCleanup(String);
+impl Drop for LibcniCacheCleanup {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.0)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn plugin_errors_stop_the_chain_and_keep_codes() {
+    let mut sb = Sandbox::new("rec3");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[
+            {{"type":"rec-main"}},
+            {{"type":"rec-meta","recorderError":{{"ADD":{{"code":117,"msg":"meta says no","details":"d"}},"DEL":{{"code":118,"msg":"del fails"}}}}}},
+            {{"type":"rec-caps"}}]}}"#
+        ),
+    );
+    let e = cni_err(&sb.cnichain(&path, &["add", &net, &pod]));
+    assert_eq!(e["code"], 117);
+    assert_eq!(e["msg"], r#"plugin type="rec-meta" failed (add): meta says no"#);
+    assert_eq!(e["details"], "d");
+    let cmds: Vec<String> = sb
+        .records()
+        .iter()
+        .map(|r| stdin_of(r)["type"].as_str().unwrap_or("").into())
+        .collect();
+    assert_eq!(cmds, ["rec-main", "rec-meta"], "the chain stops at the failing plugin");
+    assert!(sb.files_in("cache").is_empty(), "no cache after a failed ADD");
+
+    // a failing DEL keeps the cache so the runtime can retry
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"rec-main"}},{{"type":"rec-meta","recorderError":{{"DEL":{{"code":118,"msg":"del fails"}}}}}}]}}"#),
+    );
+    ok(&sb.cnichain(&path, &["add", &net, &pod]));
+    let e = cni_err(&sb.cnichain(&path, &["del", &net, &pod]));
+    assert_eq!(e["code"], 118);
+    assert!(e["msg"].as_str().unwrap().contains("failed (delete)"));
+    assert_eq!(sb.files_in("cache").len(), 1, "cache kept after a failed DEL");
+}
+
+#[test]
+fn empty_stdout_failure_carries_stderr_and_timeouts_kill() {
+    let mut sb = Sandbox::new("rec4");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"rec-main","recorderEmptyFail":"ADD","recorderStderr":"kaboom on stderr"}}]}}"#),
+    );
+    let e = cni_err(&sb.cnichain(&path, &["add", &net, &pod]));
+    assert!(e["msg"].as_str().unwrap().contains("kaboom on stderr"), "{e}");
+
+    sb.write_conflist(
+        "10.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"rec-main","recorderSleepMs":20000}}]}}"#
+        ),
+    );
+    let t = std::time::Instant::now();
+    let e = cni_err(&sb.cnichain(&path, &["--plugin-timeout", "1", "add", &net, &pod]));
+    assert_eq!(e["code"], 11);
+    assert!(e["msg"].as_str().unwrap().contains("timed out"), "{e}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(15),
+        "the plugin was killed, not waited for"
+    );
+}
+
+#[test]
+fn gc_deletes_stale_cached_attachments_and_sends_both_keys() {
+    let mut sb = Sandbox::new("rec5");
+    let pod1 = sb.pod("p1");
+    let pod2 = sb.pod("p2");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.1.0","name":"{net}","plugins":[{{"type":"rec-main"}},{{"type":"rec-meta"}}]}}"#),
+    );
+    ok(&sb.cnichain(&path, &["--container-id", "c1", "add", &net, &pod1]));
+    ok(&sb.cnichain(&path, &["--container-id", "c2", "add", &net, &pod2]));
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["gc", &net, "--valid", "c1/eth0"]));
+    let recs = sb.records();
+    let seen: Vec<(String, String)> = recs
+        .iter()
+        .map(|r| (env_of(r, "CNI_COMMAND"), env_of(r, "CNI_CONTAINERID")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("DEL".to_string(), "c2".to_string()),
+            ("DEL".into(), "c2".into()),
+            ("GC".into(), "".into()),
+            ("GC".into(), "".into())
+        ]
+    );
+    let gc = stdin_of(&recs[2]);
+    let want = json!([{"containerID":"c1","ifname":"eth0"}]);
+    assert_eq!(gc["cni.dev/valid-attachments"], want);
+    assert_eq!(gc["cni.dev/attachments"], want);
+    let left = sb.files_in("cache");
+    assert_eq!(left, [format!("results/{net}-c1-eth0")]);
+
+    // default valid set: every cached attachment; nothing is DELeted
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["gc", &net]));
+    assert!(sb.records().iter().all(|r| env_of(r, "CNI_COMMAND") == "GC"));
+    assert_eq!(sb.files_in("cache").len(), 1);
+
+    // STATUS on 1.1.0 calls every plugin
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["status", &net]));
+    assert_eq!(sb.records().len(), 2);
+    assert!(sb.records().iter().all(|r| env_of(r, "CNI_COMMAND") == "STATUS"));
+    let _ = PathBuf::new();
+}
