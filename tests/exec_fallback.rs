@@ -344,3 +344,108 @@ fn gc_deletes_stale_cached_attachments_and_sends_both_keys() {
     assert!(sb.records().iter().all(|r| env_of(r, "CNI_COMMAND") == "STATUS"));
     let _ = PathBuf::new();
 }
+
+#[test]
+fn results_are_fixed_up_and_converted_between_stages() {
+    let mut sb = Sandbox::new("rec6");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    // plugin 1 answers without cniVersion (libcni assumes the config's), plugin 2 answers
+    // in the 0.4.0 layout: the next plugin must get it as 1.0.0.
+    sb.write_conflist(
+        "10.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[
+              {{"type":"rec-main","recorderResult":{{"ips":[{{"address":"10.9.0.5/16","gateway":"10.9.0.1"}}]}}}},
+              {{"type":"rec-meta","recorderResult":{{"cniVersion":"0.4.0","interfaces":[{{"name":"eth0","sandbox":"/x"}}],
+                 "ips":[{{"version":"4","interface":0,"address":"10.9.0.5/16"}}]}}}},
+              {{"type":"rec-caps"}}]}}"#
+        ),
+    );
+    let res: Value = serde_json::from_str(&ok(&sb.cnichain(&path, &["add", &net, &pod]))).unwrap();
+    let recs = sb.records();
+    assert_eq!(
+        stdin_of(&recs[1])["prevResult"],
+        json!({"cniVersion":"1.0.0","ips":[{"address":"10.9.0.5/16","gateway":"10.9.0.1"}],"dns":{}})
+    );
+    let want = json!({"cniVersion":"1.0.0","interfaces":[{"name":"eth0","sandbox":"/x"}],
+                      "ips":[{"interface":0,"address":"10.9.0.5/16"}],"dns":{}});
+    assert_eq!(
+        stdin_of(&recs[2])["prevResult"],
+        want,
+        "0.4.0 result converted to the list's 1.0.0"
+    );
+    assert_eq!(res, want);
+}
+
+#[test]
+fn a_damaged_cache_never_blocks_del_but_fails_check() {
+    let mut sb = Sandbox::new("rec7");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"rec-main"}}]}}"#),
+    );
+    let cid = runtime_container_id(&pod);
+    let cache_file = sb.cache_dir().join("results").join(format!("{net}-{cid}-eth0"));
+    for damage in [
+        &b""[..],
+        b"{\"kind\":\"cniCacheV1\",\"res",
+        b"garbage\x00\xff",
+        b"{\"kind\":\"cniCacheV1\",\"result\":{\"cniVersion\":\"7.7.7\"}}",
+    ] {
+        ok(&sb.cnichain(&path, &["add", &net, &pod]));
+        std::fs::write(&cache_file, damage).unwrap();
+        if damage.starts_with(b"{\"kind\":\"cniCacheV1\",\"result") {
+            // unconvertible but readable: CHECK refuses it
+            assert_eq!(sb.cnichain(&path, &["check", &net, &pod]).status.code(), Some(1));
+        } else {
+            let e = cni_err(&sb.cnichain(&path, &["check", &net, &pod]));
+            assert!(e["msg"].as_str().unwrap().contains("cached result"), "{e}");
+        }
+        sb.clear_records();
+        ok(&sb.cnichain(&path, &["del", &net, &pod]));
+        let recs = sb.records();
+        assert_eq!(recs.len(), 1, "DEL ran the plugin");
+        assert!(
+            stdin_of(&recs[0]).get("prevResult").is_none(),
+            "no prevResult from a damaged cache"
+        );
+        assert!(!cache_file.exists(), "the damaged cache is gone after DEL");
+    }
+}
+
+/// A plugin binary still open for writing gives ETXTBSY on exec: cnichain retries with a
+/// new process each time (libcni's retry reused the command and never worked: cni#855).
+#[test]
+fn text_file_busy_is_retried_with_a_new_process() {
+    let mut sb = Sandbox::new("rec8");
+    let pod = sb.pod("p");
+    let bin = sb.dir.join("busybin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let plugin = bin.join("rec-late");
+    std::fs::copy(recorder_bin(), &plugin).unwrap();
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"rec-late"}}]}}"#),
+    );
+    // hold it open for writing, as an installer still copying it would
+    let writer = std::fs::OpenOptions::new().write(true).open(&plugin).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(writer);
+    });
+    let t = std::time::Instant::now();
+    let out = sb.cnichain(&bin.display().to_string(), &["add", &net, &pod]);
+    release.join().unwrap();
+    ok(&out);
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(1000),
+        "it had to wait for the writer"
+    );
+    assert_eq!(sb.records().len(), 1);
+}
