@@ -4,5 +4,13 @@
 
 use cnichain_engine::stage::Registry;
 
+pub mod conf;
+pub mod ipam;
+pub mod netlink;
+pub mod netns;
+pub mod sysctl;
+
 /// Register every in-process stage.
-pub fn register_all(_registry: &mut Registry) {}
+pub fn register_all(registry: &mut Registry) {
+    ipam::register(registry);
+}

@@ -1,0 +1,182 @@
+//! Helpers every stage uses to read its request: typed config with errors that name the
+//! field, MAC addresses, CNI_ARGS lookups with the reference's IgnoreUnknown rule, and
+//! names derived from the attachment.
+
+use cnichain_engine::spec::args::RuntimeConf;
+use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, INVALID_ENV};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha512};
+
+/// A `dns` object in a plugin's config (nameservers, domain, search, options).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct DnsConf {
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub domain: String,
+    #[serde(default)]
+    pub search: Vec<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+impl DnsConf {
+    /// The result's Dns, or None when nothing is set (the reference's dnsConfSet).
+    pub fn to_dns(&self) -> Option<cnichain_engine::spec::result::Dns> {
+        let d = cnichain_engine::spec::result::Dns {
+            nameservers: self.nameservers.clone(),
+            domain: self.domain.clone(),
+            search: self.search.clone(),
+            options: self.options.clone(),
+        };
+        (!d.is_empty()).then_some(d)
+    }
+}
+
+/// Deserialize a stage's config; a type error is code 7 naming the JSON path.
+pub fn parse<T: DeserializeOwned>(config: &Map<String, Value>, plugin: &str) -> Result<T, CniError> {
+    let v = Value::Object(config.clone());
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        CniError::new(INVALID_CONFIG, format!("{plugin}: invalid config at {path:?}: {}", e.inner()))
+    })
+}
+
+/// "aa:bb:cc:dd:ee:ff" (also '-' separated), as Go's net.ParseMAC accepts for 6 bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<&str> = if s.contains(':') { s.split(':').collect() } else { s.split('-').collect() };
+    if parts.len() != 6 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return None;
+        }
+        mac[i] = u8::from_str_radix(p, 16).ok()?;
+    }
+    Some(mac)
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Look up CNI_ARGS keys the way the reference's types.LoadArgs does: any key the plugin
+/// does not know is an error unless IgnoreUnknown is 1/true.
+pub fn cni_args<'a>(rt: &'a RuntimeConf, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, CniError> {
+    let ignore_unknown = rt
+        .args
+        .iter()
+        .any(|(k, v)| k == "IgnoreUnknown" && (v == "1" || v.eq_ignore_ascii_case("true")));
+    let mut out = Vec::new();
+    for (k, v) in &rt.args {
+        if k == "IgnoreUnknown" {
+            continue;
+        }
+        if known.contains(&k.as_str()) {
+            out.push((k.as_str(), v.as_str()));
+        } else if !ignore_unknown {
+            return Err(CniError::new(INVALID_ENV, format!("ARGS: unknown args {k:?} in CNI_ARGS")));
+        }
+    }
+    Ok(out)
+}
+
+/// hex(sha512(parts joined)), the reference's utils.FormatChainName-style hash.
+pub fn hash_hex(parts: &[&str]) -> String {
+    let mut h = Sha512::new();
+    for p in parts {
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Host-side veth name: "veth" + 8 hex like the reference's random names, but derived
+/// from the attachment so a DEL after a crash can find it by name.
+pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("veth{}", &hash_hex(&[network, "\0", container_id, "\0", ifname])[..8])
+}
+
+/// A random veth name, for when the derived one is taken.
+pub fn random_veth_name() -> String {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
+}
+
+/// The `ipam` object's `type`, if any.
+pub fn ipam_type(config: &Map<String, Value>) -> Option<String> {
+    config.get("ipam")?.get("type")?.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// A MAC from config/args for the container interface, with the reference's precedence:
+/// runtimeConfig.mac over args.cni.mac over CNI_ARGS MAC=.
+pub fn requested_mac(config: &Map<String, Value>, env_mac: Option<&str>) -> Result<Option<[u8; 6]>, CniError> {
+    let mut mac: Option<(String, &str)> = env_mac.filter(|m| !m.is_empty()).map(|m| (m.to_string(), "CNI_ARGS MAC"));
+    if let Some(m) = config.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get("mac")).and_then(Value::as_str) {
+        if !m.is_empty() {
+            mac = Some((m.to_string(), "args.cni.mac"));
+        }
+    }
+    if let Some(m) = config.get("runtimeConfig").and_then(|r| r.get("mac")).and_then(Value::as_str) {
+        if !m.is_empty() {
+            mac = Some((m.to_string(), "runtimeConfig.mac"));
+        }
+    }
+    match mac {
+        None => Ok(None),
+        Some((m, field)) => parse_mac(&m)
+            .map(Some)
+            .ok_or_else(|| CniError::new(INVALID_CONFIG, format!("invalid MAC address {m:?} in {field}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:42:0A:58:00:02"), Some([2, 0x42, 10, 0x58, 0, 2]));
+        assert_eq!(parse_mac("02-42-0a-58-00-02"), Some([2, 0x42, 10, 0x58, 0, 2]));
+        for bad in ["", "02:42:0a:58:00", "02:42:0a:58:00:02:03", "zz:42:0a:58:00:02", "2:42:0a:58:00:02"] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert_eq!(format_mac(&[2, 0x42, 10, 0x58, 0, 2]), "02:42:0a:58:00:02");
+    }
+
+    #[test]
+    fn cni_args_unknown_keys() {
+        let mut rt = RuntimeConf::default();
+        rt.args = vec![("MAC".into(), "x".into()), ("K8S_POD_NAME".into(), "p".into())];
+        assert_eq!(cni_args(&rt, &["MAC"]).unwrap_err().code, 4);
+        rt.args.push(("IgnoreUnknown".into(), "1".into()));
+        assert_eq!(cni_args(&rt, &["MAC"]).unwrap(), vec![("MAC", "x")]);
+    }
+
+    #[test]
+    fn names() {
+        let n = host_veth_name("net", "cid", "eth0");
+        assert_eq!(n.len(), 12);
+        assert!(n.starts_with("veth"));
+        assert_eq!(n, host_veth_name("net", "cid", "eth0"));
+        assert_ne!(n, host_veth_name("net", "cid", "eth1"));
+        assert_eq!(random_veth_name().len(), 12);
+    }
+
+    #[test]
+    fn mac_precedence() {
+        let c: Map<String, Value> = serde_json::from_str(
+            r#"{"args":{"cni":{"mac":"02:00:00:00:00:02"}},"runtimeConfig":{"mac":"02:00:00:00:00:03"}}"#,
+        )
+        .unwrap();
+        assert_eq!(requested_mac(&c, Some("02:00:00:00:00:01")).unwrap(), Some([2, 0, 0, 0, 0, 3]));
+        let c: Map<String, Value> = serde_json::from_str(r#"{"runtimeConfig":{"mac":"nope"}}"#).unwrap();
+        let e = requested_mac(&c, None).unwrap_err();
+        assert!(e.msg.contains("runtimeConfig.mac"));
+    }
+}
