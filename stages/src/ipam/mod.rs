@@ -1,5 +1,22 @@
-//! In-process IPAM: host-local and static.
+//! In-process IPAM: host-local and static, behaving as the reference plugins do (see
+//! each module for what is read), with the reference's on-disk store for host-local.
 
 use cnichain_engine::stage::Registry;
+use std::sync::Arc;
 
-pub fn register(_registry: &mut Registry) {}
+pub mod allocator;
+pub mod config;
+pub mod host_local;
+pub mod range;
+pub mod resolv;
+pub mod static_ipam;
+pub mod store;
+
+pub use host_local::HostLocal;
+pub use static_ipam::StaticIpam;
+
+/// Register `host-local` and `static`.
+pub fn register(registry: &mut Registry) {
+    registry.register("host-local", Arc::new(HostLocal));
+    registry.register("static", Arc::new(StaticIpam));
+}

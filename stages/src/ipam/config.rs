@@ -1,0 +1,418 @@
+//! Reading IPAM request configs the way the reference plugins' Go decoder reads them,
+//! with errors that name the field.
+//!
+//! Go's `encoding/json` matches object keys case-insensitively (with its Unicode folding
+//! of U+017F and U+212A), ignores unknown keys, and lets the last matching key win. A
+//! `null` leaves a string unchanged and clears a list or pointer. Type mismatches are
+//! errors. Every problem found here is an invalid config (code 7) whose message starts
+//! with the JSON path of the field; problems in CNI_ARGS are code 4.
+
+use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, INVALID_ENV};
+use cnichain_engine::spec::ipnet::{parse_ip, IpNet};
+use cnichain_engine::spec::result::{CniResult, Dns, Route};
+use serde_json::{json, Map, Value};
+use std::net::IpAddr;
+
+/// An invalid-config error (code 7) naming `path`.
+pub fn invalid(path: &str, msg: impl std::fmt::Display) -> CniError {
+    CniError::new(INVALID_CONFIG, format!("{path}: {msg}"))
+}
+
+/// A CNI_ARGS error (code 4).
+pub fn bad_args(msg: impl Into<String>) -> CniError {
+    CniError::new(INVALID_ENV, msg)
+}
+
+pub fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn want(path: &str, what: &str, got: &Value) -> CniError {
+    invalid(path, format!("expected {what}, got {}", kind(got)))
+}
+
+/// `parent.key`, or `key` at the top level.
+pub fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// Go's case-insensitive match of a JSON key against an ASCII field name.
+pub fn key_is(key: &str, name: &str) -> bool {
+    let mut nb = name.bytes();
+    for c in key.chars() {
+        let folded = match c {
+            '\u{017f}' => b's',
+            '\u{212a}' => b'k',
+            c if c.is_ascii() => (c as u8).to_ascii_lowercase(),
+            _ => return false,
+        };
+        match nb.next() {
+            Some(b) if b.to_ascii_lowercase() == folded => {}
+            _ => return false,
+        }
+    }
+    nb.next().is_none()
+}
+
+/// The value of the last key matching `name` (Go: the last one wins).
+pub fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    m.iter().filter(|(k, _)| key_is(k, name)).map(|(_, v)| v).next_back()
+}
+
+/// A string field: the last non-null matching key (Go leaves a string alone on null).
+pub fn string_field(m: &Map<String, Value>, name: &str, parent: &str) -> Result<Option<String>, CniError> {
+    let mut out = None;
+    for (k, v) in m.iter().filter(|(k, _)| key_is(k, name)) {
+        match v {
+            Value::Null => {}
+            Value::String(s) => out = Some(s.clone()),
+            other => return Err(want(&join(parent, k), "a string", other)),
+        }
+    }
+    Ok(out)
+}
+
+/// An object field; `null` or absent is `None`.
+pub fn object_field<'a>(
+    m: &'a Map<String, Value>,
+    name: &str,
+    parent: &str,
+) -> Result<Option<&'a Map<String, Value>>, CniError> {
+    match field(m, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(want(&join(parent, name), "an object", other)),
+    }
+}
+
+/// An array field; `null` or absent is `None`.
+pub fn array_field<'a>(
+    m: &'a Map<String, Value>,
+    name: &str,
+    parent: &str,
+) -> Result<Option<&'a Vec<Value>>, CniError> {
+    match field(m, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(other) => Err(want(&join(parent, name), "an array", other)),
+    }
+}
+
+pub fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, CniError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(want(path, "an object", other)),
+    }
+}
+
+pub fn as_array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, CniError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(want(path, "an array", other)),
+    }
+}
+
+pub fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, CniError> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(want(path, "a string", other)),
+    }
+}
+
+/// A `net.IP` field: absent, `null` and "" are `None`; anything else must be an IP.
+pub fn ip_field(m: &Map<String, Value>, name: &str, parent: &str) -> Result<Option<IpAddr>, CniError> {
+    let path = join(parent, name);
+    match field(m, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => parse_ip(s)
+            .map(Some)
+            .ok_or_else(|| invalid(&path, format!("invalid IP address: {s}"))),
+        Some(other) => Err(want(&path, "a string", other)),
+    }
+}
+
+/// A requested address as the plugins' `ip.IP` reads it: a plain IP or a CIDR whose
+/// address part is taken. "" is no address (Go then fails to canonicalize it).
+pub fn requested_ip(v: &Value, path: &str) -> Result<IpAddr, CniError> {
+    let s = as_str(v, path)?;
+    if s.is_empty() {
+        return Err(invalid(path, "cannot understand ip: IP <nil> not v4 nor v6"));
+    }
+    parse_ip_or_cidr(s).ok_or_else(|| invalid(path, format!("invalid IP address {s}")))
+}
+
+/// `ip.ParseIP` of the plugins: `ip` or `ip/prefix`.
+pub fn parse_ip_or_cidr(s: &str) -> Option<IpAddr> {
+    if s.contains('/') {
+        s.parse::<IpNet>().ok().map(|n| n.addr)
+    } else {
+        parse_ip(s)
+    }
+}
+
+/// Rewrites the engine's result-decoding message ("failed to decode result: routes[0]...")
+/// into a config error under `ipam.`.
+fn result_error_to_config(e: CniError, parent: &str) -> CniError {
+    let msg = e.msg.strip_prefix("failed to decode result: ").unwrap_or(&e.msg);
+    CniError::new(INVALID_CONFIG, join(parent, msg))
+}
+
+/// `ipam.routes` (`[]*types.Route`), decoded exactly as result routes are.
+pub fn routes(ipam: &Map<String, Value>, parent: &str) -> Result<Vec<Route>, CniError> {
+    let Some(v) = field(ipam, "routes") else {
+        return Ok(Vec::new());
+    };
+    if v.is_null() {
+        return Ok(Vec::new());
+    }
+    let fake = json!({"cniVersion": "1.1.0", "routes": v});
+    match CniResult::from_value(&fake, "1.1.0") {
+        Ok(CniResult::V1(r)) => Ok(r.routes),
+        Ok(_) => Err(invalid(&join(parent, "routes"), "could not be decoded")),
+        Err(e) => Err(result_error_to_config(e, parent)),
+    }
+}
+
+/// `ipam.dns` (`types.DNS`), decoded exactly as a result's dns is.
+pub fn dns(ipam: &Map<String, Value>, parent: &str) -> Result<Dns, CniError> {
+    let Some(v) = field(ipam, "dns") else {
+        return Ok(Dns::default());
+    };
+    let fake = json!({"cniVersion": "1.1.0", "dns": v});
+    match CniResult::from_value(&fake, "1.1.0") {
+        Ok(CniResult::V1(r)) => Ok(r.dns),
+        Ok(_) => Err(invalid(&join(parent, "dns"), "could not be decoded")),
+        Err(e) => Err(result_error_to_config(e, parent)),
+    }
+}
+
+/// The config's own `cniVersion` (what the reference checks), else the selected one.
+pub fn cni_version(config: &Map<String, Value>, selected: &str) -> Result<String, CniError> {
+    Ok(string_field(config, "cniVersion", "")?.unwrap_or_else(|| selected.to_string()))
+}
+
+/// CHECK exists from spec 0.4.0 on; the reference's skeleton refuses it before.
+pub fn check_allowed(config: &Map<String, Value>, selected: &str) -> Result<(), CniError> {
+    let v = cni_version(config, selected)?;
+    if !cnichain_engine::spec::version::at_least(&v, "0.4.0").unwrap_or(false) {
+        return Err(CniError::new(
+            cnichain_engine::spec::error::INCOMPATIBLE_VERSION,
+            "config version does not allow CHECK",
+        ));
+    }
+    Ok(())
+}
+
+/// The network name, which becomes a directory name: it must be a valid CNI name.
+pub fn network_name(config: &Map<String, Value>) -> Result<String, CniError> {
+    let name = string_field(config, "name", "")?.unwrap_or_default();
+    cnichain_engine::spec::ids::validate_network_name(&name)?;
+    Ok(name)
+}
+
+/// A typed field target of `types.LoadArgs` (CNI_ARGS `K=V;...`).
+pub enum ArgKind {
+    /// `types.UnmarshallableBool`: 1/0/true/false, any case.
+    Bool,
+    /// Any text.
+    Text,
+    /// A struct field that cannot be set from text (Go's embedded `CommonArgs`).
+    Struct(&'static str),
+}
+
+/// Go's `types.LoadArgs` over CNI_ARGS pairs into the named fields (case-sensitive Go
+/// field names). `IgnoreUnknown` is always a field. Returns the values set, in order
+/// (a later pair overrides an earlier one for the same key).
+pub fn load_args(pairs: &[(String, String)], fields: &[(&str, ArgKind)]) -> Result<Vec<(String, String)>, CniError> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let mut ignore_unknown = false;
+    for (k, v) in pairs {
+        let pair = format!("{k}={v}");
+        let kind = if k == "IgnoreUnknown" {
+            Some(&ArgKind::Bool)
+        } else if k == "CommonArgs" {
+            Some(&ArgKind::Struct("*types.CommonArgs"))
+        } else {
+            fields.iter().find(|(n, _)| *n == k.as_str()).map(|(_, t)| t)
+        };
+        match kind {
+            None => unknown.push(pair),
+            Some(ArgKind::Struct(t)) => {
+                return Err(bad_args(format!(
+                    "ARGS: cannot unmarshal into field '{k}' - type '{t}' does not implement encoding.TextUnmarshaler"
+                )))
+            }
+            Some(ArgKind::Bool) => {
+                let b = match v.to_lowercase().as_str() {
+                    "1" | "true" => true,
+                    "0" | "false" => false,
+                    other => {
+                        return Err(bad_args(format!(
+                            "ARGS: error parsing value of pair {pair:?}: boolean unmarshal error: invalid input {other}"
+                        )))
+                    }
+                };
+                if k == "IgnoreUnknown" {
+                    ignore_unknown = b;
+                }
+                out.retain(|(x, _)| x != k);
+                out.push((k.clone(), b.to_string()));
+            }
+            Some(ArgKind::Text) => {
+                out.retain(|(x, _)| x != k);
+                out.push((k.clone(), v.clone()));
+            }
+        }
+    }
+    if !unknown.is_empty() && !ignore_unknown {
+        let list: Vec<String> = unknown.iter().map(|u| format!("{u:?}")).collect();
+        return Err(bad_args(format!("ARGS: unknown args [{}]", list.join(" "))));
+    }
+    Ok(out)
+}
+
+/// The value a `load_args` result holds for `key`.
+pub fn arg<'a>(args: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn ipam_keys_match_like_go() {
+        let o = m(json!({"DataDir": "/a", "datadir": "/b", "x": 1}));
+        assert_eq!(string_field(&o, "dataDir", "ipam").unwrap().as_deref(), Some("/b"));
+        let o = m(json!({"dataDir": "/a", "DATADIR": null}));
+        assert_eq!(string_field(&o, "dataDir", "ipam").unwrap().as_deref(), Some("/a"));
+        let o = m(json!({"ſubnet": "10.0.0.0/8"}));
+        assert!(field(&o, "subnet").is_some());
+        let o = m(json!({"dataDir": 5}));
+        let e = string_field(&o, "dataDir", "ipam").unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (7, "ipam.dataDir: expected a string, got number")
+        );
+    }
+
+    #[test]
+    fn ipam_ip_fields() {
+        let o = m(json!({"a": "", "b": null, "c": "::ffff:10.0.0.1", "d": "x", "e": []}));
+        assert_eq!(ip_field(&o, "a", "p").unwrap(), None);
+        assert_eq!(ip_field(&o, "b", "p").unwrap(), None);
+        assert_eq!(ip_field(&o, "c", "p").unwrap(), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(ip_field(&o, "d", "p").unwrap_err().msg, "p.d: invalid IP address: x");
+        assert_eq!(ip_field(&o, "e", "p").unwrap_err().code, 7);
+        assert_eq!(ip_field(&o, "zz", "p").unwrap(), None);
+    }
+
+    #[test]
+    fn ipam_requested_ips() {
+        assert_eq!(
+            requested_ip(&json!("10.1.0.9/24"), "x").unwrap(),
+            "10.1.0.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            requested_ip(&json!("fd00::9"), "x").unwrap(),
+            "fd00::9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            requested_ip(&json!("x"), "r[0]").unwrap_err().msg,
+            "r[0]: invalid IP address x"
+        );
+        assert_eq!(
+            requested_ip(&json!(""), "r[0]").unwrap_err().msg,
+            "r[0]: cannot understand ip: IP <nil> not v4 nor v6"
+        );
+        assert_eq!(
+            requested_ip(&json!(null), "r[0]").unwrap_err().msg,
+            "r[0]: expected a string, got null"
+        );
+    }
+
+    #[test]
+    fn ipam_routes_and_dns() {
+        let o = m(
+            json!({"routes": [{"dst": "0.0.0.0/0", "gw": "10.0.0.1"}, {"DST": "fd00::/8"}],
+                         "dns": {"nameservers": ["1.1.1.1"], "domain": "d"}}),
+        );
+        let r = routes(&o, "ipam").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].gw, Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(r[1].dst.to_string(), "fd00::/8");
+        let d = dns(&o, "ipam").unwrap();
+        assert_eq!(d.nameservers, vec!["1.1.1.1"]);
+        assert_eq!(d.domain, "d");
+        let bad = m(json!({"routes": [{"dst": "x"}]}));
+        let e = routes(&bad, "ipam").unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (7, "ipam.routes[0].dst: invalid CIDR address: x")
+        );
+        let bad = m(json!({"routes": [{"gw": "10.0.0.1"}]}));
+        assert_eq!(routes(&bad, "ipam").unwrap_err().msg, "ipam.routes[0].dst: missing");
+        let bad = m(json!({"routes": {}}));
+        assert_eq!(
+            routes(&bad, "ipam").unwrap_err().msg,
+            "ipam.routes: expected an array, got object"
+        );
+        let bad = m(json!({"dns": {"nameservers": "x"}}));
+        assert_eq!(
+            dns(&bad, "ipam").unwrap_err().msg,
+            "ipam.dns.nameservers: expected an array, got string"
+        );
+        assert!(routes(&m(json!({"routes": null})), "ipam").unwrap().is_empty());
+    }
+
+    fn pairs(s: &[(&str, &str)]) -> Vec<(String, String)> {
+        s.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn ipam_cni_args_like_load_args() {
+        let f = [("IP", ArgKind::Text)];
+        let a = load_args(&pairs(&[("IP", "10.0.0.1"), ("IP", "10.0.0.2")]), &f).unwrap();
+        assert_eq!(arg(&a, "IP"), Some("10.0.0.2"));
+        let e = load_args(&pairs(&[("FOO", "1")]), &f).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (4, "ARGS: unknown args [\"FOO=1\"]"));
+        let e = load_args(&pairs(&[("FOO", "1"), ("ip", "2")]), &f).unwrap_err();
+        assert_eq!(e.msg, "ARGS: unknown args [\"FOO=1\" \"ip=2\"]");
+        // IgnoreUnknown applies wherever it appears
+        assert!(load_args(&pairs(&[("FOO", "1"), ("IgnoreUnknown", "TRUE")]), &f).is_ok());
+        assert!(load_args(&pairs(&[("IgnoreUnknown", "1"), ("FOO", "1")]), &f).is_ok());
+        let e = load_args(&pairs(&[("FOO", "1"), ("IgnoreUnknown", "0")]), &f).unwrap_err();
+        assert_eq!(e.code, 4);
+        let e = load_args(&pairs(&[("IgnoreUnknown", "yes")]), &f).unwrap_err();
+        assert_eq!(
+            e.msg,
+            "ARGS: error parsing value of pair \"IgnoreUnknown=yes\": boolean unmarshal error: invalid input yes"
+        );
+        let e = load_args(&pairs(&[("CommonArgs", "x")]), &f).unwrap_err();
+        assert_eq!(
+            e.msg,
+            "ARGS: cannot unmarshal into field 'CommonArgs' - type '*types.CommonArgs' does not implement encoding.TextUnmarshaler"
+        );
+        assert!(load_args(&[], &f).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,725 @@
+//! The host-local IPAM stage: addresses from range sets, one per set, recorded in an
+//! on-disk store that the reference plugin can share (see `store`).
+//!
+//! Config (the full request config; keys are matched as Go matches them):
+//! - `ipam.ranges`: `[[{subnet, rangeStart?, rangeEnd?, gateway?}, ...], ...]`, one
+//!   address per range set; the legacy `ipam.subnet` / `rangeStart` / `rangeEnd` /
+//!   `gateway` form is a first range set of one range; `runtimeConfig.ipRanges` (the
+//!   `ipRanges` capability) is put before both, as the reference does; `ipam.rangeFromFile`
+//!   (a file holding one range object) is used when no other range is given.
+//! - `ipam.routes`, `ipam.dataDir` (default /var/lib/cni/networks), `ipam.resolvConf`.
+//! - Requested addresses: CNI_ARGS `IP=` (with `IgnoreUnknown`), `args.cni.ips`,
+//!   `runtimeConfig.ips` (the `ips` capability); each is matched to the range set holding it.
+
+use super::allocator;
+use super::config::{self, array_field, as_object, field, invalid, load_args, object_field, string_field, ArgKind};
+use super::range::{parse_range_sets, RangeSet, RawRange};
+use super::resolv;
+use super::store::{Mode, Store};
+use cnichain_engine::spec::error::{CniError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE};
+use cnichain_engine::spec::ids;
+use cnichain_engine::spec::ipnet::format_ip;
+use cnichain_engine::spec::result::{CniResult, Result100, Route};
+use cnichain_engine::spec::version;
+use cnichain_engine::stage::{Invocation, Stage};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// The host-local request config, validated and canonical.
+#[derive(Debug, Clone)]
+pub struct HostLocalConf {
+    pub name: String,
+    pub cni_version: String,
+    /// "" means the default directory.
+    pub data_dir: String,
+    pub resolv_conf: Option<String>,
+    pub routes: Vec<Route>,
+    pub ranges: Vec<RangeSet>,
+    /// Requested addresses, in the order CNI_ARGS, args.cni.ips, runtimeConfig.ips.
+    pub ip_args: Vec<IpAddr>,
+}
+
+impl HostLocalConf {
+    /// The reference's `LoadIPAMConfig`: everything is checked before anything is written.
+    pub fn load(
+        config: &Map<String, Value>,
+        cni_args: &[(String, String)],
+        selected_version: &str,
+    ) -> Result<HostLocalConf, CniError> {
+        // --- the JSON itself
+        let name = config::network_name(config)?;
+        let cni_version = config::cni_version(config, selected_version)?;
+        let ipam = match field(config, "ipam") {
+            None | Some(Value::Null) => {
+                return Err(CniError::new(INVALID_CONFIG, "ipam: IPAM config missing 'ipam' key"))
+            }
+            Some(v) => as_object(v, "ipam")?,
+        };
+        let data_dir = string_field(ipam, "dataDir", "ipam")?.unwrap_or_default();
+        let resolv_conf = string_field(ipam, "resolvConf", "ipam")?.filter(|s| !s.is_empty());
+        let range_from_file = string_field(ipam, "rangeFromFile", "ipam")?.filter(|s| !s.is_empty());
+        let routes = config::routes(ipam, "ipam")?;
+        let legacy = RawRange::parse(&Value::Object(ipam.clone()), "ipam")?;
+        let ipam_ranges = parse_range_sets(field(ipam, "ranges"), "ipam.ranges")?;
+
+        let runtime = object_field(config, "runtimeConfig", "")?;
+        let mut runtime_ranges = Vec::new();
+        let mut runtime_ips = Vec::new();
+        if let Some(rc) = runtime {
+            runtime_ranges = parse_range_sets(field(rc, "ipRanges"), "runtimeConfig.ipRanges")?;
+            if let Some(ips) = array_field(rc, "ips", "runtimeConfig")? {
+                for (i, v) in ips.iter().enumerate() {
+                    runtime_ips.push(config::requested_ip(v, &format!("runtimeConfig.ips[{i}]"))?);
+                }
+            }
+        }
+        let mut args_ips = Vec::new();
+        if let Some(args) = object_field(config, "args", "")? {
+            if let Some(cni) = object_field(args, "cni", "args")? {
+                if let Some(ips) = array_field(cni, "ips", "args.cni")? {
+                    for (i, v) in ips.iter().enumerate() {
+                        args_ips.push(config::requested_ip(v, &format!("args.cni.ips[{i}]"))?);
+                    }
+                }
+            }
+        }
+
+        // --- CNI_ARGS
+        let mut ip_args = Vec::new();
+        let env = load_args(cni_args, &[("IP", ArgKind::Text)])?;
+        if let Some(v) = config::arg(&env, "IP") {
+            if !v.is_empty() {
+                let ip = config::parse_ip_or_cidr(v).ok_or_else(|| {
+                    config::bad_args(format!(
+                        "ARGS: error parsing value of pair \"IP={v}\": invalid IP address {v}"
+                    ))
+                })?;
+                ip_args.push(ip);
+            }
+        }
+        ip_args.extend(args_ips);
+        ip_args.extend(runtime_ips);
+
+        // --- range sets: runtime ones, the legacy one, then ipam.ranges
+        let mut raw_sets: Vec<(Vec<RawRange>, String)> = runtime_ranges;
+        if legacy.subnet.is_some() {
+            raw_sets.push((vec![legacy], "ipam".to_string()));
+        }
+        raw_sets.extend(ipam_ranges);
+        if raw_sets.is_empty() {
+            if let Some(file) = &range_from_file {
+                raw_sets.push((vec![range_from_file_range(file)?], "ipam.rangeFromFile".to_string()));
+            }
+        }
+        if raw_sets.is_empty() {
+            return Err(invalid("ipam.ranges", "no IP ranges specified"));
+        }
+        let mut ranges = Vec::with_capacity(raw_sets.len());
+        let (mut v4, mut v6) = (0, 0);
+        for (i, (raws, path)) in raw_sets.iter().enumerate() {
+            let set = RangeSet::canonicalize(raws, path).map_err(|e| e.context(format!("invalid range set {i}")))?;
+            if set.is_ipv4() {
+                v4 += 1;
+            } else {
+                v6 += 1;
+            }
+            ranges.push(set);
+        }
+        if (v4 > 1 || v6 > 1) && !version::at_least(&cni_version, "0.3.0").unwrap_or(false) {
+            return Err(invalid(
+                "cniVersion",
+                format!("CNI version {cni_version} does not support more than 1 address per family"),
+            ));
+        }
+        for (i, a) in ranges.iter().enumerate() {
+            for (j, b) in ranges.iter().enumerate().skip(i + 1) {
+                if a.overlaps(b) {
+                    return Err(CniError::new(
+                        INVALID_CONFIG,
+                        format!("range set {i} overlaps with {j} ({} and {})", a.path, b.path),
+                    ));
+                }
+            }
+        }
+        Ok(HostLocalConf {
+            name,
+            cni_version,
+            data_dir,
+            resolv_conf,
+            routes,
+            ranges,
+            ip_args,
+        })
+    }
+}
+
+/// upstream's `rangeFromFile`: a file holding one range object.
+fn range_from_file_range(file: &str) -> Result<RawRange, CniError> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        CniError::new(
+            cnichain_engine::spec::error::IO_FAILURE,
+            format!("ipam.rangeFromFile: failed to read rangeFromFile {file:?}: {e}"),
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        invalid(
+            "ipam.rangeFromFile",
+            format!("err: {e}, failed to parse rangeFromFile {file:?} as a Range"),
+        )
+    })?;
+    let r = RawRange::parse(&v, "ipam.rangeFromFile")?;
+    if r.subnet.is_none() {
+        return Err(invalid(
+            "ipam.rangeFromFile",
+            format!("failed to parse rangeFromFile {file:?} as a Range"),
+        ));
+    }
+    Ok(r)
+}
+
+fn check_attachment(inv: &Invocation) -> Result<(), CniError> {
+    ids::validate_container_id(&inv.rt.container_id)?;
+    ids::validate_ifname(&inv.rt.ifname)
+}
+
+fn open_store(conf: &HostLocalConf) -> Result<Store, CniError> {
+    Store::open(&conf.data_dir, &conf.name, Mode::Write)?
+        .ok_or_else(|| CniError::new(INTERNAL, "IPAM store was not created"))
+}
+
+/// `cni.dev/valid-attachments` (or the older `cni.dev/attachments`): `None` when
+/// neither key is present.
+fn valid_attachments(config: &Map<String, Value>) -> Result<Option<Vec<(String, String)>>, CniError> {
+    let (key, v) = match field(config, "cni.dev/valid-attachments") {
+        Some(v) => ("cni.dev/valid-attachments", v),
+        None => match field(config, "cni.dev/attachments") {
+            Some(v) => ("cni.dev/attachments", v),
+            None => return Ok(None),
+        },
+    };
+    if v.is_null() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut out = Vec::new();
+    for (i, a) in config::as_array(v, key)?.iter().enumerate() {
+        let path = format!("{key}[{i}]");
+        let m = as_object(a, &path)?;
+        let cid = string_field(m, "containerID", &path)?.unwrap_or_default();
+        let ifname = string_field(m, "ifname", &path)?.unwrap_or_default();
+        out.push((cid, ifname));
+    }
+    Ok(Some(out))
+}
+
+pub struct HostLocal;
+
+impl Stage for HostLocal {
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        check_attachment(inv)?;
+        let conf = HostLocalConf::load(inv.config, &inv.rt.args, inv.version)?;
+        let dns = match &conf.resolv_conf {
+            Some(p) => resolv::parse_file(p, "ipam.resolvConf")?,
+            None => Default::default(),
+        };
+        let (cid, ifname) = (inv.rt.container_id.as_str(), inv.rt.ifname.as_str());
+        let store = open_store(&conf)?;
+
+        // Requested addresses, each used once (keyed by text, as the reference's map).
+        let mut requested: Vec<IpAddr> = Vec::new();
+        for ip in &conf.ip_args {
+            if !requested.iter().any(|r| format_ip(r) == format_ip(ip)) {
+                requested.push(*ip);
+            }
+        }
+        let mut ips = Vec::with_capacity(conf.ranges.len());
+        for (idx, set) in conf.ranges.iter().enumerate() {
+            let wanted = requested
+                .iter()
+                .position(|ip| set.contains(*ip))
+                .map(|p| requested.remove(p));
+            match allocator::get(&store, set, idx, cid, ifname, wanted) {
+                Ok(ipc) => ips.push(ipc),
+                Err(e) => {
+                    for _ in 0..ips.len() {
+                        store.release_by_id(cid, ifname);
+                    }
+                    return Err(e.context(format!("failed to allocate for range {idx}")));
+                }
+            }
+        }
+        if !requested.is_empty() {
+            for _ in 0..ips.len() {
+                store.release_by_id(cid, ifname);
+            }
+            let list: Vec<String> = requested.iter().map(format_ip).collect();
+            return Err(CniError::new(
+                INTERNAL,
+                format!("failed to allocate all requested IPs: {}", list.join(" ")),
+            ));
+        }
+        drop(store);
+        let result = Result100 {
+            cni_version: String::new(),
+            interfaces: Vec::new(),
+            ips,
+            routes: conf.routes,
+            dns,
+        };
+        CniResult::from_v1(result, inv.version)
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
+        check_attachment(inv)?;
+        let conf = HostLocalConf::load(inv.config, &inv.rt.args, inv.version)?;
+        let store = open_store(&conf)?;
+        // The reference releases once per range set; from the second call on, only
+        // files of the old format (bare container ID) can still match.
+        for _ in &conf.ranges {
+            store.release_by_id(&inv.rt.container_id, &inv.rt.ifname);
+        }
+        Ok(())
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
+        check_attachment(inv)?;
+        config::check_allowed(inv.config, inv.version)?;
+        let conf = HostLocalConf::load(inv.config, &inv.rt.args, inv.version)?;
+        let (cid, ifname) = (inv.rt.container_id.as_str(), inv.rt.ifname.as_str());
+        let store = open_store(&conf)?;
+        if !store.find_by_id(cid, ifname) {
+            return Err(CniError::new(
+                INTERNAL,
+                format!("host-local: Failed to find address added by container {cid}"),
+            ));
+        }
+        // Beyond the reference: every address of the previous result that lies in one of
+        // our range sets must be reserved by this attachment.
+        if let Some(prev) = inv.prev_result {
+            let owned: HashSet<IpAddr> = store.get_by_id(cid, ifname).into_iter().collect();
+            for ipc in prev.to_v1()?.ips {
+                let ip = ipc.address.addr;
+                if conf.ranges.iter().any(|s| s.contains(ip)) && !owned.contains(&ip) {
+                    return Err(CniError::new(
+                        INTERNAL,
+                        format!(
+                            "host-local: address {} is not reserved for container {cid} interface {ifname}",
+                            format_ip(&ip)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        let Some(valid) = valid_attachments(inv.config)? else {
+            return Ok(());
+        };
+        let conf = HostLocalConf::load(inv.config, &[], inv.version)?;
+        if let Some(store) = Store::open(&conf.data_dir, &conf.name, Mode::Existing { exclusive: true })? {
+            let released = store.gc(&valid);
+            if !released.is_empty() {
+                tracing::debug!(network = %conf.name, count = released.len(), "host-local gc released addresses");
+            }
+        }
+        Ok(())
+    }
+
+    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
+        let conf = HostLocalConf::load(inv.config, &[], inv.version)?;
+        let reserved: HashSet<IpAddr> =
+            match Store::open(&conf.data_dir, &conf.name, Mode::Existing { exclusive: false })? {
+                Some(store) => store.reserved().into_iter().collect(),
+                None => HashSet::new(),
+            };
+        for set in &conf.ranges {
+            if !allocator::has_free(set, &reserved) {
+                return Err(CniError::new(
+                    PLUGIN_NOT_AVAILABLE,
+                    format!("no IP addresses available in range set: {set}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "in-process".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnichain_engine::spec::args::RuntimeConf;
+    use cnichain_engine::stage::{Command, Registry};
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let p = std::env::temp_dir().join(format!("cnichain-ipam-hl-{}-{tag}-{n}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+        fn s(&self) -> String {
+            self.0.display().to_string()
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    fn conf(ipam: Value, extra: Value) -> Map<String, Value> {
+        let mut m = obj(json!({"cniVersion": "1.0.0", "name": "net1", "type": "bridge", "ipam": ipam}));
+        for (k, v) in obj(extra) {
+            m.insert(k, v);
+        }
+        m
+    }
+
+    fn load(c: &Map<String, Value>, args: &[(&str, &str)]) -> Result<HostLocalConf, CniError> {
+        let a: Vec<(String, String)> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        HostLocalConf::load(c, &a, "1.0.0")
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipam_config_range_order_and_sources() {
+        let c = conf(
+            json!({"type": "host-local", "subnet": "10.1.0.0/24", "ranges": [[{"subnet": "fd00::/64"}]],
+                   "routes": [{"dst": "0.0.0.0/0"}], "dataDir": "/x", "resolvConf": "/r"}),
+            json!({"runtimeConfig": {"ipRanges": [[{"subnet": "10.9.0.0/24"}]], "ips": ["10.1.0.7/24"]},
+                   "args": {"cni": {"ips": ["fd00::7"]}}}),
+        );
+        let h = load(&c, &[("IP", "10.9.0.9"), ("IgnoreUnknown", "1"), ("K8S_POD_NAME", "p")]).unwrap();
+        let sets: Vec<String> = h.ranges.iter().map(|s| s.path.clone()).collect();
+        assert_eq!(sets, ["runtimeConfig.ipRanges[0]", "ipam", "ipam.ranges[0]"]);
+        assert_eq!(h.ip_args, vec![ip("10.9.0.9"), ip("fd00::7"), ip("10.1.0.7")]);
+        assert_eq!((h.data_dir.as_str(), h.resolv_conf.as_deref()), ("/x", Some("/r")));
+        assert_eq!(h.routes.len(), 1);
+        assert_eq!(h.name, "net1");
+    }
+
+    #[test]
+    fn ipam_config_errors() {
+        type Case = (Map<String, Value>, Vec<(&'static str, &'static str)>, u32, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                obj(json!({"cniVersion": "1.0.0", "name": "n"})),
+                vec![],
+                7,
+                "ipam: IPAM config missing 'ipam' key",
+            ),
+            (
+                conf(json!({"type": "host-local"}), json!({})),
+                vec![],
+                7,
+                "ipam.ranges: no IP ranges specified",
+            ),
+            (
+                conf(json!({"ranges": []}), json!({})),
+                vec![],
+                7,
+                "ipam.ranges: no IP ranges specified",
+            ),
+            (
+                conf(json!({"ranges": [[{"subnet": "10.1.0.0/31"}]]}), json!({})),
+                vec![],
+                7,
+                "invalid range set 0: ipam.ranges[0][0].subnet: Network 10.1.0.0/31 too small to allocate from",
+            ),
+            (
+                conf(
+                    json!({"subnet": "10.1.0.0/24", "ranges": [[{"subnet": "10.1.0.0/25"}]]}),
+                    json!({}),
+                ),
+                vec![],
+                7,
+                "range set 0 overlaps with 1 (ipam and ipam.ranges[0])",
+            ),
+            (
+                conf(
+                    json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "10.2.0.0/24"}]]}),
+                    json!({"cniVersion": "0.2.0"}),
+                ),
+                vec![],
+                7,
+                "cniVersion: CNI version 0.2.0 does not support more than 1 address per family",
+            ),
+            (
+                conf(
+                    json!({"subnet": "10.1.0.0/24"}),
+                    json!({"runtimeConfig": {"ips": ["x"]}}),
+                ),
+                vec![],
+                7,
+                "runtimeConfig.ips[0]: invalid IP address x",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24"}), json!({"runtimeConfig": {"ips": "x"}})),
+                vec![],
+                7,
+                "runtimeConfig.ips: expected an array, got string",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24"}), json!({"args": {"cni": {"ips": [5]}}})),
+                vec![],
+                7,
+                "args.cni.ips[0]: expected a string, got number",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24"}), json!({"args": 5})),
+                vec![],
+                7,
+                "args: expected an object, got number",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24", "dataDir": []}), json!({})),
+                vec![],
+                7,
+                "ipam.dataDir: expected a string, got array",
+            ),
+            (
+                conf(json!("x"), json!({})),
+                vec![],
+                7,
+                "ipam: expected an object, got string",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24"}), json!({"name": "../evil"})),
+                vec![],
+                7,
+                "invalid characters in network name",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24"}), json!({})),
+                vec![("IP", "x")],
+                4,
+                "ARGS: error parsing value of pair \"IP=x\": invalid IP address x",
+            ),
+            (
+                conf(json!({"subnet": "10.1.0.0/24"}), json!({})),
+                vec![("FOO", "1")],
+                4,
+                "ARGS: unknown args [\"FOO=1\"]",
+            ),
+        ];
+        for (c, args, code, msg) in cases {
+            let e = load(&c, &args).unwrap_err();
+            assert_eq!(e.code, code, "{c:?}: {e:?}");
+            assert!(e.msg.starts_with(msg), "{:?} does not start with {msg:?}", e.msg);
+        }
+        // dual stack is fine at 0.2.0
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]]}),
+            json!({"cniVersion": "0.2.0"}),
+        );
+        assert!(load(&c, &[]).is_ok());
+    }
+
+    fn rt(cid: &str, ifname: &str) -> RuntimeConf {
+        RuntimeConf {
+            container_id: cid.to_string(),
+            netns: "/proc/self/ns/net".to_string(),
+            ifname: ifname.to_string(),
+            ..Default::default()
+        }
+    }
+
+    fn run(c: &Map<String, Value>, cmd: Command, r: &RuntimeConf) -> Result<Option<CniResult>, CniError> {
+        let reg = Registry::new(vec![]);
+        let inv = Invocation {
+            command: cmd,
+            config: c,
+            prev_result: None,
+            rt: r,
+            version: "1.0.0",
+            cni_path: &[],
+            registry: &reg,
+        };
+        let s = HostLocal;
+        match cmd {
+            Command::Add => s.add(&inv).map(Some),
+            Command::Del => s.del(&inv).map(|_| None),
+            Command::Check => s.check(&inv).map(|_| None),
+            Command::Gc => s.gc(&inv).map(|_| None),
+            Command::Status => s.status(&inv).map(|_| None),
+            Command::Version => Ok(None),
+        }
+    }
+
+    fn add_ip(c: &Map<String, Value>, cid: &str) -> Result<String, CniError> {
+        let r = run(c, Command::Add, &rt(cid, "eth0"))?.unwrap().to_v1()?;
+        Ok(r.ips
+            .iter()
+            .map(|i| i.address.to_string())
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
+    #[test]
+    fn ipam_round_robin_exhaustion_and_status() {
+        let t = TempDir::new("rr");
+        let c = conf(
+            json!({"subnet": "10.1.0.0/29", "dataDir": t.s()}),
+            json!({"cniVersion": "1.1.0"}),
+        );
+        assert_eq!(add_ip(&c, "c1").unwrap(), "10.1.0.2/29");
+        assert_eq!(add_ip(&c, "c2").unwrap(), "10.1.0.3/29");
+        run(&c, Command::Del, &rt("c1", "eth0")).unwrap();
+        // not lowest-free: continue after the last reserved
+        assert_eq!(add_ip(&c, "c3").unwrap(), "10.1.0.4/29");
+        assert_eq!(add_ip(&c, "c4").unwrap(), "10.1.0.5/29");
+        assert!(run(&c, Command::Status, &RuntimeConf::default()).is_ok());
+        assert_eq!(add_ip(&c, "c5").unwrap(), "10.1.0.6/29");
+        assert_eq!(add_ip(&c, "c6").unwrap(), "10.1.0.2/29");
+        let e = add_ip(&c, "c7").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "failed to allocate for range 0: no IP addresses available in range set: 10.1.0.1-10.1.0.6"
+        );
+        let e = run(&c, Command::Status, &RuntimeConf::default()).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (50, "no IP addresses available in range set: 10.1.0.1-10.1.0.6")
+        );
+        // duplicate allocation
+        let e = add_ip(&c, "c2").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "failed to allocate for range 0: 10.1.0.3 has been allocated to c2, duplicate allocation is not allowed"
+        );
+        // CHECK
+        assert!(run(&c, Command::Check, &rt("c2", "eth0")).is_ok());
+        let e = run(&c, Command::Check, &rt("c1", "eth0")).unwrap_err();
+        assert_eq!(e.msg, "host-local: Failed to find address added by container c1");
+        // DEL is idempotent
+        run(&c, Command::Del, &rt("c2", "eth0")).unwrap();
+        run(&c, Command::Del, &rt("c2", "eth0")).unwrap();
+        assert!(run(&c, Command::Status, &RuntimeConf::default()).is_ok());
+    }
+
+    #[test]
+    fn ipam_requested_ips_paths() {
+        let t = TempDir::new("req");
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]], "dataDir": t.s()}),
+            json!({"runtimeConfig": {"ips": ["10.1.0.50/24", "fd00::50"]}}),
+        );
+        assert_eq!(add_ip(&c, "c1").unwrap(), "10.1.0.50/24,fd00::50/64");
+        let e = add_ip(&c, "c2").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "failed to allocate for range 0: requested IP address 10.1.0.50 is not available in range set 10.1.0.1-10.1.0.254"
+        );
+        // nothing of c2 is left behind
+        let store = std::fs::read_dir(t.0.join("net1")).unwrap().count();
+        assert_eq!(store, 5); // two addresses, two last_reserved_ip, lock
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.1.0.0/24"}]], "dataDir": t.s()}),
+            json!({"args": {"cni": {"ips": ["10.1.0.1"]}}}),
+        );
+        assert_eq!(
+            add_ip(&c, "c3").unwrap_err().msg,
+            "failed to allocate for range 0: requested ip 10.1.0.1 is subnet's gateway"
+        );
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.1.0.0/24"}]], "dataDir": t.s()}),
+            json!({}),
+        );
+        let mut r = rt("c4", "eth0");
+        r.args = vec![("IP".into(), "10.2.0.1".into())];
+        let e = run(&c, Command::Add, &r).unwrap_err();
+        assert_eq!(e.msg, "failed to allocate all requested IPs: 10.2.0.1");
+        assert!(
+            !t.0.join("net1").join("10.1.0.2").exists(),
+            "released after the failure"
+        );
+        r.args = vec![("IP".into(), "10.1.0.77".into())];
+        let res = run(&c, Command::Add, &r).unwrap().unwrap().to_v1().unwrap();
+        assert_eq!(res.ips[0].address.to_string(), "10.1.0.77/24");
+        // the last reserved address moves to the requested one
+        assert_eq!(
+            std::fs::read(t.0.join("net1").join("last_reserved_ip.0")).unwrap(),
+            b"10.1.0.77"
+        );
+    }
+
+    #[test]
+    fn ipam_invalid_config_writes_nothing() {
+        let t = TempDir::new("inv");
+        let c = conf(json!({"subnet": "10.1.0.0/31", "dataDir": t.s()}), json!({}));
+        for cmd in [Command::Add, Command::Del, Command::Check, Command::Status] {
+            assert_eq!(run(&c, cmd, &rt("c1", "eth0")).unwrap_err().code, 7);
+        }
+        let c = conf(
+            json!({"subnet": "10.1.0.0/24", "dataDir": t.s(), "resolvConf": "/nonexistent"}),
+            json!({}),
+        );
+        assert_eq!(run(&c, Command::Add, &rt("c1", "eth0")).unwrap_err().code, 5);
+        assert!(!t.0.exists());
+    }
+
+    #[test]
+    fn ipam_gc_releases_stale() {
+        let t = TempDir::new("gc");
+        let mut c = conf(
+            json!({"subnet": "10.1.0.0/24", "dataDir": t.s()}),
+            json!({"cniVersion": "1.1.0"}),
+        );
+        add_ip(&c, "a").unwrap();
+        add_ip(&c, "b").unwrap();
+        // no key: nothing happens
+        run(&c, Command::Gc, &RuntimeConf::default()).unwrap();
+        assert!(t.0.join("net1").join("10.1.0.3").exists());
+        c.insert(
+            "cni.dev/valid-attachments".into(),
+            json!([{"containerID": "a", "ifname": "eth0"}]),
+        );
+        run(&c, Command::Gc, &RuntimeConf::default()).unwrap();
+        assert!(t.0.join("net1").join("10.1.0.2").exists());
+        assert!(!t.0.join("net1").join("10.1.0.3").exists());
+        c.insert("cni.dev/valid-attachments".into(), json!([{"containerID": 5}]));
+        assert_eq!(run(&c, Command::Gc, &RuntimeConf::default()).unwrap_err().code, 7);
+        c.insert("cni.dev/valid-attachments".into(), json!([]));
+        run(&c, Command::Gc, &RuntimeConf::default()).unwrap();
+        assert!(!t.0.join("net1").join("10.1.0.2").exists());
+        assert!(t.0.join("net1").join("lock").exists());
+    }
+
+    #[test]
+    fn ipam_result_shape_and_versions() {
+        let t = TempDir::new("res");
+        let rc = t.0.join("resolv.conf");
+        std::fs::create_dir_all(&t.0).unwrap();
+        std::fs::write(&rc, "nameserver 1.1.1.1\nsearch a b\n").unwrap();
+        let c = conf(
+            json!({"ranges": [[{"subnet": "10.1.0.0/24"}], [{"subnet": "fd00::/64"}]], "dataDir": t.s(),
+                   "routes": [{"dst": "0.0.0.0/0"}], "resolvConf": rc.display().to_string()}),
+            json!({}),
+        );
+        let res = run(&c, Command::Add, &rt("c1", "eth0")).unwrap().unwrap();
+        assert_eq!(
+            res.to_json(),
+            r#"{"cniVersion":"1.0.0","ips":[{"address":"10.1.0.2/24","gateway":"10.1.0.1"},{"address":"fd00::2/64","gateway":"fd00::1"}],"routes":[{"dst":"0.0.0.0/0"}],"dns":{"nameservers":["1.1.1.1"],"search":["a","b"]}}"#
+        );
+    }
+}
