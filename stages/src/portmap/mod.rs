@@ -1,0 +1,103 @@
+//! The portmap stage (type `portmap`): forwards host ports to the container, as the
+//! reference plugin does, with nftables (see [`rules`] and [`crate::nft::layout`]):
+//!
+//! * ADD: validate everything, then one nft transaction adding this attachment's chain
+//!   and its host-port map elements; `route_localnet` on the pod's host interface when
+//!   `snat` (IPv4); stale UDP conntrack entries of the mapped ports deleted. prevResult
+//!   passes through unchanged. A host port another container holds is an error (code 11).
+//! * DEL: remove exactly this attachment's elements and chain, found from its own records
+//!   (portMappings need not be passed again); succeeds when already gone.
+//! * CHECK: this attachment's rules exist, point at its address, and its elements lead to
+//!   them.
+//!
+//! Differences from the reference: `conditionsV4/V6` (rule text) and
+//! `externalSetMarkChain` (an iptables chain) are refused with code 2, and so is
+//! `backend: "iptables"`; ports, protocols and hostIP are validated (code 7, naming the
+//! field); a host port held by another container is an error instead of last-writer-wins;
+//! DEL needs no portMappings; the masquerade mark bit (`markMasqBit`, default 13) is set
+//! and matched only inside cnichain's own table.
+
+pub mod config;
+pub mod host;
+pub mod rules;
+
+use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
+use cnichain_engine::spec::result::CniResult;
+use cnichain_engine::stage::{Invocation, Stage};
+use config::PortmapConf;
+
+pub struct Portmap;
+
+impl Stage for Portmap {
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        let c = PortmapConf::parse(inv.config)?;
+        let prev = inv
+            .prev_result
+            .ok_or_else(|| CniError::invalid_config("portmap: must be called as chained plugin"))?;
+        if c.mappings.is_empty() {
+            return pass_through(prev, inv.version);
+        }
+        let (v4, v6) = config::container_addrs(&prev.to_v1()?, &inv.rt.ifname);
+        let chain = rules::chain_name(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        let plan = rules::plan(&c, chain, v4, v6);
+        if plan.dnats.is_empty() {
+            return pass_through(prev, inv.version);
+        }
+        if c.snat {
+            if let Some(a) = &v4 {
+                host::enable_route_localnet(a)?;
+            }
+        }
+        let owner = crate::ipmasq::element_comment(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        rules::add(&plan, &owner)?;
+        host::flush_udp_conntrack(&c.mappings, v4.is_some(), v6.is_some());
+        pass_through(prev, inv.version)
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
+        // Everything this attachment made is recorded in its own chain: neither
+        // portMappings nor prevResult is needed, and the rest of the config is not read.
+        let network = inv.config.get("name").and_then(|v| v.as_str()).unwrap_or_default();
+        rules::del(&rules::chain_name(network, &inv.rt.container_id, &inv.rt.ifname))
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
+        let c = PortmapConf::parse(inv.config)?;
+        let prev = inv
+            .prev_result
+            .ok_or_else(|| CniError::invalid_config("portmap: Required prevResult missing"))?;
+        if c.mappings.is_empty() {
+            return Ok(());
+        }
+        let (v4, v6) = config::container_addrs(&prev.to_v1()?, &inv.rt.ifname);
+        let chain = rules::chain_name(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        let plan = rules::plan(&c, chain, v4, v6);
+        if plan.dnats.is_empty() {
+            return Ok(());
+        }
+        rules::check(&plan)
+    }
+
+    fn status(&self, _inv: &Invocation) -> Result<(), CniError> {
+        match crate::nft::nft_binary() {
+            Some(_) => Ok(()),
+            None => Err(CniError::new(
+                PLUGIN_NOT_AVAILABLE,
+                "portmap: nft not found (install nftables)",
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "in-process".to_string()
+    }
+}
+
+/// prevResult unchanged, in the selected version (it already is, normally).
+fn pass_through(prev: &CniResult, version: &str) -> Result<CniResult, CniError> {
+    if prev.version() == version {
+        Ok(prev.clone())
+    } else {
+        prev.convert(version)
+    }
+}
