@@ -39,13 +39,20 @@ pub fn parse<T: DeserializeOwned>(config: &Map<String, Value>, plugin: &str) -> 
     let v = Value::Object(config.clone());
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        CniError::new(INVALID_CONFIG, format!("{plugin}: invalid config at {path:?}: {}", e.inner()))
+        CniError::new(
+            INVALID_CONFIG,
+            format!("{plugin}: invalid config at {path:?}: {}", e.inner()),
+        )
     })
 }
 
 /// "aa:bb:cc:dd:ee:ff" (also '-' separated), as Go's net.ParseMAC accepts for 6 bytes.
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = if s.contains(':') { s.split(':').collect() } else { s.split('-').collect() };
+    let parts: Vec<&str> = if s.contains(':') {
+        s.split(':').collect()
+    } else {
+        s.split('-').collect()
+    };
     if parts.len() != 6 {
         return None;
     }
@@ -78,7 +85,10 @@ pub fn cni_args<'a>(rt: &'a RuntimeConf, known: &[&str]) -> Result<Vec<(&'a str,
         if known.contains(&k.as_str()) {
             out.push((k.as_str(), v.as_str()));
         } else if !ignore_unknown {
-            return Err(CniError::new(INVALID_ENV, format!("ARGS: unknown args {k:?} in CNI_ARGS")));
+            return Err(CniError::new(
+                INVALID_ENV,
+                format!("ARGS: unknown args {k:?} in CNI_ARGS"),
+            ));
         }
     }
     Ok(out)
@@ -110,19 +120,35 @@ pub fn random_veth_name() -> String {
 
 /// The `ipam` object's `type`, if any.
 pub fn ipam_type(config: &Map<String, Value>) -> Option<String> {
-    config.get("ipam")?.get("type")?.as_str().filter(|s| !s.is_empty()).map(String::from)
+    config
+        .get("ipam")?
+        .get("type")?
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(String::from)
 }
 
 /// A MAC from config/args for the container interface, with the reference's precedence:
 /// runtimeConfig.mac over args.cni.mac over CNI_ARGS MAC=.
 pub fn requested_mac(config: &Map<String, Value>, env_mac: Option<&str>) -> Result<Option<[u8; 6]>, CniError> {
-    let mut mac: Option<(String, &str)> = env_mac.filter(|m| !m.is_empty()).map(|m| (m.to_string(), "CNI_ARGS MAC"));
-    if let Some(m) = config.get("args").and_then(|a| a.get("cni")).and_then(|c| c.get("mac")).and_then(Value::as_str) {
+    let mut mac: Option<(String, &str)> = env_mac
+        .filter(|m| !m.is_empty())
+        .map(|m| (m.to_string(), "CNI_ARGS MAC"));
+    if let Some(m) = config
+        .get("args")
+        .and_then(|a| a.get("cni"))
+        .and_then(|c| c.get("mac"))
+        .and_then(Value::as_str)
+    {
         if !m.is_empty() {
             mac = Some((m.to_string(), "args.cni.mac"));
         }
     }
-    if let Some(m) = config.get("runtimeConfig").and_then(|r| r.get("mac")).and_then(Value::as_str) {
+    if let Some(m) = config
+        .get("runtimeConfig")
+        .and_then(|r| r.get("mac"))
+        .and_then(Value::as_str)
+    {
         if !m.is_empty() {
             mac = Some((m.to_string(), "runtimeConfig.mac"));
         }
@@ -143,7 +169,13 @@ mod tests {
     fn macs() {
         assert_eq!(parse_mac("02:42:0A:58:00:02"), Some([2, 0x42, 10, 0x58, 0, 2]));
         assert_eq!(parse_mac("02-42-0a-58-00-02"), Some([2, 0x42, 10, 0x58, 0, 2]));
-        for bad in ["", "02:42:0a:58:00", "02:42:0a:58:00:02:03", "zz:42:0a:58:00:02", "2:42:0a:58:00:02"] {
+        for bad in [
+            "",
+            "02:42:0a:58:00",
+            "02:42:0a:58:00:02:03",
+            "zz:42:0a:58:00:02",
+            "2:42:0a:58:00:02",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
         assert_eq!(format_mac(&[2, 0x42, 10, 0x58, 0, 2]), "02:42:0a:58:00:02");
@@ -174,7 +206,10 @@ mod tests {
             r#"{"args":{"cni":{"mac":"02:00:00:00:00:02"}},"runtimeConfig":{"mac":"02:00:00:00:00:03"}}"#,
         )
         .unwrap();
-        assert_eq!(requested_mac(&c, Some("02:00:00:00:00:01")).unwrap(), Some([2, 0, 0, 0, 0, 3]));
+        assert_eq!(
+            requested_mac(&c, Some("02:00:00:00:00:01")).unwrap(),
+            Some([2, 0, 0, 0, 0, 3])
+        );
         let c: Map<String, Value> = serde_json::from_str(r#"{"runtimeConfig":{"mac":"nope"}}"#).unwrap();
         let e = requested_mac(&c, None).unwrap_err();
         assert!(e.msg.contains("runtimeConfig.mac"));

@@ -4,17 +4,25 @@
 
 use cnichain_engine::stage::Registry;
 
+pub mod bridge;
 pub mod conf;
+pub mod ifaddr;
 pub mod ipam;
 pub mod ipmasq;
+pub mod loopback;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod portmap;
+pub mod ptp;
 pub mod sysctl;
+pub mod veth;
 
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
+    registry.register("bridge", std::sync::Arc::new(bridge::Bridge));
+    registry.register("ptp", std::sync::Arc::new(ptp::Ptp));
+    registry.register("loopback", std::sync::Arc::new(loopback::Loopback));
     ipam::register(registry);
     registry.register("portmap", std::sync::Arc::new(portmap::Portmap));
 }

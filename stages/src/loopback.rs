@@ -1,0 +1,94 @@
+//! The loopback stage: `lo` up in the pod (ADD), down (DEL), verified up (CHECK). Behaves
+//! as the reference `loopback` plugin: its own result names `lo` with its loopback
+//! addresses, or passes a prevResult through untouched.
+
+use crate::netlink::Netlink;
+use crate::netns::NetNs;
+use cnichain_engine::spec::error::CniError;
+use cnichain_engine::spec::ipnet::IpNet;
+use cnichain_engine::spec::result::{CniResult, Interface, IpConfig, Result100};
+use cnichain_engine::stage::{Invocation, Stage};
+
+pub struct Loopback;
+
+fn err(e: anyhow::Error) -> CniError {
+    CniError::from(e)
+}
+
+fn open(inv: &Invocation) -> Result<NetNs, CniError> {
+    NetNs::open(&inv.rt.netns).map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
+}
+
+impl Stage for Loopback {
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        let pod = open(inv)?;
+        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        let lo = nl
+            .link_by_name("lo")
+            .map_err(err)?
+            .ok_or_else(|| CniError::internal("no lo in the netns"))?;
+        nl.set_up(lo.index).map_err(err)?;
+        let addrs: Vec<IpNet> = nl
+            .addrs(Some(lo.index))
+            .map_err(err)?
+            .into_iter()
+            .map(|a| a.addr)
+            .collect();
+        for a in &addrs {
+            if !a.addr.is_loopback() {
+                return Err(CniError::internal(format!(
+                    "loopback interface found with non-loopback address {:?}",
+                    a.addr
+                )));
+            }
+        }
+        if let Some(prev) = inv.prev_result {
+            return Ok(prev.clone());
+        }
+        let mut res = Result100 {
+            cni_version: "1.1.0".into(),
+            interfaces: vec![Interface {
+                name: "lo".into(),
+                mac: "00:00:00:00:00:00".into(),
+                sandbox: inv.rt.netns.clone(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        for v4 in [true, false] {
+            if let Some(a) = addrs.iter().find(|a| a.is_ipv4() == v4) {
+                res.ips.push(IpConfig {
+                    interface: Some(0),
+                    address: *a,
+                    gateway: None,
+                });
+            }
+        }
+        CniResult::from_v1(res, inv.version)
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
+        if inv.rt.netns.is_empty() || !std::path::Path::new(&inv.rt.netns).exists() {
+            return Ok(());
+        }
+        let pod = open(inv)?;
+        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        if let Some(lo) = nl.link_by_name("lo").map_err(err)? {
+            nl.set_down(lo.index).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
+        let pod = open(inv)?;
+        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        match nl.link_by_name("lo").map_err(err)? {
+            Some(lo) if lo.up => Ok(()),
+            _ => Err(CniError::internal("loopback interface is down")),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "in-process".into()
+    }
+}

@@ -1,0 +1,251 @@
+//! The ptp stage: a veth pair whose host end carries the gateway as a /32 (/128) and a
+//! host route to the pod, and a container end with the pod address, a link route to the
+//! gateway and the subnet routed via it. Behaves as the reference `ptp` plugin.
+
+use crate::netlink::{Link, Netlink, RouteSpec};
+use crate::netns::NetNs;
+use crate::{bridge, conf, ifaddr, ipmasq, veth};
+use anyhow::Context;
+use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
+use cnichain_engine::spec::ipnet::IpNet;
+use cnichain_engine::spec::result::{CniResult, Interface, Result100};
+use cnichain_engine::stage::{Command, Invocation, Stage};
+use serde::Deserialize;
+
+pub struct Ptp;
+
+/// The container interface's index in the result: [host veth, container].
+const CONT_INDEX: i64 = 1;
+/// RT_SCOPE_LINK
+const SCOPE_LINK: u8 = 253;
+/// RT_SCOPE_HOST: the reference's AddHostRoute
+const SCOPE_HOST: u8 = 254;
+
+#[derive(Debug, Deserialize)]
+struct PtpConf {
+    #[serde(default)]
+    name: String,
+    #[serde(rename = "ipMasq", default)]
+    ip_masq: bool,
+    #[serde(default)]
+    mtu: i64,
+    #[serde(default)]
+    dns: Option<crate::conf::DnsConf>,
+}
+
+fn load(inv: &Invocation) -> Result<(PtpConf, String), CniError> {
+    let c: PtpConf = conf::parse(inv.config, "ptp")?;
+    if !(0..=65535).contains(&c.mtu) {
+        return Err(CniError::new(INVALID_CONFIG, format!("ptp: invalid \"mtu\" {}", c.mtu)));
+    }
+    // ptp needs addresses: IPAM is required.
+    let ipam = conf::ipam_type(inv.config)
+        .ok_or_else(|| CniError::new(INVALID_CONFIG, "ptp: missing \"ipam\" with a \"type\""))?;
+    Ok((c, ipam))
+}
+
+fn err(e: anyhow::Error) -> CniError {
+    CniError::from(e)
+}
+
+fn iface(l: &Link, sandbox: &str) -> Interface {
+    Interface {
+        name: l.name.clone(),
+        mac: l.mac.map(|m| conf::format_mac(&m)).unwrap_or_default(),
+        sandbox: sandbox.to_string(),
+        ..Default::default()
+    }
+}
+
+fn host_prefix(a: &IpNet) -> u8 {
+    if a.is_ipv4() {
+        32
+    } else {
+        128
+    }
+}
+
+impl Stage for Ptp {
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        let (c, ipam) = load(inv)?;
+        let pod = NetNs::open(&inv.rt.netns)
+            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
+        // The reference runs IPAM first, then builds the link.
+        let r = inv
+            .delegate(&ipam, Command::Add)?
+            .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
+        let mut res: Result100 = r.to_v1()?;
+        let mut made_link = false;
+        let mut pod_nl = None;
+        let out = (|| -> Result<CniResult, CniError> {
+            if res.ips.is_empty() {
+                return Err(CniError::internal("IPAM plugin returned missing IP config"));
+            }
+            let gws: Vec<IpNet> = res
+                .ips
+                .iter()
+                .map(|i| IpNet {
+                    addr: i.gateway.unwrap_or(i.address.addr),
+                    prefix: i.address.prefix,
+                })
+                .collect();
+            bridge::enable_forwarding(&gws).map_err(err)?;
+            let mut host = Netlink::new().map_err(err)?;
+            let pnl = pod_nl.insert(Netlink::new_in(&pod).map_err(err)?);
+            let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            let mtu = (c.mtu > 0).then_some(c.mtu as u32);
+            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, mtu, None).map_err(err)?;
+            made_link = true;
+            for ipc in res.ips.iter_mut() {
+                ipc.interface = Some(CONT_INDEX);
+            }
+            res.interfaces = vec![iface(&v.host, ""), iface(&v.cont, &inv.rt.netns)];
+            ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res).map_err(err)?;
+            for ipc in &res.ips {
+                let Some(gw) = ipc.gateway else { continue };
+                let hp = host_prefix(&ipc.address);
+                let v6 = !ipc.address.is_ipv4();
+                // Replace the kernel's subnet route with a link route to the gateway and
+                // the subnet routed via it.
+                let subnet = ipc.address.network();
+                let kernel_route = RouteSpec {
+                    dst: Some(subnet),
+                    oif: Some(v.cont.index),
+                    v6,
+                    ..Default::default()
+                };
+                pnl.del_route(&kernel_route)
+                    .with_context(|| format!("failed to delete route {subnet}"))
+                    .map_err(err)?;
+                let to_gw = RouteSpec {
+                    dst: Some(IpNet { addr: gw, prefix: hp }),
+                    oif: Some(v.cont.index),
+                    scope: Some(SCOPE_LINK),
+                    src: Some(ipc.address.addr),
+                    v6,
+                    ..Default::default()
+                };
+                let via_gw = RouteSpec {
+                    dst: Some(subnet),
+                    gw: Some(gw),
+                    oif: Some(v.cont.index),
+                    src: Some(ipc.address.addr),
+                    v6,
+                    ..Default::default()
+                };
+                for r in [to_gw, via_gw] {
+                    pnl.add_route(&r)
+                        .with_context(|| format!("failed to add route {:?}", r.dst))
+                        .map_err(err)?;
+                }
+            }
+            // Host side: the gateway as /32 on the host veth, and a route to the pod.
+            for ipc in &res.ips {
+                let Some(gw) = ipc.gateway else { continue };
+                let hp = host_prefix(&ipc.address);
+                let g = IpNet { addr: gw, prefix: hp };
+                match host.add_addr(v.host.index, &g) {
+                    Ok(()) => {}
+                    Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(err(e.context(format!("failed to add IP addr {g} to veth")))),
+                }
+                let to_pod = RouteSpec {
+                    dst: Some(IpNet {
+                        addr: ipc.address.addr,
+                        prefix: hp,
+                    }),
+                    oif: Some(v.host.index),
+                    scope: Some(SCOPE_HOST),
+                    v6: !ipc.address.is_ipv4(),
+                    ..Default::default()
+                };
+                match host.add_route(&to_pod) {
+                    Ok(()) => {}
+                    Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(err(e.context("failed to add route on host"))),
+                }
+            }
+            if c.ip_masq {
+                let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+                ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            }
+            if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
+                res.dns = d;
+            }
+            CniResult::from_v1(res.clone(), inv.version)
+        })();
+        if out.is_err() {
+            if made_link {
+                if let Some(pnl) = pod_nl.as_mut() {
+                    let _ = veth::delete_container_end(pnl, &inv.rt.ifname);
+                }
+            }
+            let _ = inv.delegate(&ipam, Command::Del);
+        }
+        out
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), CniError> {
+        let (c, ipam) = load(inv)?;
+        let mut ips: Vec<IpNet> = Vec::new();
+        if !inv.rt.netns.is_empty() {
+            match NetNs::open(&inv.rt.netns) {
+                Ok(pod) => {
+                    let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+                    ips = veth::delete_container_end(&mut pod_nl, &inv.rt.ifname).map_err(err)?;
+                }
+                Err(e) if std::path::Path::new(&inv.rt.netns).exists() => {
+                    return Err(CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
+                }
+                Err(_) => {}
+            }
+        }
+        inv.delegate(&ipam, Command::Del)?;
+        if c.ip_masq {
+            if ips.is_empty() {
+                if let Some(Ok(p)) = inv.prev_result.map(|p| p.to_v1()) {
+                    ips = p.ips.iter().map(|i| i.address).collect();
+                }
+            }
+            ipmasq::teardown(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), CniError> {
+        let (c, ipam) = load(inv)?;
+        let prev = inv
+            .prev_result
+            .ok_or_else(|| CniError::invalid_config("ptp: Required prevResult missing"))?;
+        let res = prev.to_v1()?;
+        inv.delegate(&ipam, Command::Check)?;
+        let pod = NetNs::open(&inv.rt.netns)
+            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
+        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let cont = pod_nl
+            .link_by_name(&inv.rt.ifname)
+            .map_err(err)?
+            .ok_or_else(|| CniError::internal(format!("ptp: container interface {:?} not found", inv.rt.ifname)))?;
+        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
+        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
+        if c.ip_masq {
+            let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+            ipmasq::check(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        let (_, ipam) = load(inv)?;
+        inv.delegate(&ipam, Command::Gc).map(|_| ())
+    }
+
+    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
+        let (_, ipam) = load(inv)?;
+        inv.delegate(&ipam, Command::Status).map(|_| ())
+    }
+
+    fn describe(&self) -> String {
+        "in-process".into()
+    }
+}

@@ -1,0 +1,84 @@
+//! The veth pair every main stage makes: the container end created directly inside the
+//! pod netns (by fd, no move), the host end named from the attachment, with accept_ra=0
+//! on the host end before it carries traffic (CVE-2020-10749).
+
+use crate::conf;
+use crate::netlink::{errno_of, Link, Netlink};
+use crate::netns::NetNs;
+use crate::sysctl;
+use anyhow::{anyhow, Context, Result};
+
+pub struct Veth {
+    pub host: Link,
+    pub cont: Link,
+}
+
+/// Create the pair, both ends up. Fails if `ifname` already exists in the pod.
+pub fn create(
+    host_nl: &mut Netlink,
+    pod_nl: &mut Netlink,
+    pod: &NetNs,
+    ifname: &str,
+    host_name: &str,
+    mtu: Option<u32>,
+    mac: Option<[u8; 6]>,
+) -> Result<Veth> {
+    if pod_nl.link_by_name(ifname)?.is_some() {
+        return Err(anyhow!("container veth name provided ({ifname}) already exists"));
+    }
+    let mut name = host_name.to_string();
+    let mut tries = 0;
+    loop {
+        match host_nl.add_veth(&name, ifname, pod, mtu, mac) {
+            Ok(()) => break,
+            // The derived name is taken (a stale pair, or a hash collision): use a random one.
+            Err(e) if errno_of(&e) == Some(libc::EEXIST) && tries < 4 => {
+                if pod_nl.link_by_name(ifname)?.is_some() {
+                    return Err(anyhow!("container veth name provided ({ifname}) already exists"));
+                }
+                tries += 1;
+                name = conf::random_veth_name();
+            }
+            Err(e) => return Err(e.context(format!("failed to make veth pair {name}/{ifname}"))),
+        }
+    }
+    let host = host_nl
+        .link_by_name(&name)?
+        .ok_or_else(|| anyhow!("veth {name} vanished after creation"))?;
+    // Best effort: the key is absent when IPv6 is disabled.
+    let _ = sysctl::write(&format!("net.ipv6.conf.{name}.accept_ra"), "0");
+    let cont = pod_nl
+        .link_by_name(ifname)?
+        .ok_or_else(|| anyhow!("veth {ifname} vanished after creation"))?;
+    // The reference creates both ends with txqueuelen 0 (netlink's TxQLen 0 is sent).
+    host_nl.set_txqlen(host.index, 0)?;
+    pod_nl.set_txqlen(cont.index, 0)?;
+    pod_nl
+        .set_up(cont.index)
+        .with_context(|| format!("failed to set {ifname} up"))?;
+    host_nl
+        .set_up(host.index)
+        .with_context(|| format!("failed to set {name} up"))?;
+    let host = host_nl.link_by_index(host.index)?.unwrap_or(host);
+    let cont = pod_nl.link_by_index(cont.index)?.unwrap_or(cont);
+    Ok(Veth { host, cont })
+}
+
+/// DEL of the container end: returns its global addresses (for ipMasq teardown) and
+/// deletes it, which deletes the pair. A missing link is not an error.
+pub fn delete_container_end(pod_nl: &mut Netlink, ifname: &str) -> Result<Vec<cnichain_engine::spec::ipnet::IpNet>> {
+    let Some(link) = pod_nl.link_by_name(ifname)? else {
+        return Ok(Vec::new());
+    };
+    let addrs = pod_nl
+        .addrs(Some(link.index))?
+        .into_iter()
+        .filter(|a| a.scope == 0)
+        .map(|a| a.addr)
+        .collect();
+    match pod_nl.del_link(link.index) {
+        Ok(()) => Ok(addrs),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(addrs),
+        Err(e) => Err(e.context(format!("failed to delete {ifname}"))),
+    }
+}
