@@ -17,6 +17,8 @@ pub mod portmap;
 pub mod ptp;
 pub mod sysctl;
 pub mod veth;
+pub mod tuning;
+pub mod bandwidth;
 
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
@@ -24,5 +26,7 @@ pub fn register_all(registry: &mut Registry) {
     registry.register("ptp", std::sync::Arc::new(ptp::Ptp));
     registry.register("loopback", std::sync::Arc::new(loopback::Loopback));
     ipam::register(registry);
+    registry.register("tuning", std::sync::Arc::new(tuning::Tuning));
+    registry.register("bandwidth", std::sync::Arc::new(bandwidth::Bandwidth));
     registry.register("portmap", std::sync::Arc::new(portmap::Portmap));
 }

@@ -60,7 +60,7 @@ impl Sandbox {
         let tag = format!("cnc{}-{}-{}", std::process::id() % 100000, n, tag);
         let dir = std::env::temp_dir().join(format!("cnichain-test-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
-        for sub in ["conf", "cache", "ipam", "record"] {
+        for sub in ["conf", "cache", "ipam", "record", "state"] {
             std::fs::create_dir_all(dir.join(sub)).expect("temp dir");
         }
         let mut sb = Sandbox {
@@ -121,6 +121,7 @@ impl Sandbox {
         c.env("NETCONFPATH", self.conf_dir())
             .env("CNICHAIN_CACHE_DIR", self.cache_dir())
             .env("CNICHAIN_RECORD_DIR", self.record_dir())
+            .env("CNICHAIN_STATE_DIR", self.dir.join("state"))
             .env_remove("CNI_COMMAND")
             .env_remove("CNICHAIN_EXEC")
             .env_remove("CAP_ARGS")

@@ -1,0 +1,670 @@
+//! The in-process bandwidth stage against a real kernel and against the reference plugin
+//! (containernetworking-plugins 1.1.1 in /usr/lib/cni): the same conflist runs in two
+//! sandboxes, once with every plugin exec'd from /usr/lib/cni and once with bandwidth
+//! in-process, and the tc state (`tc -raw -j qdisc show`, `tc -j filter show`) and the
+//! results must agree. Then CHECK (and CHECK after tampering), DEL, DEL again, bad
+//! input, and real traffic through a 1 Mbit/s shaped path in each direction.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The main plugins run through the exec fallback (the reference bridge and host-local)
+/// so that these tests exercise only the bandwidth stage.
+const MAIN_EXEC: &str = "bridge,host-local";
+
+/// The exec policy for the in-process runs: `CNICHAIN_TEST_MAIN_EXEC` (e.g. `none`, to
+/// run the in-process bridge and host-local too), by default [`MAIN_EXEC`].
+fn main_exec() -> String {
+    std::env::var("CNICHAIN_TEST_MAIN_EXEC")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| MAIN_EXEC.to_string())
+}
+
+fn chain(sb: &Sandbox, exec: &str, verb: &str, net: &str, pod: &str, cap_args: Option<&str>) -> Output {
+    let mut c = sb.in_host(&cnichain_bin());
+    c.env("CNI_PATH", REF_PLUGINS)
+        .env("CNICHAIN_STATE_DIR", sb.dir.join("state"));
+    if let Some(a) = cap_args {
+        c.env("CAP_ARGS", a);
+    }
+    c.args(["--exec", exec, verb, net, pod]);
+    c.output().expect("run cnichain")
+}
+
+fn sh(sb: &Sandbox, ns: &str, script: &str) -> String {
+    let o = sb.sh_in(ns, script);
+    assert!(o.status.success(), "{script}: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+fn ns_name(path: &str) -> String {
+    path.trim_start_matches("/run/netns/").to_string()
+}
+
+/// cnitool's container ID for a netns path (what `cnichain add` uses).
+fn container_id(netns: &str) -> String {
+    format!("cnitool-{}", &sha512_hex(netns)[..20])
+}
+
+fn sha512_hex(s: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", "printf %s \"$1\" | sha512sum | cut -d' ' -f1", "sh", s])
+        .output()
+        .expect("sha512sum");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// The reference's ifb name: bwp + sha512(network name + container ID), 15 characters.
+fn ifb_name(net: &str, cid: &str) -> String {
+    format!("bwp{}", &sha512_hex(&format!("{net}{cid}"))[..12])
+}
+
+/// The host veths of the sandbox (the bridge's ports).
+fn host_veths(sb: &Sandbox) -> Vec<String> {
+    let out = sh(
+        sb,
+        &sb.host(),
+        "ip -o link show type veth | awk -F': ' '{print $2}' | cut -d@ -f1",
+    );
+    out.lines().map(String::from).filter(|l| !l.is_empty()).collect()
+}
+
+fn conflist(net: &str, subnet: &str, bw: Value) -> String {
+    let mut bw = bw;
+    bw["type"] = json!("bandwidth");
+    json!({
+        "cniVersion": "1.0.0",
+        "name": net,
+        "plugins": [
+            {"type": "bridge", "bridge": "cni-bw0", "isGateway": true,
+             "ipam": {"type": "host-local", "dataDir": "@IPAM@", "ranges": [[{"subnet": subnet}]]}},
+            bw
+        ]
+    })
+    .to_string()
+}
+
+/// The sandbox's tc state for the attachment, names normalized.
+#[derive(Debug, PartialEq)]
+struct TcState {
+    qdiscs: Vec<Value>,
+    /// The u32 filters on the veth's ingress qdisc (hash-table entries included), with
+    /// only the first action of each (the reference adds a second, unreachable one).
+    filters: Vec<Value>,
+    /// How many actions the redirect filter carries.
+    actions: usize,
+    ifb: Option<Value>,
+}
+
+fn tc_state(sb: &Sandbox, ifb: &str) -> TcState {
+    let host = sb.host();
+    let veths = host_veths(sb);
+    assert_eq!(veths.len(), 1, "{veths:?}");
+    let veth = &veths[0];
+    let rename = |v: &mut Value| {
+        let s = v.to_string().replace(veth.as_str(), "<veth>").replace(ifb, "<ifb>");
+        *v = serde_json::from_str(&s).unwrap();
+    };
+    let q: Value = serde_json::from_str(&sh(sb, &host, "tc -raw -j qdisc show")).unwrap();
+    let mut qdiscs: Vec<Value> = q
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| q["dev"] == json!(veth) || q["dev"] == json!(ifb))
+        .cloned()
+        .map(|mut q| {
+            q.as_object_mut().map(|o| o.remove("refcnt"));
+            rename(&mut q);
+            q
+        })
+        .collect();
+    qdiscs.sort_by_key(|q| q.to_string());
+    let f: Value = serde_json::from_str(&sh(sb, &host, &format!("tc -j filter show dev {veth} ingress"))).unwrap();
+    let mut actions = 0;
+    let filters: Vec<Value> = f
+        .as_array()
+        .into_iter()
+        .flatten()
+        .cloned()
+        .map(|mut f| {
+            if let Some(a) = f["options"]["actions"].as_array_mut() {
+                actions = a.len();
+                a.truncate(1);
+                for x in a.iter_mut() {
+                    if let Some(o) = x.as_object_mut() {
+                        for k in ["index", "ref", "bind"] {
+                            o.remove(k);
+                        }
+                    }
+                }
+            }
+            rename(&mut f);
+            f
+        })
+        .collect();
+    let ifb = if ifb.is_empty() {
+        None
+    } else {
+        let o = sb.sh_in(&host, &format!("ip -j -d link show dev {ifb}"));
+        o.status.success().then(|| {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            json!({"mtu": v[0]["mtu"], "up": v[0]["flags"].as_array().is_some_and(|f| f.contains(&json!("UP"))),
+                   "kind": v[0]["linkinfo"]["info_kind"], "txqlen": v[0]["txqlen"]})
+        })
+    };
+    TcState {
+        qdiscs,
+        filters,
+        actions,
+        ifb,
+    }
+}
+
+/// The result with the names and MACs that differ by nature normalized.
+fn normalize_result(mut r: Value, pod: &str, ifb: &str) -> Value {
+    for i in r["interfaces"].as_array_mut().into_iter().flatten() {
+        i["mac"] = json!("<mac>");
+        let name = i["name"].as_str().unwrap_or("").to_string();
+        if name.starts_with("veth") {
+            i["name"] = json!("<veth>");
+        }
+        if name == ifb {
+            i["name"] = json!("<ifb>");
+        }
+        if i["sandbox"] == json!(pod) {
+            i["sandbox"] = json!("<pod>");
+        }
+    }
+    r
+}
+
+struct Observed {
+    result: Value,
+    tc: TcState,
+}
+
+/// ADD, observe, CHECK (also with the other implementation when `cross` names its exec
+/// policy), DEL, check nothing is left, DEL again.
+fn lifecycle(tag: &str, exec: &str, text: &str, cap_args: Option<&str>, cross: Option<&str>) -> Observed {
+    let mut sb = Sandbox::new(tag);
+    let pod = sb.pod("p");
+    let net = serde_json::from_str::<Value>(text).unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sb.write_conflist("bw.conflist", text);
+    let ifb = ifb_name(&net, &container_id(&pod));
+    let o = chain(&sb, exec, "add", &net, &pod, cap_args);
+    let res: Value = serde_json::from_str(&ok(&o)).unwrap_or_else(|e| panic!("{exec}: {e}"));
+    let tc = tc_state(&sb, &ifb);
+    let o = chain(&sb, exec, "check", &net, &pod, cap_args);
+    assert!(o.status.success(), "{exec}: CHECK failed: {}", stdout(&o));
+    if let Some(other) = cross {
+        let o = chain(&sb, other, "check", &net, &pod, cap_args);
+        assert!(
+            o.status.success(),
+            "CHECK by {other} of what {exec} made failed: {}",
+            stdout(&o)
+        );
+    }
+    ok(&chain(&sb, exec, "del", &net, &pod, cap_args));
+    let left = sh(&sb, &sb.host(), "ip -o link show type ifb | wc -l");
+    assert_eq!(left, "0", "{exec}: ifb left");
+    ok(&chain(&sb, exec, "del", &net, &pod, cap_args));
+    Observed {
+        result: normalize_result(res, &pod, &ifb),
+        tc,
+    }
+}
+
+/// Reference and in-process must agree on the result and the tc state. Returns the
+/// in-process state.
+fn compare(tag: &str, text: &str, cap_args: Option<&str>) -> TcState {
+    let reference = lifecycle(&format!("{tag}r"), "all", text, cap_args, Some(&main_exec()));
+    let ours = lifecycle(&format!("{tag}o"), &main_exec(), text, cap_args, Some("all"));
+    assert_eq!(ours.result, reference.result, "{tag}: results differ");
+    assert_eq!(ours.tc.qdiscs, reference.tc.qdiscs, "{tag}: qdiscs differ");
+    assert_eq!(ours.tc.filters, reference.tc.filters, "{tag}: filters differ");
+    // The reference's netlink library adds a second mirred action (pass) after the
+    // redirect (stolen), which never runs; cnichain installs the one that does.
+    if reference.tc.actions > 0 {
+        assert_eq!(reference.tc.actions, 2);
+        assert_eq!(ours.tc.actions, 1);
+    }
+    match (&ours.tc.ifb, &reference.tc.ifb) {
+        (Some(o), Some(r)) => {
+            // txqlen: the veth's (0 for veths the reference bridge makes), as upstream
+            // and, by way of its netlink library's zero value, 1.1.1.
+            for k in ["mtu", "up", "kind", "txqlen"] {
+                assert_eq!(o[k], r[k], "{tag}: ifb {k}");
+            }
+        }
+        (None, None) => {}
+        (o, r) => panic!("{tag}: ifb {o:?} vs reference {r:?}"),
+    }
+    ours.tc
+}
+
+#[test]
+fn bandwidth_matches_reference_both_directions() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let text = conflist(
+        "bwdiff",
+        "10.95.0.0/24",
+        json!({"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 2000000, "egressBurst": 200000}),
+    );
+    let tc = compare("bwd", &text, None);
+    let tbfs: Vec<&Value> = tc.qdiscs.iter().filter(|q| q["kind"] == "tbf").collect();
+    assert_eq!(tbfs.len(), 2, "{:?}", tc.qdiscs);
+    let on = |dev: &str| {
+        tbfs.iter()
+            .find(|q| q["dev"] == dev)
+            .map(|q| q["options"].clone())
+            .unwrap()
+    };
+    assert_eq!(on("<veth>")["rate"], 125000);
+    assert_eq!(on("<veth>")["burst"], 12500);
+    assert_eq!(on("<veth>")["limit"], 3125 + 12500);
+    assert_eq!(on("<veth>")["lat"], 25000);
+    assert_eq!(on("<ifb>")["rate"], 250000);
+    assert_eq!(on("<ifb>")["limit"], 6250 + 25000);
+    assert!(tc.qdiscs.iter().any(|q| q["kind"] == "ingress" && q["dev"] == "<veth>"));
+}
+
+/// Rates whose burst time is not a whole number of microseconds: the reference computes
+/// the tbf buffer in whole microseconds (truncated), the kernel (given the burst, as
+/// cnichain does) in nanoseconds; the buffers may differ by up to 1 us (15.6 ticks of
+/// 64 ns), and with them the latency tc derives from them, and nothing else.
+#[test]
+fn bandwidth_matches_reference_odd_values() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let text = conflist(
+        "bwodd",
+        "10.95.1.0/24",
+        json!({"ingressRate": 3000000, "ingressBurst": 123456, "egressRate": 777777, "egressBurst": 99999}),
+    );
+    // cnichain's CHECK accepts the reference's buffer (and not the other way round:
+    // 1.1.1 compares its own microsecond-truncated buffer exactly)
+    let reference = lifecycle("bwor", "all", &text, None, Some(&main_exec()));
+    let ours = lifecycle("bwoo", &main_exec(), &text, None, None);
+    assert_eq!(ours.result, reference.result);
+    assert_eq!(ours.tc.filters, reference.tc.filters);
+    assert_eq!(ours.tc.qdiscs.len(), reference.tc.qdiscs.len());
+    for (o, r) in ours.tc.qdiscs.iter().zip(&reference.tc.qdiscs) {
+        let mut o = o.clone();
+        let mut r = r.clone();
+        let ticks = |v: &Value| u64::from_str_radix(v["options"]["burst_raw"].as_str().unwrap_or("0"), 16).unwrap_or(0);
+        assert!(ticks(&o).abs_diff(ticks(&r)) <= 16, "buffer ticks: {o} vs {r}");
+        let num = |v: &Value, k: &str| v["options"][k].as_i64().unwrap_or(0);
+        assert!((num(&o, "lat") - num(&r, "lat")).abs() <= 1, "latency: {o} vs {r}");
+        let slack = num(&o, "rate") / 1_000_000 + 1;
+        assert!(
+            (num(&o, "burst") - num(&r, "burst")).abs() <= slack,
+            "burst: {o} vs {r}"
+        );
+        for v in [&mut o, &mut r] {
+            if let Some(opts) = v["options"].as_object_mut() {
+                for k in ["burst_raw", "lat", "burst"] {
+                    opts.remove(k);
+                }
+            }
+        }
+        assert_eq!(o, r);
+    }
+}
+
+/// The `bandwidth` capability, and which entry wins: the plugin config's own keys
+/// (even all zero) over runtimeConfig, never merged (reference 1.1.1 getBandwidth).
+#[test]
+fn bandwidth_capability_and_precedence_match_reference() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let cap = r#"{"bandwidth": {"ingressRate": 2000000, "ingressBurst": 160000, "egressRate": 4000000, "egressBurst": 320000}}"#;
+    // runtime only
+    let text = conflist("bwcap", "10.95.2.0/24", json!({"capabilities": {"bandwidth": true}}));
+    let tc = compare("bwc1", &text, Some(cap));
+    assert_eq!(tc.qdiscs.iter().filter(|q| q["kind"] == "tbf").count(), 2);
+    assert!(tc.qdiscs.iter().any(|q| q["options"]["rate"] == 250000));
+    // plain zeros win: nothing shaped
+    let text = conflist(
+        "bwcap",
+        "10.95.2.0/24",
+        json!({"capabilities": {"bandwidth": true}, "ingressRate": 0, "ingressBurst": 0}),
+    );
+    let tc = compare("bwc2", &text, Some(cap));
+    assert!(tc.qdiscs.iter().all(|q| q["kind"] != "tbf"), "{:?}", tc.qdiscs);
+    // plain ingress only: the runtime's egress is ignored
+    let text = conflist(
+        "bwcap",
+        "10.95.2.0/24",
+        json!({"capabilities": {"bandwidth": true}, "ingressRate": 1000000, "ingressBurst": 80000}),
+    );
+    let tc = compare("bwc3", &text, Some(cap));
+    let tbfs: Vec<&Value> = tc.qdiscs.iter().filter(|q| q["kind"] == "tbf").collect();
+    assert_eq!(tbfs.len(), 1);
+    assert_eq!(tbfs[0]["options"]["rate"], 125000);
+    assert!(tc.filters.is_empty());
+}
+
+/// CHECK passes, then fails after the tbf or the redirect is changed behind its back.
+/// DEL removes the ifb and the veth's qdiscs; DEL again succeeds; a DEL without
+/// prevResult (plugin mode) still removes the ifb.
+#[test]
+fn bandwidth_check_tamper_and_del() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut sb = Sandbox::new("bwchk");
+    let pod = sb.pod("p");
+    let text = conflist(
+        "bwchk",
+        "10.95.3.0/24",
+        json!({"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000, "egressBurst": 100000}),
+    );
+    sb.write_conflist("bw.conflist", &text);
+    let host = sb.host();
+    let ifb = ifb_name("bwchk", &container_id(&pod));
+    ok(&chain(&sb, &main_exec(), "add", "bwchk", &pod, None));
+    ok(&chain(&sb, &main_exec(), "check", "bwchk", &pod, None));
+    let veth = host_veths(&sb).remove(0);
+
+    let check_fails = |what: &str| {
+        let o = chain(&sb, &main_exec(), "check", "bwchk", &pod, None);
+        let e = cni_err(&o);
+        assert!(e["msg"].as_str().unwrap_or("").contains(what), "want {what:?}: {e}");
+    };
+    sh(
+        &sb,
+        &host,
+        &format!("tc qdisc change dev {ifb} root handle 1: tbf rate 2mbit burst 12500 latency 25ms"),
+    );
+    check_fails("rate");
+    sh(
+        &sb,
+        &host,
+        &format!("tc qdisc change dev {ifb} root handle 1: tbf rate 1mbit burst 12500 latency 25ms"),
+    );
+    ok(&chain(&sb, &main_exec(), "check", "bwchk", &pod, None));
+    sh(
+        &sb,
+        &host,
+        &format!("tc qdisc change dev {veth} root handle 1: tbf rate 1mbit burst 20000 latency 25ms"),
+    );
+    check_fails("does not match");
+    sh(
+        &sb,
+        &host,
+        &format!("tc qdisc change dev {veth} root handle 1: tbf rate 1mbit burst 20000 limit 15625"),
+    );
+    check_fails("burst");
+    sh(
+        &sb,
+        &host,
+        &format!("tc qdisc change dev {veth} root handle 1: tbf rate 1mbit burst 12500 latency 25ms"),
+    );
+    ok(&chain(&sb, &main_exec(), "check", "bwchk", &pod, None));
+    sh(&sb, &host, &format!("tc qdisc del dev {veth} ingress"));
+    check_fails("redirect");
+    sh(&sb, &host, &format!("tc qdisc del dev {veth} root"));
+    check_fails("qdisc");
+
+    // DEL as a plugin (the cnichain binary under the name `bandwidth`): with prevResult
+    // it takes the ifb and the veth's qdiscs away (the veth stays: that is the main
+    // plugin's); without prevResult it still finds the ifb by name; twice is fine.
+    ok(&chain(&sb, &main_exec(), "del", "bwchk", &pod, None));
+    let res: Value = serde_json::from_str(&ok(&chain(&sb, &main_exec(), "add", "bwchk", &pod, None))).unwrap();
+    let veth = host_veths(&sb).remove(0);
+    assert!(sh(&sb, &host, &format!("tc qdisc show dev {veth}")).contains("tbf"));
+    let dir = sb.dir.join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin = dir.join("bandwidth");
+    std::os::unix::fs::symlink(cnichain_bin(), &bin).unwrap();
+    let conf: Value = serde_json::from_str(&text).unwrap();
+    let mut pconf = conf["plugins"][1].clone();
+    pconf["cniVersion"] = json!("1.0.0");
+    pconf["name"] = json!("bwchk");
+    let plugin_del = |pconf: &Value| {
+        let mut c = sb.in_host(&bin);
+        c.env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", container_id(&pod))
+            .env("CNI_NETNS", &pod)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", REF_PLUGINS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pconf.to_string().as_bytes())
+            .unwrap();
+        ok(&child.wait_with_output().unwrap());
+    };
+    let mut with_prev = pconf.clone();
+    with_prev["prevResult"] = res;
+    plugin_del(&with_prev);
+    assert_eq!(sh(&sb, &host, "ip -o link show type ifb | wc -l"), "0");
+    let q = sh(&sb, &host, &format!("tc qdisc show dev {veth}"));
+    assert!(!q.contains("tbf") && !q.contains("ingress"), "{q}");
+    plugin_del(&pconf);
+    plugin_del(&pconf);
+
+    // without prevResult after a fresh ADD: the ifb goes, the veth keeps its qdiscs
+    // (as the reference) until the main plugin removes the veth
+    ok(&chain(&sb, &main_exec(), "del", "bwchk", &pod, None));
+    ok(&chain(&sb, &main_exec(), "add", "bwchk", &pod, None));
+    plugin_del(&pconf);
+    assert_eq!(sh(&sb, &host, "ip -o link show type ifb | wc -l"), "0");
+    ok(&chain(&sb, &main_exec(), "del", "bwchk", &pod, None));
+    assert!(host_veths(&sb).is_empty());
+    ok(&chain(&sb, &main_exec(), "del", "bwchk", &pod, None));
+}
+
+/// Bad rates and bursts: code 7 naming the field (code 2 for the subnet lists cnichain
+/// does not offer), and no ifb and no qdisc made. DEL of the same config succeeds.
+#[test]
+fn bandwidth_bad_input() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut sb = Sandbox::new("bwbad");
+    let pod = sb.pod("p");
+    let host = sb.host();
+    let cap_conf = json!({"capabilities": {"bandwidth": true}});
+    let cases: Vec<(Value, Option<&str>, u64, &str)> = vec![
+        (json!({"ingressRate": 1000000}), None, 7, "ingressBurst"),
+        (json!({"egressBurst": 100000}), None, 7, "egressRate"),
+        (json!({"ingressRate": -1, "ingressBurst": 1000}), None, 7, "ingressRate"),
+        (
+            json!({"egressRate": -1000000, "egressBurst": -8}),
+            None,
+            7,
+            "egressRate",
+        ),
+        (
+            json!({"egressRate": 1000000, "egressBurst": 40000000000u64}),
+            None,
+            7,
+            "egressBurst",
+        ),
+        (json!({"ingressRate": 7, "ingressBurst": 800}), None, 7, "ingressRate"),
+        (
+            json!({"ingressRate": 1000000, "ingressBurst": 4}),
+            None,
+            7,
+            "ingressBurst",
+        ),
+        (
+            json!({"ingressRate": 1.5e6, "ingressBurst": 1000}),
+            None,
+            7,
+            "ingressRate",
+        ),
+        (
+            json!({"ingressRate": "1000000", "ingressBurst": 1000}),
+            None,
+            7,
+            "ingressRate",
+        ),
+        (
+            cap_conf.clone(),
+            Some(r#"{"bandwidth": {"egressRate": -5, "egressBurst": 1}}"#),
+            7,
+            "runtimeConfig.bandwidth.egressRate",
+        ),
+        (
+            cap_conf.clone(),
+            Some(r#"{"bandwidth": {"egressRate": 1000000}}"#),
+            7,
+            "runtimeConfig.bandwidth.egressBurst",
+        ),
+        (
+            json!({"ingressRate": 1000000, "ingressBurst": 100000, "shapedSubnets": ["10.0.0.0/8"]}),
+            None,
+            2,
+            "shapedSubnets",
+        ),
+        (
+            json!({"unshapedSubnets": ["10.0.0.0/8"], "egressRate": 1000000, "egressBurst": 100000}),
+            None,
+            2,
+            "unshapedSubnets",
+        ),
+    ];
+    for (i, (bw, cap, code, field)) in cases.into_iter().enumerate() {
+        let text = conflist("bwbad", "10.95.4.0/24", bw);
+        sb.write_conflist("bw.conflist", &text);
+        let o = chain(&sb, &main_exec(), "add", "bwbad", &pod, cap);
+        let e = cni_err(&o);
+        assert_eq!(e["code"], code, "case {i}: {e}");
+        assert!(
+            e["msg"].as_str().unwrap_or("").contains(field),
+            "case {i}: {e} does not name {field}"
+        );
+        assert_eq!(
+            sh(&sb, &host, "ip -o link show type ifb | wc -l"),
+            "0",
+            "case {i}: ifb made"
+        );
+        for veth in host_veths(&sb) {
+            let q = sh(&sb, &host, &format!("tc qdisc show dev {veth}"));
+            assert!(!q.contains("tbf") && !q.contains("ingress"), "case {i}: {q}");
+        }
+        ok(&chain(&sb, &main_exec(), "del", "bwbad", &pod, cap));
+    }
+}
+
+/// A child process killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn http_server(netns: &str, port: u16, dir: &Path) -> Server {
+    let child = Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .args(["--", "busybox", "httpd", "-f", "-p", &port.to_string(), "-h"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("busybox httpd");
+    Server(child)
+}
+
+/// Seconds for `wget` in `from` to fetch `url` (retried until the server answers; only
+/// the successful run is timed).
+fn fetch_seconds(sb: &Sandbox, from: &str, url: &str, out: &Path, want_len: u64) -> f64 {
+    for _ in 0..50 {
+        let _ = std::fs::remove_file(out);
+        let t = Instant::now();
+        let o = sb.sh_in(from, &format!("busybox wget -q -O {} {url}", out.display()));
+        let secs = t.elapsed().as_secs_f64();
+        if o.status.success() {
+            let len = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+            assert_eq!(len, want_len, "short transfer from {url}");
+            return secs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("wget {url} never succeeded");
+}
+
+/// Real traffic through a 1 Mbit/s shaped path: 300 kB into the pod (tbf on the host
+/// veth) and out of it (ifb), each expected to take about (size - burst) / rate = 2.3 s;
+/// a wide band (0.5x - 3x) keeps the check robust on a busy machine.
+#[test]
+fn bandwidth_shapes_real_traffic() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let mut sb = Sandbox::new("bwtp");
+    let pod = sb.pod("p");
+    let podn = ns_name(&pod);
+    let text = conflist(
+        "bwtp",
+        "10.95.5.0/24",
+        json!({"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000, "egressBurst": 100000}),
+    );
+    sb.write_conflist("bw.conflist", &text);
+    let res: Value = serde_json::from_str(&ok(&chain(&sb, &main_exec(), "add", "bwtp", &pod, None))).unwrap();
+    let pod_ip = res["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let gw = res["ips"][0]["gateway"].as_str().unwrap().to_string();
+
+    let www: PathBuf = sb.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let size: u64 = 300_000;
+    std::fs::write(www.join("blob"), vec![0x5au8; size as usize]).unwrap();
+    let host_path = format!("/run/netns/{}", sb.host());
+    let _h = http_server(&host_path, 8081, &www);
+    let _p = http_server(&pod, 8082, &www);
+
+    let expected = (size as f64 - 12_500.0) / 125_000.0;
+    let into_pod = fetch_seconds(&sb, &podn, &format!("http://{gw}:8081/blob"), &sb.dir.join("in"), size);
+    let out_of_pod = fetch_seconds(
+        &sb,
+        &sb.host(),
+        &format!("http://{pod_ip}:8082/blob"),
+        &sb.dir.join("out"),
+        size,
+    );
+    eprintln!("1 Mbit/s shaped, {size} B: into the pod {into_pod:.2} s, out of the pod {out_of_pod:.2} s, expected ~{expected:.2} s");
+    for (what, t) in [("into the pod", into_pod), ("out of the pod", out_of_pod)] {
+        assert!(
+            t >= expected * 0.5 && t <= expected * 3.0,
+            "{what}: {t:.2} s, expected {expected:.2} s (0.5x - 3x)"
+        );
+    }
+    drop(_h);
+    drop(_p);
+    ok(&chain(&sb, &main_exec(), "del", "bwtp", &pod, None));
+}
