@@ -65,6 +65,16 @@ struct Common {
     /// Print each plugin call's wall time to stderr
     #[arg(long, global = true)]
     timings: bool,
+    /// Locks and stage records (tuning) live here
+    #[arg(long, global = true, env = "CNICHAIN_STATE_DIR", default_value = cnichain_engine::lock::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// On a failed ADD, leave the plugins that ran in place for the runtime's DEL (libcni's
+    /// behaviour) instead of undoing them
+    #[arg(long, global = true, env = "CNICHAIN_NO_ROLLBACK")]
+    no_rollback: bool,
+    /// fsync the result cache entry before renaming it into place
+    #[arg(long, global = true, env = "CNICHAIN_CACHE_FSYNC")]
+    cache_fsync: bool,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +107,25 @@ enum Cmd {
     },
     /// Print cnichain's version and the CNI spec versions it supports
     Version,
+    /// Install the binary into a CNI bin dir with a symlink per in-process stage
+    Install {
+        /// The runtime's CNI plugin directory
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        /// Move plugins of the same names aside (uninstall puts them back)
+        #[arg(long)]
+        force: bool,
+        /// Only print what would be done
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove what `install` put into the bin dir and restore what it moved aside
+    Uninstall {
+        #[arg(long, default_value = "/opt/cni/bin")]
+        bin_dir: PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn main() -> i32 {
@@ -128,6 +157,9 @@ fn settings(c: &Common) -> Settings {
         cache_dir: c.cache_dir.clone(),
         exec: ExecPolicy::parse(&c.exec),
         plugin_timeout: (c.plugin_timeout > 0).then(|| Duration::from_secs(c.plugin_timeout)),
+        cache_fsync: c.cache_fsync,
+        state_dir: Some(c.state_dir.clone()),
+        rollback: !c.no_rollback,
     }
 }
 
@@ -169,6 +201,21 @@ fn run(cli: Cli) -> Result<(), CniError> {
         return Ok(());
     }
     let engine = runtime::engine(&settings(c));
+    match &cli.cmd {
+        Cmd::Install {
+            bin_dir,
+            force,
+            dry_run,
+        } => {
+            return crate::install::install(bin_dir, *force, *dry_run, &engine.registry.in_process_types())
+                .map_err(|m| CniError::new(cnichain_engine::spec::error::IO_FAILURE, m));
+        }
+        Cmd::Uninstall { bin_dir, dry_run } => {
+            return crate::install::uninstall(bin_dir, *dry_run)
+                .map_err(|m| CniError::new(cnichain_engine::spec::error::IO_FAILURE, m));
+        }
+        _ => {}
+    }
     let started = std::time::Instant::now();
     let res = match &cli.cmd {
         Cmd::Add { net, netns } => {
@@ -212,7 +259,7 @@ fn run(cli: Cli) -> Result<(), CniError> {
             let list = load_net(c, net)?;
             engine.status(&list)
         }
-        Cmd::Version => Ok(()),
+        Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
     };
     if c.timings {
         print_timings(&engine);

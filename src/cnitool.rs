@@ -60,6 +60,12 @@ fn run(cmd: &str, net: &str, netns: &str) -> Result<(), CniError> {
         cache_dir,
         exec: ExecPolicy::parse(&env("CNICHAIN_EXEC")),
         plugin_timeout: None,
+        cache_fsync: std::env::var("CNICHAIN_CACHE_FSYNC").is_ok_and(|v| v == "1" || v == "true"),
+        state_dir: Some(std::path::PathBuf::from(
+            std::env::var("CNICHAIN_STATE_DIR").unwrap_or_else(|_| cnichain_engine::lock::DEFAULT_STATE_DIR.into()),
+        )),
+        // cnitool keeps libcni's behaviour: a failed ADD is left to the runtime's DEL.
+        rollback: false,
     });
     let _ = Duration::ZERO;
     match cmd {

@@ -3,6 +3,8 @@
 
 mod cli;
 mod cnitool;
+mod install;
+mod plugin;
 mod runtime;
 
 fn main() {
@@ -11,8 +13,17 @@ fn main() {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let command_set = std::env::var_os("CNI_COMMAND").is_some_and(|c| !c.is_empty());
+    let stage = install::STAGE_NAMES.contains(&name.as_str());
     let code = if name == "cnitool" {
         cnitool::main()
+    } else if stage && command_set {
+        plugin::main(Some(&name))
+    } else if stage {
+        plugin::about(&name)
+    } else if command_set {
+        // Run by a runtime as `type: cnichain`: the meta-plugin.
+        plugin::main(None)
     } else {
         cli::main()
     };

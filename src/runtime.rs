@@ -2,6 +2,7 @@
 
 use cnichain_engine::cache::Cache;
 use cnichain_engine::chain::Engine;
+use cnichain_engine::lock::Locks;
 use cnichain_engine::spec::args::RuntimeConf;
 use cnichain_engine::stage::{split_cni_path, ExecPolicy, Registry};
 use sha2::{Digest, Sha512};
@@ -13,6 +14,10 @@ pub struct Settings {
     pub cache_dir: PathBuf,
     pub exec: ExecPolicy,
     pub plugin_timeout: Option<Duration>,
+    pub cache_fsync: bool,
+    /// Locks and records (tuning) live here; None: no locks.
+    pub state_dir: Option<PathBuf>,
+    pub rollback: bool,
 }
 
 pub fn engine(s: &Settings) -> Engine {
@@ -20,7 +25,12 @@ pub fn engine(s: &Settings) -> Engine {
     cnichain_stages::register_all(&mut reg);
     reg.policy = s.exec.clone();
     reg.plugin_timeout = s.plugin_timeout;
-    Engine::new(reg, Cache::new(&s.cache_dir))
+    let mut cache = Cache::new(&s.cache_dir);
+    cache.fsync = s.cache_fsync;
+    let mut engine = Engine::new(reg, cache);
+    engine.locks = s.state_dir.as_deref().map(Locks::new);
+    engine.rollback = s.rollback;
+    engine
 }
 
 /// Go's filepath.Abs: join with the cwd and clean lexically (no symlinks resolved).

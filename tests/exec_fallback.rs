@@ -153,6 +153,11 @@ fn add_check_del_send_libcni_requests_in_order() {
     assert!(sb.records().iter().all(|r| stdin_of(r).get("prevResult").is_none()));
 }
 
+/// What the recorder answers on ADD without prevResult or a configured result.
+fn stdout_of_add_default() -> String {
+    r#"{"cniVersion":"1.0.0","ips":[{"address":"10.1.2.3/24","gateway":"10.1.2.1"}],"dns":{}}"#.to_string()
+}
+
 fn runtime_container_id(netns: &str) -> String {
     let out = std::process::Command::new("sh")
         .args(["-c", &format!("printf %s '{netns}' | sha512sum | cut -c1-20")])
@@ -242,17 +247,54 @@ fn plugin_errors_stop_the_chain_and_keep_codes() {
             {{"type":"rec-caps"}}]}}"#
         ),
     );
-    let e = cni_err(&sb.cnichain(&path, &["add", &net, &pod]));
+    let seen = |sb: &Sandbox| -> Vec<String> {
+        sb.records()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    env_of(r, "CNI_COMMAND"),
+                    stdin_of(r)["type"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    // libcni's behaviour on request: the chain stops, nothing is undone.
+    let e = cni_err(&sb.cnichain(&path, &["--no-rollback", "add", &net, &pod]));
     assert_eq!(e["code"], 117);
     assert_eq!(e["msg"], r#"plugin type="rec-meta" failed (add): meta says no"#);
     assert_eq!(e["details"], "d");
-    let cmds: Vec<String> = sb
-        .records()
-        .iter()
-        .map(|r| stdin_of(r)["type"].as_str().unwrap_or("").into())
-        .collect();
-    assert_eq!(cmds, ["rec-main", "rec-meta"], "the chain stops at the failing plugin");
+    assert_eq!(
+        seen(&sb),
+        ["ADD rec-main", "ADD rec-meta"],
+        "the chain stops at the failing plugin"
+    );
     assert!(sb.files_in("cache").is_empty(), "no cache after a failed ADD");
+
+    // By default the plugins that ran are undone in reverse, the failed one included,
+    // with the last good result; the original error comes back, rollback failures
+    // (rec-meta's DEL fails too) in its details.
+    sb.clear_records();
+    let e = cni_err(&sb.cnichain(&path, &["add", &net, &pod]));
+    assert_eq!(e["code"], 117);
+    assert_eq!(e["msg"], r#"plugin type="rec-meta" failed (add): meta says no"#);
+    let details = e["details"].as_str().unwrap();
+    assert!(
+        details.starts_with("d; rollback of plugin type=\"rec-meta\": del fails"),
+        "{details}"
+    );
+    assert_eq!(
+        seen(&sb),
+        ["ADD rec-main", "ADD rec-meta", "DEL rec-meta", "DEL rec-main"]
+    );
+    let recs = sb.records();
+    let first_result = serde_json::from_str::<Value>(&stdout_of_add_default()).unwrap();
+    assert_eq!(
+        stdin_of(&recs[3])["prevResult"],
+        first_result,
+        "rollback DEL gets the last good result"
+    );
+    assert!(sb.files_in("cache").is_empty());
 
     // a failing DEL keeps the cache so the runtime can retry
     sb.write_conflist(

@@ -27,6 +27,11 @@ fn main_exec() -> String {
         .unwrap_or_else(|| MAIN_EXEC.to_string())
 }
 
+/// The tuning records in the sandbox's state dir (its locks/ are the engine's).
+fn tuning_records(sb: &Sandbox) -> Vec<String> {
+    sb.files_in("state").into_iter().filter(|f| f.starts_with("tuning/")).collect()
+}
+
 fn state_dir(sb: &Sandbox) -> PathBuf {
     sb.dir.join("state")
 }
@@ -459,9 +464,9 @@ fn tuning_in_chain_ifname_txqlen_check_and_del() {
         "somaxconn restored"
     );
     assert!(
-        sb.files_in("state").is_empty(),
+        tuning_records(&sb).is_empty(),
         "record left: {:?}",
-        sb.files_in("state")
+        tuning_records(&sb)
     );
     ok(&chain(&sb, &main_exec(), "del", "tuchain", &pod, &env));
 }
@@ -494,15 +499,15 @@ fn tuning_del_without_record_or_netns() {
     ));
     // a record, then the netns goes away
     ok(&plugin(&sb, &ours, "ADD", &pod, "cid-gone", &conf, &[]));
-    assert_eq!(sb.files_in("state"), vec!["tuning/cid-gone_eth0.json".to_string()]);
+    assert_eq!(tuning_records(&sb), vec!["tuning/cid-gone_eth0.json".to_string()]);
     let podn = ns_name(&pod);
     let _ = Command::new("ip").args(["netns", "del", &podn]).output();
     sb.netns.retain(|n| *n != podn);
     ok(&plugin(&sb, &ours, "DEL", &pod, "cid-gone", &conf, &[]));
     assert!(
-        sb.files_in("state").is_empty(),
+        tuning_records(&sb).is_empty(),
         "record left: {:?}",
-        sb.files_in("state")
+        tuning_records(&sb)
     );
 }
 
@@ -542,7 +547,7 @@ fn tuning_stale_record_is_not_used() {
     ok(&plugin(&sb, &ours, "DEL", &pod, "cid-s", &conf, &[]));
     assert_eq!(link_state(&sb, &pod, "eth0")["mtu"], 1400);
     assert_eq!(sysctl(&sb, &pod, "net/core/somaxconn"), "555");
-    assert!(sb.files_in("state").is_empty());
+    assert!(tuning_records(&sb).is_empty());
     // ADD, pod replaced, ADD again: the second record holds the new pod's values
     ok(&plugin(&sb, &ours, "ADD", &pod, "cid-s", &conf, &[]));
     renew(1450, "556");
@@ -551,7 +556,7 @@ fn tuning_stale_record_is_not_used() {
     ok(&plugin(&sb, &ours, "DEL", &pod, "cid-s", &conf, &[]));
     assert_eq!(link_state(&sb, &pod, "eth0")["mtu"], 1450);
     assert_eq!(sysctl(&sb, &pod, "net/core/somaxconn"), "556");
-    assert!(sb.files_in("state").is_empty());
+    assert!(tuning_records(&sb).is_empty());
     // a retried ADD in the same pod keeps the first ADD's "before" values
     let conf2 = json!({"cniVersion": "1.0.0", "name": "tunet", "type": "tuning", "mtu": 1200,
                        "sysctl": {"net.core.somaxconn": "98"}, "prevResult": prev_result(&pod)});
@@ -648,7 +653,7 @@ fn tuning_bad_input_changes_nothing() {
             before_link,
             "case {i} ({needle}) changed the link"
         );
-        assert!(sb.files_in("state").is_empty(), "case {i}: record left");
+        assert!(tuning_records(&sb).is_empty(), "case {i}: record left");
     }
     assert_eq!(
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default(),
@@ -677,7 +682,7 @@ fn tuning_bad_input_changes_nothing() {
     cni_err(&o);
     assert_eq!(watched(&sb, &pod), before, "partial ADD not undone");
     assert_eq!(link_state(&sb, &pod, "eth0"), before_link);
-    assert!(sb.files_in("state").is_empty(), "record left after a failed ADD");
+    assert!(tuning_records(&sb).is_empty(), "record left after a failed ADD");
     // an MTU the device refuses, after the sysctls were written
     let conf = json!({"cniVersion": "1.0.0", "name": "tunet", "type": "tuning",
         "sysctl": {"net.core.somaxconn": "4242"}, "mac": "02:00:00:00:00:77",
@@ -686,7 +691,7 @@ fn tuning_bad_input_changes_nothing() {
     cni_err(&o);
     assert_eq!(watched(&sb, &pod), before, "partial ADD not undone");
     assert_eq!(link_state(&sb, &pod, "eth0"), before_link, "MAC not undone");
-    assert!(sb.files_in("state").is_empty());
+    assert!(tuning_records(&sb).is_empty());
 }
 
 /// A bad key in a chain: the engine passes the stage's error through (code 7), the pod's
@@ -718,6 +723,6 @@ fn tuning_bad_key_in_chain() {
     assert_eq!(e["code"], 7, "{e}");
     assert!(e["msg"].as_str().unwrap_or("").contains("kernel/hostname"), "{e}");
     assert_eq!(sysctl(&sb, &pod, "net/core/somaxconn"), before);
-    assert!(sb.files_in("state").is_empty());
+    assert!(tuning_records(&sb).is_empty());
     ok(&chain(&sb, &main_exec(), "del", "tubad", &pod, &[]));
 }

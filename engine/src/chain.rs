@@ -4,6 +4,7 @@
 //! damaged cache never blocks DEL).
 
 use crate::cache::{Cache, Lookup};
+use crate::lock::{Held, Locks};
 use crate::request::{self, Attachment};
 use crate::spec::args::RuntimeConf;
 use crate::spec::conflist::{NetConfList, PluginConf};
@@ -27,6 +28,12 @@ pub struct Timing {
 pub struct Engine {
     pub registry: Registry,
     pub cache: Cache,
+    /// Per-attachment and GC locks; None runs unlocked (as libcni, which leaves that to
+    /// the runtime).
+    pub locks: Option<Locks>,
+    /// Undo the plugins that already ran when an ADD fails (libcni leaves that to the
+    /// runtime's DEL).
+    pub rollback: bool,
     timings: Mutex<Vec<Timing>>,
 }
 
@@ -35,8 +42,21 @@ impl Engine {
         Engine {
             registry,
             cache,
+            locks: None,
+            rollback: false,
             timings: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Shared GC lock plus the attachment's lock, for ADD/DEL/CHECK.
+    fn lock_attachment(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<Option<(Held, Held)>, CniError> {
+        let Some(locks) = &self.locks else { return Ok(None) };
+        ids::validate_network_name(&list.name)?;
+        ids::validate_container_id(&rt.container_id)?;
+        ids::validate_ifname(&rt.ifname)?;
+        let gc = locks.gc(false)?;
+        let att = locks.attachment(&list.name, &rt.container_id, &rt.ifname)?;
+        Ok(Some((gc, att)))
     }
 
     pub fn take_timings(&self) -> Vec<Timing> {
@@ -93,34 +113,80 @@ impl Engine {
         out
     }
 
+    /// ADD, then cache the final result (libcni's AddNetworkList).
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
+        let _held = self.lock_attachment(list, rt)?;
+        let result = self.add_uncached(list, rt)?;
+        self.cache.write(&list.name, rt, &list.bytes, &result)?;
+        Ok(result)
+    }
+
+    /// ADD forward through every plugin, threading each result into the next one's
+    /// prevResult. No cache (the `cnichain` meta-plugin's runtime keeps the result).
+    pub fn add_uncached(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         validate_attachment(list, rt, Command::Add)?;
         let mut prev: Option<CniResult> = None;
-        for plugin in &list.plugins {
+        for (i, plugin) in list.plugins.iter().enumerate() {
             let config = request::build(list, plugin, prev.as_ref(), rt);
-            let res = self
+            let step = self
                 .call(list, plugin, Command::Add, &config, prev.as_ref(), rt)
                 .map_err(|e| {
                     e.context(format!(
                         "plugin {} failed (add)",
                         request::describe(plugin, Command::Add)
                     ))
-                })?;
-            let res = res.ok_or_else(|| CniError::internal("stage returned no result"))?;
-            // libcni forwards results unconverted; the next plugin may then refuse a
-            // prevResult of another result family. Convert to the selected version.
-            let converted = res.convert(&list.cni_version).map_err(|e| {
-                e.context(format!(
-                    "plugin {} returned a result that cannot be converted to {}",
-                    request::describe(plugin, Command::Add),
-                    list.cni_version
-                ))
-            })?;
-            prev = Some(converted);
+                })
+                .and_then(|res| res.ok_or_else(|| CniError::internal("stage returned no result")))
+                // libcni forwards results unconverted; the next plugin may then refuse a
+                // prevResult of another result family. Convert to the selected version.
+                .and_then(|res| {
+                    res.convert(&list.cni_version).map_err(|e| {
+                        e.context(format!(
+                            "plugin {} returned a result that cannot be converted to {}",
+                            request::describe(plugin, Command::Add),
+                            list.cni_version
+                        ))
+                    })
+                });
+            match step {
+                Ok(r) => prev = Some(r),
+                Err(e) if self.rollback => return Err(self.roll_back(list, rt, i, prev.as_ref(), e)),
+                Err(e) => return Err(e),
+            }
         }
-        let result = prev.ok_or_else(|| CniError::invalid_config("no plugins in list"))?;
-        self.cache.write(&list.name, rt, &list.bytes, &result)?;
-        Ok(result)
+        prev.ok_or_else(|| CniError::invalid_config("no plugins in list"))
+    }
+
+    /// Undo a failed ADD: DEL the failed plugin and every one before it, in reverse,
+    /// with the last good result as prevResult. The original error is returned, with
+    /// any rollback failures in its details.
+    fn roll_back(
+        &self,
+        list: &NetConfList,
+        rt: &RuntimeConf,
+        failed: usize,
+        prev: Option<&CniResult>,
+        err: CniError,
+    ) -> CniError {
+        let mut failures = Vec::new();
+        for plugin in list.plugins[..=failed].iter().rev() {
+            let config = request::build(list, plugin, prev, rt);
+            if let Err(e) = self.call(list, plugin, Command::Del, &config, prev, rt) {
+                failures.push(format!(
+                    "rollback of plugin {}: {e}",
+                    request::describe(plugin, Command::Del)
+                ));
+            }
+        }
+        if failures.is_empty() {
+            return err;
+        }
+        let details = if err.details.is_empty() {
+            failures.join("; ")
+        } else {
+            format!("{}; {}", err.details, failures.join("; "))
+        };
+        err.with_details(details)
     }
 
     pub fn check(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
@@ -137,7 +203,13 @@ impl Engine {
         if list.disable_check {
             return Ok(());
         }
-        let cached = match self.cache.read(&list.name, &rt.container_id, &rt.ifname) {
+        let _held = self.lock_attachment(list, rt)?;
+        let cached = self.cached_for_check(list, rt)?;
+        self.check_with(list, rt, cached.as_ref())
+    }
+
+    fn cached_for_check(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<Option<CniResult>, CniError> {
+        Ok(match self.cache.read(&list.name, &rt.container_id, &rt.ifname) {
             Lookup::Missing => None,
             Lookup::Found(e) => match e.result {
                 Some(v) => Some(
@@ -153,10 +225,14 @@ impl Engine {
                     list.name
                 )))
             }
-        };
+        })
+    }
+
+    /// CHECK forward with `prev` as every plugin's prevResult (no cache read).
+    pub fn check_with(&self, list: &NetConfList, rt: &RuntimeConf, prev: Option<&CniResult>) -> Result<(), CniError> {
         for plugin in &list.plugins {
-            let config = request::build(list, plugin, cached.as_ref(), rt);
-            self.call(list, plugin, Command::Check, &config, cached.as_ref(), rt)
+            let config = request::build(list, plugin, prev, rt);
+            self.call(list, plugin, Command::Check, &config, prev, rt)
                 .map_err(|e| {
                     e.context(format!(
                         "plugin {} failed (check)",
@@ -168,6 +244,19 @@ impl Engine {
     }
 
     pub fn del(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
+        validate_attachment(list, rt, Command::Del)?;
+        let held = self.lock_attachment(list, rt)?;
+        self.del_unlocked(list, rt)?;
+        // The attachment is gone: so is its lock file.
+        if let Some((_gc, att)) = held {
+            att.remove();
+        }
+        Ok(())
+    }
+
+    /// DEL with the cached result as prevResult, then drop the cache (libcni's
+    /// DelNetworkList), without taking locks.
+    fn del_unlocked(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         validate_attachment(list, rt, Command::Del)?;
         let mut cached = None;
         if version::at_least(&list.cni_version, "0.4.0")? {
@@ -190,17 +279,22 @@ impl Engine {
                 }
             }
         }
-        for plugin in list.plugins.iter().rev() {
-            let config = request::build(list, plugin, cached.as_ref(), rt);
-            self.call(list, plugin, Command::Del, &config, cached.as_ref(), rt)
-                .map_err(|e| {
-                    e.context(format!(
-                        "plugin {} failed (delete)",
-                        request::describe(plugin, Command::Del)
-                    ))
-                })?;
-        }
+        self.del_with(list, rt, cached.as_ref())?;
         self.cache.remove(&list.name, &rt.container_id, &rt.ifname)
+    }
+
+    /// DEL in reverse with `prev` as every plugin's prevResult (no cache).
+    pub fn del_with(&self, list: &NetConfList, rt: &RuntimeConf, prev: Option<&CniResult>) -> Result<(), CniError> {
+        for plugin in list.plugins.iter().rev() {
+            let config = request::build(list, plugin, prev, rt);
+            self.call(list, plugin, Command::Del, &config, prev, rt).map_err(|e| {
+                e.context(format!(
+                    "plugin {} failed (delete)",
+                    request::describe(plugin, Command::Del)
+                ))
+            })?;
+        }
+        Ok(())
     }
 
     /// GC: DEL every cached attachment of this network that is not valid, then GC each
@@ -211,6 +305,12 @@ impl Engine {
         if list.disable_gc {
             return Ok(());
         }
+        // GC is exclusive with ADD/DEL on the node (spec): take the GC lock alone, and
+        // DEL the stale attachments through the unlocked path below.
+        let _gc = match &self.locks {
+            Some(l) => Some(l.gc(true)?),
+            None => None,
+        };
         let mut errors: Vec<CniError> = Vec::new();
         for entry in self.cache.entries() {
             if entry.network_name != list.name {
@@ -230,10 +330,20 @@ impl Engine {
                 args: entry.cni_args,
                 capability_args: entry.capability_args,
             };
-            if let Err(e) = self.del(list, &rt) {
+            if let Err(e) = self.del_unlocked(list, &rt) {
                 errors.push(e);
             }
         }
+        if let Err(e) = self.gc_plugins(list, valid) {
+            errors.push(e);
+        }
+        join_errors(errors)
+    }
+
+    /// GC each plugin (spec >= 1.1.0), continuing past errors; no cache involved (the
+    /// `cnichain` meta-plugin's runtime has already DELeted stale attachments).
+    pub fn gc_plugins(&self, list: &NetConfList, valid: Option<&[Attachment]>) -> Result<(), CniError> {
+        let mut errors: Vec<CniError> = Vec::new();
         if version::at_least(&list.cni_version, "1.1.0")? {
             let empty = RuntimeConf::default();
             for plugin in &list.plugins {

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod chain;
 pub mod exec;
 pub mod load;
+pub mod lock;
 pub mod request;
 pub mod spec;
 pub mod stage;

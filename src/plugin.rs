@@ -1,0 +1,324 @@
+//! Plugin mode: a runtime executes the binary with CNI_COMMAND set. Under the name of an
+//! in-process stage (a symlink `bridge`, `host-local`, ...) it is that plugin, with the
+//! reference skeleton's contract; under any other name it is the `cnichain` meta-plugin,
+//! whose config carries a whole inner chain run in this one process.
+
+use crate::runtime::{self, Settings};
+use cnichain_engine::chain::Engine;
+use cnichain_engine::request::Attachment;
+use cnichain_engine::spec::args::RuntimeConf;
+use cnichain_engine::spec::conflist::{parse_object, NetConfList};
+use cnichain_engine::spec::error::{CniError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV};
+use cnichain_engine::spec::result::CniResult;
+use cnichain_engine::spec::{ids, version};
+use cnichain_engine::stage::{Command, ExecPolicy, Invocation};
+use serde_json::{Map, Value};
+use std::io::{Read, Write};
+
+struct Env {
+    command: String,
+    rt: RuntimeConf,
+    cni_path: String,
+}
+
+fn var(k: &str) -> String {
+    std::env::var(k).unwrap_or_default()
+}
+
+/// The skeleton's required variables per command (CNI_PATH too, as the reference).
+fn read_env() -> Result<Env, CniError> {
+    let command = var("CNI_COMMAND");
+    let required: &[(&str, &[&str])] = &[
+        ("CNI_COMMAND", &["ADD", "CHECK", "DEL", "GC", "STATUS", "VERSION", ""]),
+        ("CNI_CONTAINERID", &["ADD", "CHECK", "DEL"]),
+        ("CNI_NETNS", &["ADD", "CHECK"]),
+        ("CNI_IFNAME", &["ADD", "CHECK", "DEL"]),
+        ("CNI_PATH", &["ADD", "CHECK", "DEL", "GC", "STATUS"]),
+    ];
+    let missing: Vec<&str> = required
+        .iter()
+        .filter(|(k, cmds)| var(k).is_empty() && cmds.contains(&command.as_str()))
+        .map(|(k, _)| *k)
+        .collect();
+    if !missing.is_empty() {
+        return Err(CniError::new(
+            INVALID_ENV,
+            format!("required env variables [{}] missing", missing.join(",")),
+        ));
+    }
+    let args = parse_plugin_args(&var("CNI_ARGS"))?;
+    Ok(Env {
+        command,
+        rt: RuntimeConf {
+            container_id: var("CNI_CONTAINERID"),
+            netns: var("CNI_NETNS"),
+            ifname: var("CNI_IFNAME"),
+            args,
+            capability_args: Map::new(),
+        },
+        cni_path: var("CNI_PATH"),
+    })
+}
+
+/// CNI_ARGS as plugins read it (types.LoadArgs): `;`-separated pairs with exactly one
+/// `=`; an empty value is allowed.
+fn parse_plugin_args(s: &str) -> Result<Vec<(String, String)>, CniError> {
+    let mut out = Vec::new();
+    if s.is_empty() {
+        return Ok(out);
+    }
+    for pair in s.split(';') {
+        let kv: Vec<&str> = pair.split('=').collect();
+        if kv.len() != 2 {
+            return Err(CniError::new(
+                INVALID_ENV,
+                format!("ARGS: invalid pair {pair:?} in CNI_ARGS"),
+            ));
+        }
+        out.push((kv[0].to_string(), kv[1].to_string()));
+    }
+    Ok(out)
+}
+
+fn print_err(e: &CniError, version: &str) -> i32 {
+    let mut e = e.clone();
+    if e.cni_version.is_empty() {
+        e.cni_version = version.to_string();
+    }
+    let mut out = std::io::stdout();
+    let _ = out.write_all(e.to_json_pretty().as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    1
+}
+
+/// Run as a plugin. `stage` is the drop-in type, or None for the meta-plugin.
+pub fn main(stage: Option<&str>) -> i32 {
+    crate::cli::init_logging();
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        return print_err(&CniError::io(format!("error reading from stdin: {e}")), "");
+    }
+    let conf_version = serde_json::from_slice::<Value>(&stdin)
+        .ok()
+        .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
+        .unwrap_or_default();
+    match run(stage, &stdin) {
+        Ok(out) => {
+            if let Some(text) = out {
+                let mut o = std::io::stdout();
+                let _ = o.write_all(text.as_bytes());
+                let _ = o.write_all(b"\n");
+                let _ = o.flush();
+            }
+            0
+        }
+        Err(e) => print_err(&e, &conf_version),
+    }
+}
+
+fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
+    let env = read_env()?;
+    let supported: Vec<String> = version::SUPPORTED.iter().map(|s| s.to_string()).collect();
+    let command = match Command::parse(&env.command) {
+        Some(c) => c,
+        None => {
+            return Err(CniError::new(
+                INVALID_ENV,
+                format!("unknown CNI_COMMAND: {}", env.command),
+            ))
+        }
+    };
+    if command == Command::Version {
+        let v = serde_json::json!({"cniVersion": version::CURRENT, "supportedVersions": supported});
+        return Ok(Some(serde_json::to_string(&v).unwrap_or_default()));
+    }
+    let config = parse_object(stdin, "network configuration")?;
+    let conf_version = match config.get("cniVersion") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => return Err(CniError::new(DECODING_FAILURE, "\"cniVersion\" must be a string")),
+    };
+    // The skeleton's version reconcile is an exact match against what we support.
+    let effective = if conf_version.is_empty() {
+        "0.1.0".to_string()
+    } else {
+        conf_version.clone()
+    };
+    if !supported.contains(&effective) {
+        return Err(CniError::new(INCOMPATIBLE_VERSION, "incompatible CNI versions")
+            .with_details(format!("config is {effective:?}, plugin supports {supported:?}")));
+    }
+    match command {
+        Command::Check if !version::at_least(&effective, "0.4.0")? => {
+            return Err(CniError::new(
+                INCOMPATIBLE_VERSION,
+                "config version does not allow CHECK",
+            ))
+        }
+        Command::Gc | Command::Status if !version::at_least(&effective, "1.1.0")? => {
+            return Err(CniError::new(
+                INCOMPATIBLE_VERSION,
+                format!("config version does not allow {}", env.command),
+            ))
+        }
+        _ => {}
+    }
+    match config.get("name") {
+        Some(Value::String(n)) if !n.is_empty() => ids::validate_network_name(n)?,
+        _ => return Err(CniError::new(INVALID_CONFIG, "missing network name (\"name\")")),
+    }
+    if matches!(command, Command::Add | Command::Check | Command::Del) {
+        ids::validate_container_id(&env.rt.container_id)?;
+        ids::validate_ifname(&env.rt.ifname)?;
+    }
+    let engine = runtime::engine(&Settings {
+        cni_path: env.cni_path.clone(),
+        cache_dir: std::path::PathBuf::from(cnichain_engine::cache::DEFAULT_CACHE_DIR),
+        exec: ExecPolicy::InProcess,
+        plugin_timeout: Some(std::time::Duration::from_secs(120)),
+        cache_fsync: false,
+        // The runtime serializes calls for one attachment; the meta-plugin undoes its
+        // inner chain when an inner ADD fails.
+        state_dir: None,
+        rollback: true,
+    });
+    // A prevResult in any version is accepted and converted (the reference refuses one
+    // of another result family).
+    let prev = match config.get("prevResult") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            CniResult::from_value(v, &effective)
+                .and_then(|r| r.convert(&effective))
+                .map_err(|e| e.context("could not parse prevResult"))?,
+        ),
+    };
+    match stage {
+        Some(t) => drop_in(&engine, t, command, &config, prev.as_ref(), &env, &effective),
+        None => meta(&engine, command, &config, stdin, prev.as_ref(), env, &effective),
+    }
+}
+
+fn drop_in(
+    engine: &Engine,
+    stage_type: &str,
+    command: Command,
+    config: &Map<String, Value>,
+    prev: Option<&CniResult>,
+    env: &Env,
+    version: &str,
+) -> Result<Option<String>, CniError> {
+    if command == Command::Add || command == Command::Check {
+        cnichain_engine::chain::check_netns(&env.rt.netns, true)?;
+    }
+    // Never exec: the binary found in CNI_PATH under this name may be this one.
+    if !engine.registry.is_in_process(stage_type) {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!("cnichain has no in-process {stage_type:?} stage; install the reference plugin under that name"),
+        ));
+    }
+    let stage = engine.registry.resolve(stage_type)?;
+    let inv = Invocation {
+        command,
+        config,
+        prev_result: prev,
+        rt: &env.rt,
+        version,
+        cni_path: &engine.registry.cni_path,
+        registry: &engine.registry,
+    };
+    match command {
+        Command::Add => {
+            let r = stage.add(&inv)?.convert(version)?;
+            Ok(Some(r.to_json_pretty()))
+        }
+        Command::Del => stage.del(&inv).map(|_| None),
+        Command::Check => stage.check(&inv).map(|_| None),
+        Command::Gc => stage.gc(&inv).map(|_| None),
+        Command::Status => stage.status(&inv).map(|_| None),
+        Command::Version => Ok(None),
+    }
+}
+
+/// The `cnichain` meta-plugin: the config is a list (`plugins`); its runtimeConfig is the
+/// capability arguments the inner stages see.
+fn meta(
+    engine: &Engine,
+    command: Command,
+    config: &Map<String, Value>,
+    stdin: &[u8],
+    prev: Option<&CniResult>,
+    mut env: Env,
+    version: &str,
+) -> Result<Option<String>, CniError> {
+    let mut inner = Map::new();
+    for k in [
+        "cniVersion",
+        "cniVersions",
+        "name",
+        "disableCheck",
+        "disableGC",
+        "plugins",
+    ] {
+        if let Some(v) = config.get(k) {
+            inner.insert(k.to_string(), v.clone());
+        }
+    }
+    if !inner.contains_key("plugins") {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            "cnichain: missing \"plugins\" (the inner chain)",
+        ));
+    }
+    // The runtime already selected the version: keep it for every inner plugin.
+    inner.insert("cniVersion".into(), Value::String(version.to_string()));
+    inner.remove("cniVersions");
+    let list = NetConfList::from_map(&inner, stdin.to_vec(), Vec::new())?;
+    if let Some(Value::Object(rc)) = config.get("runtimeConfig") {
+        env.rt.capability_args = rc.clone();
+    }
+    match command {
+        Command::Add => {
+            let r = engine.add_uncached(&list, &env.rt)?.convert(version)?;
+            Ok(Some(r.to_json_pretty()))
+        }
+        Command::Del => {
+            cnichain_engine::chain::validate_attachment(&list, &env.rt, Command::Del)?;
+            engine.del_with(&list, &env.rt, prev).map(|_| None)
+        }
+        Command::Check => {
+            cnichain_engine::chain::validate_attachment(&list, &env.rt, Command::Check)?;
+            if list.disable_check {
+                return Ok(None);
+            }
+            engine.check_with(&list, &env.rt, prev).map(|_| None)
+        }
+        Command::Gc => {
+            let valid = match config
+                .get("cni.dev/valid-attachments")
+                .or_else(|| config.get("cni.dev/attachments"))
+            {
+                Some(Value::Array(a)) => Some(
+                    a.iter()
+                        .map(|v| Attachment {
+                            container_id: v.get("containerID").and_then(Value::as_str).unwrap_or_default().into(),
+                            ifname: v.get("ifname").and_then(Value::as_str).unwrap_or_default().into(),
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+                _ => None,
+            };
+            engine.gc_plugins(&list, valid.as_deref()).map(|_| None)
+        }
+        Command::Status => engine.status(&list).map(|_| None),
+        Command::Version => Ok(None),
+    }
+}
+
+/// The skeleton's "about" text for a drop-in run by hand without CNI_COMMAND.
+pub fn about(name: &str) -> i32 {
+    eprintln!("CNI {name} plugin (cnichain {})", env!("CARGO_PKG_VERSION"));
+    eprintln!("CNI protocol versions supported: {}", version::SUPPORTED.join(", "));
+    0
+}

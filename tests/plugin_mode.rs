@@ -1,0 +1,301 @@
+//! Plugin mode: runtimes execute cnichain as drop-in plugins (symlinks named after the
+//! stages) and as the `cnichain` meta-plugin. The libcni-based cnitool drives both
+//! through ADD, CHECK, DEL, DEL again in throwaway namespaces; the skeleton contract
+//! (VERSION, required environment, errors) is checked directly; install/uninstall.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// `cnichain install` into a bin dir of the sandbox.
+fn install(sb: &Sandbox) -> PathBuf {
+    let dir = sb.dir.join("cnibin");
+    let o = Command::new(cnichain_bin())
+        .args(["install", "--bin-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    ok(&o);
+    dir
+}
+
+fn normalize(mut v: Value) -> Value {
+    if let Some(ifs) = v["interfaces"].as_array_mut() {
+        for i in ifs {
+            i["mac"] = json!("<mac>");
+        }
+    }
+    v
+}
+
+fn cnitool(sb: &Sandbox, cni_path: &str, verb: &str, net: &str, pod: &str, caps: &str) -> Output {
+    let mut c = sb.in_host(&peer_cnitool());
+    c.env("CNI_PATH", cni_path).env("CAP_ARGS", caps).args([verb, net, pod]);
+    c.output().unwrap()
+}
+
+struct ResultsCleanup(String);
+impl Drop for ResultsCleanup {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.0)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+fn run_lifecycle(sb: &Sandbox, cni_path: &str, net: &str, pod: &str, caps: &str) -> Value {
+    let res: Value = serde_json::from_str(&ok(&cnitool(sb, cni_path, "add", net, pod, caps))).expect("ADD result");
+    ok(&cnitool(sb, cni_path, "check", net, pod, ""));
+    ok(&cnitool(sb, cni_path, "del", net, pod, caps));
+    ok(&cnitool(sb, cni_path, "del", net, pod, caps));
+    res
+}
+
+fn assert_clean(sb: &Sandbox, pod: &str) {
+    let pod_ns = pod.trim_start_matches("/run/netns/");
+    assert_eq!(
+        stdout(&sb.sh_in(pod_ns, "ip -o link show | grep -vc ': lo:'")).trim(),
+        "0",
+        "pod links left"
+    );
+    assert_eq!(
+        stdout(&sb.sh_in(&sb.host(), "ip -o link show type veth | wc -l")).trim(),
+        "0",
+        "host veths left"
+    );
+    let reserved: Vec<String> = sb
+        .files_in("ipam")
+        .into_iter()
+        .filter(|f| !f.ends_with("/lock") && !f.contains("last_reserved"))
+        .collect();
+    assert!(reserved.is_empty(), "reservations left: {reserved:?}");
+}
+
+const INNER: &str = r#"[
+  { "type": "bridge", "bridge": "cncp0", "isGateway": true,
+    "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": "10.66.0.0/24" }]],
+              "routes": [{ "dst": "0.0.0.0/0" }] } },
+  { "type": "tuning", "sysctl": { "net.ipv4.conf.eth0.arp_notify": "1" } }
+]"#;
+
+/// libcni runs bridge and host-local as cnichain drop-ins (tuning stays the reference
+/// binary found later in CNI_PATH when it is not in-process): same result as the CLI.
+#[test]
+fn libcni_drives_drop_in_symlinks() {
+    let mut sb = Sandbox::new("dropin");
+    let pod = sb.pod("p");
+    let bin = install(&sb);
+    let net = format!("{}-n", sb.tag);
+    let _c = ResultsCleanup(net.clone());
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":{INNER}}}"#),
+    );
+    let cni_path = format!("{}:{REF_PLUGINS}", bin.display());
+    let via_libcni = run_lifecycle(&sb, &cni_path, &net, &pod, "");
+    assert_clean(&sb, &pod);
+    let via_cli: Value = serde_json::from_str(&ok(&sb.cnichain(REF_PLUGINS, &["add", &net, &pod]))).unwrap();
+    ok(&sb.cnichain(REF_PLUGINS, &["del", &net, &pod]));
+    assert_clean(&sb, &pod);
+    // host-local is round robin: the second pod gets the next address
+    let mut a = normalize(via_libcni);
+    let b = normalize(via_cli);
+    assert_eq!(a["ips"][0]["address"], "10.66.0.2/24");
+    assert_eq!(b["ips"][0]["address"], "10.66.0.3/24");
+    a["ips"][0]["address"] = b["ips"][0]["address"].clone();
+    assert_eq!(a, b);
+}
+
+/// One `cnichain` entry carries the whole chain: libcni execs one binary.
+#[test]
+fn libcni_drives_the_meta_plugin() {
+    let mut sb = Sandbox::new("meta");
+    let pod = sb.pod("p");
+    let bin = install(&sb);
+    let net = format!("{}-n", sb.tag);
+    let _c = ResultsCleanup(net.clone());
+    sb.write_conflist(
+        "10.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"cnichain","capabilities":{{"portMappings":true}},"plugins":{INNER}}}]}}"#
+        ),
+    );
+    let cni_path = format!("{}:{REF_PLUGINS}", bin.display());
+    let res = run_lifecycle(&sb, &cni_path, &net, &pod, r#"{"portMappings":[]}"#);
+    assert_eq!(res["ips"][0]["address"], "10.66.0.2/24");
+    assert_eq!(res["interfaces"][0]["name"], "cncp0");
+    assert_eq!(res["interfaces"][2]["name"], "eth0");
+    assert_clean(&sb, &pod);
+}
+
+fn plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut c = Command::new(bin.join(name));
+    c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_skeleton_contract() {
+    let mut sb = Sandbox::new("skel");
+    let pod = sb.pod("p");
+    let bin = install(&sb);
+    let binp = bin.display().to_string();
+    let conf = r#"{"cniVersion":"1.0.0","name":"skel","type":"loopback"}"#;
+
+    let o = plugin(
+        &bin,
+        "loopback",
+        &[("CNI_COMMAND", "VERSION")],
+        r#"{"cniVersion":"1.0.0"}"#,
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+
+    let full = |cmd: &'static str, netns: &str| -> Vec<(String, String)> {
+        vec![
+            ("CNI_COMMAND".into(), cmd.into()),
+            ("CNI_CONTAINERID".into(), "c".into()),
+            ("CNI_NETNS".into(), netns.into()),
+            ("CNI_IFNAME".into(), "eth0".into()),
+            ("CNI_PATH".into(), binp.clone()),
+        ]
+    };
+    let only = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let no_netns = |cmd: &'static str| -> Vec<(String, String)> {
+        full(cmd, "").into_iter().filter(|(k, _)| k != "CNI_NETNS").collect()
+    };
+    let cases: Vec<(Vec<(String, String)>, &str, u64, &str)> = vec![
+        (
+            only(&[("CNI_COMMAND", "ADD"), ("CNI_PATH", &binp)]),
+            conf,
+            4,
+            "CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME",
+        ),
+        (
+            only(&[("CNI_COMMAND", "BOGUS"), ("CNI_PATH", &binp)]),
+            conf,
+            4,
+            "unknown CNI_COMMAND",
+        ),
+        (no_netns("DEL"), "{nope", 6, "JSON"),
+        (
+            no_netns("DEL"),
+            r#"{"cniVersion":"9.0.0","name":"skel","type":"loopback"}"#,
+            1,
+            "incompatible",
+        ),
+        (
+            full("CHECK", &pod),
+            r#"{"cniVersion":"0.3.1","name":"skel","type":"loopback"}"#,
+            1,
+            "CHECK",
+        ),
+        (
+            full("ADD", &pod),
+            r#"{"cniVersion":"1.0.0","type":"loopback"}"#,
+            7,
+            "name",
+        ),
+        (full("ADD", "/nonexistent"), conf, 4, "CNI_NETNS"),
+    ];
+    for (env, stdin, code, needle) in cases {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let o = plugin(&bin, "loopback", &env, stdin);
+        assert_eq!(o.status.code(), Some(1), "{env:?}: {}", stdout(&o));
+        let e: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no error JSON: {}", stdout(&o)));
+        assert_eq!(e["code"].as_u64(), Some(code), "{env:?}: {e}");
+        let text = format!("{} {}", e["msg"], e["details"]);
+        assert!(text.contains(needle), "{env:?}: {text} lacks {needle}");
+    }
+
+    // A working ADD/CHECK/DEL of the loopback drop-in.
+    let env = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "c1"),
+            ("CNI_NETNS", pod.as_str()),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", binp.as_str()),
+        ]
+    };
+    let o = plugin(&bin, "loopback", &env("ADD"), conf);
+    let r: Value = serde_json::from_str(&ok(&o)).unwrap();
+    assert_eq!(r["interfaces"][0]["name"], "lo");
+    ok(&plugin(&bin, "loopback", &env("CHECK"), conf));
+    ok(&plugin(&bin, "loopback", &env("DEL"), conf));
+    assert!(stdout(&sb.sh_in(pod.trim_start_matches("/run/netns/"), "ip link show lo")).contains("state DOWN"));
+
+    // Run by hand without CNI_COMMAND: the about text, exit 0.
+    let o = plugin(&bin, "bridge", &[], "");
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("CNI protocol versions supported"));
+}
+
+#[test]
+fn install_refuses_foreign_files_and_uninstall_restores_them() {
+    let sb = Sandbox::new("inst");
+    let dir = sb.dir.join("optcnibin");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bridge"), "reference bridge").unwrap();
+    let run = |args: &[&str]| {
+        Command::new(cnichain_bin())
+            .args(args)
+            .arg("--bin-dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+
+    let o = run(&["install", "--dry-run", "--force"]);
+    assert!(stdout(&o).contains("would move"), "{}", stdout(&o));
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "a dry run changes nothing");
+    let o = run(&["install"]);
+    let e = cni_err(&o);
+    assert!(e["msg"].as_str().unwrap().contains("refusing to overwrite"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "a refused install changes nothing"
+    );
+
+    ok(&run(&["install", "--force"]));
+    assert_eq!(std::fs::read_link(dir.join("bridge")).unwrap(), Path::new("cnichain"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("bridge.cnichain-orig")).unwrap(),
+        "reference bridge"
+    );
+    assert!(dir.join("cnichain").is_file());
+    // idempotent
+    ok(&run(&["install"]));
+
+    ok(&run(&["uninstall"]));
+    assert_eq!(std::fs::read_to_string(dir.join("bridge")).unwrap(), "reference bridge");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into())
+        .collect();
+    assert_eq!(left, ["bridge"]);
+}
