@@ -213,3 +213,49 @@ fn in_process_main_stages_match_the_reference() {
     }
     assert!(compared >= 5, "only {compared} conflists compared");
 }
+
+/// Real traffic through the in-process bridge: two pods on one bridge reach each other
+/// and the gateway, over IPv4 and IPv6.
+#[test]
+fn two_pods_on_one_bridge_reach_each_other_and_the_gateway() {
+    let mut sb = Sandbox::new("twopods");
+    let p1 = sb.pod("a");
+    let p2 = sb.pod("b");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conflists/bridge-dualstack.conflist");
+    let text = std::fs::read_to_string(path).unwrap();
+    sb.write_conflist("ds.conflist", &text);
+    let add = |pod: &str| -> Value {
+        let o = sb.cnichain(REF_PLUGINS, &["add", "bridge-dualstack", pod]);
+        serde_json::from_str(&ok(&o)).unwrap()
+    };
+    let r1 = add(&p1);
+    let r2 = add(&p2);
+    let addr = |r: &Value, i: usize| {
+        r["ips"][i]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let gw = |r: &Value, i: usize| r["ips"][i]["gateway"].as_str().unwrap().to_string();
+    let ns1 = p1.trim_start_matches("/run/netns/");
+    let ns2 = p2.trim_start_matches("/run/netns/");
+    for (from, to) in [
+        (ns1, addr(&r2, 0)),
+        (ns2, addr(&r1, 0)),
+        (ns1, gw(&r1, 0)),
+        (ns1, addr(&r2, 1)),
+        (ns2, gw(&r2, 1)),
+    ] {
+        // The bridge's IPv6 address is tentative for a second or two after the first ADD
+        // (DAD), with the reference plugin too: retry.
+        let o = sb.sh_in(from, &format!("for i in 1 2 3 4 5 6; do ping -c1 -W1 {to} && exit 0; sleep 0.5; done; exit 1"));
+        assert!(o.status.success(), "{from} -> {to}: {}", stdout(&o));
+    }
+    ok(&sb.cnichain(REF_PLUGINS, &["del", "bridge-dualstack", &p1]));
+    // the other pod keeps working after one leaves
+    assert!(sb.sh_in(ns2, &format!("ping -c1 -W2 {}", gw(&r2, 0))).status.success());
+    ok(&sb.cnichain(REF_PLUGINS, &["del", "bridge-dualstack", &p2]));
+}
