@@ -12,7 +12,7 @@ use crate::spec::error::{CniError, INCOMPATIBLE_VERSION, INVALID_ENV};
 use crate::spec::ids;
 use crate::spec::result::CniResult;
 use crate::spec::version;
-use crate::stage::{Command, Invocation, Registry};
+use crate::stage::{Command, DeferScope, Invocation, Registry};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -283,8 +283,10 @@ impl Engine {
         self.cache.remove(&list.name, &rt.container_id, &rt.ifname)
     }
 
-    /// DEL in reverse with `prev` as every plugin's prevResult (no cache).
+    /// DEL in reverse with `prev` as every plugin's prevResult (no cache). Slow kernel
+    /// waits the stages defer (link deletions) overlap and are joined before returning.
     pub fn del_with(&self, list: &NetConfList, rt: &RuntimeConf, prev: Option<&CniResult>) -> Result<(), CniError> {
+        let scope = DeferScope::begin();
         for plugin in list.plugins.iter().rev() {
             let config = request::build(list, plugin, prev, rt);
             self.call(list, plugin, Command::Del, &config, prev, rt).map_err(|e| {
@@ -294,7 +296,10 @@ impl Engine {
                 ))
             })?;
         }
-        Ok(())
+        match scope.join().into_iter().next() {
+            Some(e) => Err(e.context("failed (delete)")),
+            None => Ok(()),
+        }
     }
 
     /// GC: DEL every cached attachment of this network that is not valid, then GC each

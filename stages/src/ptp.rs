@@ -191,8 +191,8 @@ impl Stage for Ptp {
         if !inv.rt.netns.is_empty() {
             match NetNs::open(&inv.rt.netns) {
                 Ok(pod) => {
-                    let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
-                    ips = veth::delete_container_end(&mut pod_nl, &inv.rt.ifname).map_err(err)?;
+                    let pod_nl = Netlink::new_in(&pod).map_err(err)?;
+                    ips = veth::delete_container_end_deferred(pod_nl, &inv.rt.ifname).map_err(err)?;
                 }
                 Err(e) if std::path::Path::new(&inv.rt.netns).exists() => {
                     return Err(CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))

@@ -65,7 +65,35 @@ pub fn create(
 }
 
 /// DEL of the container end: returns its global addresses (for ipMasq teardown) and
-/// deletes it, which deletes the pair. A missing link is not an error.
+/// deletes it, which deletes the pair. The deletion waits ~20 ms in the kernel, so it is
+/// deferred (it overlaps the chain's other DEL work; the engine joins it). A missing link
+/// is not an error.
+pub fn delete_container_end_deferred(
+    mut pod_nl: Netlink,
+    ifname: &str,
+) -> Result<Vec<cnichain_engine::spec::ipnet::IpNet>> {
+    let Some(link) = pod_nl.link_by_name(ifname)? else {
+        return Ok(Vec::new());
+    };
+    let addrs = pod_nl
+        .addrs(Some(link.index))?
+        .into_iter()
+        .filter(|a| a.scope == 0)
+        .map(|a| a.addr)
+        .collect();
+    let name = ifname.to_string();
+    cnichain_engine::stage::defer(format!("delete {ifname}"), move || match pod_nl.del_link(link.index) {
+        Ok(()) => Ok(()),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(cnichain_engine::spec::error::CniError::from(
+            e.context(format!("failed to delete {name}")),
+        )),
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    Ok(addrs)
+}
+
+/// The same, deleting before returning (for rollback inside a failed ADD).
 pub fn delete_container_end(pod_nl: &mut Netlink, ifname: &str) -> Result<Vec<cnichain_engine::spec::ipnet::IpNet>> {
     let Some(link) = pod_nl.link_by_name(ifname)? else {
         return Ok(Vec::new());

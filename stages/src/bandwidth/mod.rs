@@ -136,11 +136,14 @@ impl Stage for Bandwidth {
         }
 
         if let Some(ifb) = ifb {
-            match host.del_link(ifb.index) {
-                Ok(()) => {}
-                Err(e) if errno_of(&e) == Some(libc::ENODEV) => {}
-                Err(e) => return Err(err(e.context(format!("failed to delete ifb {ifb_name}")))),
-            }
+            // Deleting a link waits ~20-30 ms in the kernel: let it overlap the rest of
+            // the chain's DEL (the engine joins it before DEL returns).
+            let index = ifb.index;
+            cnichain_engine::stage::defer(format!("delete ifb {ifb_name}"), move || match host.del_link(index) {
+                Ok(()) => Ok(()),
+                Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+                Err(e) => Err(err(e.context(format!("failed to delete ifb {ifb_name}")))),
+            })?;
         }
         Ok(())
     }

@@ -122,8 +122,8 @@ impl Stage for Bridge {
         if !inv.rt.netns.is_empty() {
             match NetNs::open(&inv.rt.netns) {
                 Ok(pod) => {
-                    let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
-                    ips = veth::delete_container_end(&mut pod_nl, &inv.rt.ifname).map_err(err)?;
+                    let pod_nl = Netlink::new_in(&pod).map_err(err)?;
+                    ips = veth::delete_container_end_deferred(pod_nl, &inv.rt.ifname).map_err(err)?;
                 }
                 // DEL is best effort: a netns that is already gone took the pair with it.
                 Err(e) if std::path::Path::new(&inv.rt.netns).exists() => {
