@@ -177,7 +177,7 @@ fn requests_match_libcni_cnitool() {
     sb.write_conflist("10-chain.conflist", &CHAIN.replace("@NET@", &net));
     let caps = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
     let cnitool = peer_cnitool();
-    let _cleanup = LibcniCacheCleanup(net.clone());
+    let _cleanup = ResultsCleanup(net.clone());
 
     let mut runs: Vec<Vec<Value>> = Vec::new();
     for tool in ["cnitool", "cnichain"] {
@@ -214,20 +214,6 @@ fn requests_match_libcni_cnitool() {
             "CNI_PATH",
         ] {
             assert_eq!(env_of(a, k), env_of(b, k), "request {i}: {k}");
-        }
-    }
-}
-
-/// Removes what the peer cnitool leaves in libcni's fixed cache dir for this network.
-struct LibcniCacheCleanup(String);
-impl Drop for LibcniCacheCleanup {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.0)) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
         }
     }
 }

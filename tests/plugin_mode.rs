@@ -36,19 +36,6 @@ fn cnitool(sb: &Sandbox, cni_path: &str, verb: &str, net: &str, pod: &str, caps:
     c.output().unwrap()
 }
 
-struct ResultsCleanup(String);
-impl Drop for ResultsCleanup {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.0)) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-    }
-}
-
 fn run_lifecycle(sb: &Sandbox, cni_path: &str, net: &str, pod: &str, caps: &str) -> Value {
     let res: Value = serde_json::from_str(&ok(&cnitool(sb, cni_path, "add", net, pod, caps))).expect("ADD result");
     ok(&cnitool(sb, cni_path, "check", net, pod, ""));

@@ -254,19 +254,6 @@ fn interop_with_libcni_cnitool_both_ways() {
     assert_eq!(left, 0, "cache removed by cnichain DEL");
 }
 
-struct ResultsCleanup(String);
-impl Drop for ResultsCleanup {
-    fn drop(&mut self) {
-        if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
-            for e in rd.flatten() {
-                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.0)) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
-    }
-}
-
 /// The cnitool stand-in: the binary under the name `cnitool` prints like cnitool.
 #[test]
 fn cnitool_name_behaves_like_cnitool() {

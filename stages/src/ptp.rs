@@ -176,7 +176,7 @@ impl Stage for Ptp {
         })();
         if out.is_err() {
             if made_link {
-                if let Some(pnl) = pod_nl.as_mut() {
+                if let Some(pnl) = pod_nl.take() {
                     let _ = veth::delete_container_end(pnl, &inv.rt.ifname);
                 }
             }
@@ -187,19 +187,7 @@ impl Stage for Ptp {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
-        let mut ips: Vec<IpNet> = Vec::new();
-        if !inv.rt.netns.is_empty() {
-            match NetNs::open(&inv.rt.netns) {
-                Ok(pod) => {
-                    let pod_nl = Netlink::new_in(&pod).map_err(err)?;
-                    ips = veth::delete_container_end_deferred(pod_nl, &inv.rt.ifname).map_err(err)?;
-                }
-                Err(e) if std::path::Path::new(&inv.rt.netns).exists() => {
-                    return Err(CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
-                }
-                Err(_) => {}
-            }
-        }
+        let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
         inv.delegate(&ipam, Command::Del)?;
         if c.ip_masq {
             if ips.is_empty() {

@@ -7,6 +7,8 @@ use crate::netlink::{errno_of, Link, Netlink};
 use crate::netns::NetNs;
 use crate::sysctl;
 use anyhow::{anyhow, Context, Result};
+use cnichain_engine::spec::error::CniError;
+use cnichain_engine::spec::ipnet::IpNet;
 
 pub struct Veth {
     pub host: Link,
@@ -66,12 +68,9 @@ pub fn create(
 
 /// DEL of the container end: returns its global addresses (for ipMasq teardown) and
 /// deletes it, which deletes the pair. The deletion waits ~20 ms in the kernel, so it is
-/// deferred (it overlaps the chain's other DEL work; the engine joins it). A missing link
-/// is not an error.
-pub fn delete_container_end_deferred(
-    mut pod_nl: Netlink,
-    ifname: &str,
-) -> Result<Vec<cnichain_engine::spec::ipnet::IpNet>> {
+/// deferred (it overlaps the chain's other DEL work; the engine joins it; outside a DEL
+/// it runs inline). A missing link is not an error.
+pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpNet>> {
     let Some(link) = pod_nl.link_by_name(ifname)? else {
         return Ok(Vec::new());
     };
@@ -85,28 +84,27 @@ pub fn delete_container_end_deferred(
     cnichain_engine::stage::defer(format!("delete {ifname}"), move || match pod_nl.del_link(link.index) {
         Ok(()) => Ok(()),
         Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
-        Err(e) => Err(cnichain_engine::spec::error::CniError::from(
-            e.context(format!("failed to delete {name}")),
-        )),
+        Err(e) => Err(CniError::from(e.context(format!("failed to delete {name}")))),
     })
     .map_err(|e| anyhow!("{e}"))?;
     Ok(addrs)
 }
 
-/// The same, deleting before returning (for rollback inside a failed ADD).
-pub fn delete_container_end(pod_nl: &mut Netlink, ifname: &str) -> Result<Vec<cnichain_engine::spec::ipnet::IpNet>> {
-    let Some(link) = pod_nl.link_by_name(ifname)? else {
+/// The main stages' DEL of the pod side: open the netns and delete the container end,
+/// returning its addresses. DEL is best effort: no netns, or one that is already gone
+/// (it took the pair with it), is not an error.
+pub fn del_pod_end(netns: &str, ifname: &str) -> std::result::Result<Vec<IpNet>, CniError> {
+    if netns.is_empty() {
         return Ok(Vec::new());
-    };
-    let addrs = pod_nl
-        .addrs(Some(link.index))?
-        .into_iter()
-        .filter(|a| a.scope == 0)
-        .map(|a| a.addr)
-        .collect();
-    match pod_nl.del_link(link.index) {
-        Ok(()) => Ok(addrs),
-        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(addrs),
-        Err(e) => Err(e.context(format!("failed to delete {ifname}"))),
+    }
+    match NetNs::open(netns) {
+        Ok(pod) => {
+            let pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
+            delete_container_end(pod_nl, ifname).map_err(CniError::from)
+        }
+        Err(e) if std::path::Path::new(netns).exists() => {
+            Err(CniError::env(format!("failed to open netns {netns:?}: {e:#}")))
+        }
+        Err(_) => Ok(Vec::new()),
     }
 }

@@ -194,6 +194,22 @@ impl Drop for Sandbox {
     }
 }
 
+/// Removes what libcni-based tools (the peer cnitool, podman) leave in libcni's fixed
+/// cache dir for one network: they have no option to point it elsewhere.
+pub struct ResultsCleanup(pub String);
+
+impl Drop for ResultsCleanup {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir("/var/lib/cni/results") {
+            for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&format!("{}-", self.0)) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

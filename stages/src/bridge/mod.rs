@@ -105,7 +105,7 @@ impl Stage for Bridge {
             CniResult::from_v1(res, inv.version)
         })();
         if out.is_err() {
-            let _ = veth::delete_container_end(&mut pod_nl, &inv.rt.ifname);
+            let _ = veth::delete_container_end(pod_nl, &inv.rt.ifname);
             if ipam_done {
                 if let Some(ipam) = &ipam {
                     let _ = inv.delegate(ipam, Command::Del);
@@ -118,20 +118,7 @@ impl Stage for Bridge {
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = conf::ipam_type(inv.config);
-        let mut ips: Vec<IpNet> = Vec::new();
-        if !inv.rt.netns.is_empty() {
-            match NetNs::open(&inv.rt.netns) {
-                Ok(pod) => {
-                    let pod_nl = Netlink::new_in(&pod).map_err(err)?;
-                    ips = veth::delete_container_end_deferred(pod_nl, &inv.rt.ifname).map_err(err)?;
-                }
-                // DEL is best effort: a netns that is already gone took the pair with it.
-                Err(e) if std::path::Path::new(&inv.rt.netns).exists() => {
-                    return Err(CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
-                }
-                Err(_) => {}
-            }
-        }
+        let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
         if let Some(ipam) = &ipam {
             inv.delegate(ipam, Command::Del)?;
         }
