@@ -15,8 +15,10 @@ use cnichain_engine::spec::result::CniResult;
 use cnichain_engine::stage::{Command, Invocation, Registry, Stage};
 use cnichain_stages::netns::{run_in, NetNs};
 use cnichain_stages::nft::expr::{Family, Proto};
-use cnichain_stages::nft::layout::{self, ElemKey, Verdict};
+use cnichain_stages::nft::layout;
 use cnichain_stages::nft::{self, Batch};
+use cnichain_stages::portmap::config::{Mapping, PortmapConf};
+use cnichain_stages::portmap::rules;
 use cnichain_stages::{ipmasq, portmap};
 use common::*;
 use serde_json::{json, Value};
@@ -216,30 +218,54 @@ fn table_text(sb: &Sandbox) -> String {
     stdout(&sb.sh_in(&sb.host(), "nft list table inet cnichain 2>/dev/null"))
 }
 
-/// The elements of one map, as JSON values (via the nft layer's single-map listing).
-fn map_elems(sb: &Sandbox, map: &str) -> Vec<Value> {
-    let map = map.to_string();
-    let v = in_ns(&sb.host(), move || Ok(nft::list(nft::Listing::Map(&map))?)).expect("list map");
-    v["nftables"]
-        .as_array()
-        .and_then(|a| a.iter().find_map(|o| o["map"]["elem"].as_array().cloned()))
+/// The elements of one map or set, as JSON values (via the nft layer's single-object
+/// listing; none when it does not exist).
+fn map_elems(sb: &Sandbox, name: &str) -> Vec<Value> {
+    let name = name.to_string();
+    let v = in_ns(&sb.host(), move || {
+        Ok(nft::list(nft::Listing::Map(&name)).or_else(|_| nft::list(nft::Listing::Set(&name)))?)
+    });
+    v.ok()
+        .and_then(|v| {
+            v["nftables"].as_array().and_then(|a| {
+                a.iter()
+                    .find_map(|o| o["map"]["elem"].as_array().or(o["set"]["elem"].as_array()).cloned())
+            })
+        })
         .unwrap_or_default()
 }
 
-/// portmap's pod chains in the table listing (not the fixed ones).
-fn pod_chains(text: &str) -> Vec<String> {
-    chains_with(text, "pm-")
-        .into_iter()
-        .filter(|c| c != "pm-dispatch" && c != "pm-masqmark" && !c.starts_with("pm-markb"))
+/// All elements of every map and set of the table whose name starts with `prefix`.
+fn elems_with(sb: &Sandbox, prefix: &str) -> usize {
+    let text = table_text(sb);
+    names_of(&text)
+        .iter()
+        .filter(|n| n.starts_with(prefix))
+        .map(|n| map_elems(sb, n).len())
+        .sum()
+}
+
+/// The names of the table's sets and maps.
+fn names_of(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("set ").or(l.trim().strip_prefix("map ")))
+        .map(|l| l.trim_end_matches(" {").to_string())
         .collect()
 }
 
-/// Chains whose name starts with `prefix` (ipMasq's are "mq-").
-fn chains_with(text: &str, prefix: &str) -> Vec<String> {
+/// The table's chains.
+fn chains_of(text: &str) -> Vec<String> {
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("chain "))
         .map(|l| l.trim_end_matches(" {").to_string())
-        .filter(|c| c.starts_with(prefix))
+        .collect()
+}
+
+/// The owner ids of the records (one per DNAT or masqueraded address).
+fn record_owners(sb: &Sandbox) -> Vec<String> {
+    map_elems(sb, layout::SET_RECORDS)
+        .iter()
+        .filter_map(|e| e["elem"]["val"]["concat"][0].as_str().map(String::from))
         .collect()
 }
 
@@ -291,14 +317,18 @@ fn tcp_and_udp_from_host_pod_hairpin_and_localhost_then_del() {
 
     ok(&run(&sb, "check", &net, &a, Some(&caps)));
     let text = table_text(&sb);
-    assert_eq!(pod_chains(&text).len(), 1, "{text}");
-    assert!(text.contains(&format!("dnat ip to {ip_a}:80")), "{text}");
+    assert_eq!(record_owners(&sb).len(), 2, "{text}");
+    assert_eq!(map_elems(&sb, layout::MAP_PORT4_TO).len(), 2, "{text}");
+    assert!(text.contains("tcp . 8080") && text.contains(&ip_a), "{text}");
+    // hairpin (the subnet) and localhost, for both mappings
+    assert_eq!(map_elems(&sb, "pm-snat4-b13").len(), 4, "{text}");
 
     ok(&run(&sb, "del", &net, &a, Some(&caps)));
     assert_eq!(tcp_once(&sb, &host, gw, 8080), "", "port closed after DEL");
     assert_eq!(udp_ask(&host, sa(gw, 5353), 0, 1), "");
     let text = table_text(&sb);
-    assert!(pod_chains(&text).is_empty(), "{text}");
+    assert!(record_owners(&sb).is_empty(), "{text}");
+    assert_eq!(elems_with(&sb, "pm-"), 0, "{text}");
     assert!(
         !text.contains(&ip_a) && !text.contains("8080") && !text.contains("5353"),
         "{text}"
@@ -347,14 +377,15 @@ fn ipv6_pod_through_v6_host_port_and_host_ip_families() {
     assert_eq!(tcp_once(&sb, &host, "10.62.0.1", 8083), "");
     // v6 hairpin
     assert!(tcp_ask(&sb, &a, "fd62::1", 8080).starts_with("A "));
-    assert_eq!(map_elems(&sb, layout::MAP_HOSTIP6).len(), 1);
-    assert_eq!(map_elems(&sb, layout::MAP_HOSTIP4).len(), 1);
+    assert_eq!(map_elems(&sb, layout::MAP_IP6_TO).len(), 1);
+    assert_eq!(map_elems(&sb, layout::MAP_IP4_TO).len(), 1);
     ok(&run(&sb, "check", &net, &a, Some(&caps)));
 
     ok(&run(&sb, "del", &net, &a, None));
     assert_eq!(tcp_once(&sb, &host, "fd62::1", 8080), "");
     let text = table_text(&sb);
-    assert!(pod_chains(&text).is_empty() && !text.contains(&ip6), "{text}");
+    assert!(record_owners(&sb).is_empty() && !text.contains(&ip6), "{text}");
+    assert_eq!(elems_with(&sb, "pm-"), 0, "{text}");
 }
 
 /// CVE-2025-67499: nothing is DNATed unless it is addressed to the host itself, also for
@@ -394,14 +425,34 @@ fn host_ip_mappings_and_non_local_destinations() {
     // pod B talks to the outside host on the mapped ports: not hijacked
     assert_eq!(tcp_ask(&sb, &b, "203.0.113.2", 8080), format!("X {ip_b}"));
     assert_eq!(tcp_ask(&sb, &b, "203.0.113.2", 9090), format!("X {ip_b}"));
-    // the outside reaches the pod through the host's addresses
-    assert!(tcp_ask(&sb, &x, "203.0.113.1", 9090).starts_with("A "));
-    assert!(tcp_ask(&sb, &x, "203.0.113.1", 8080).starts_with("A "));
+    // the outside reaches the pod through the host's addresses, not masqueraded (snat
+    // covers the pod's own subnet and localhost only)
+    assert_eq!(tcp_ask(&sb, &x, "203.0.113.1", 9090), "A 203.0.113.2");
+    assert_eq!(tcp_ask(&sb, &x, "203.0.113.1", 8080), "A 203.0.113.2");
+    // a pod of the subnet through the hostIP mapping: masqueraded to the bridge address
+    assert_eq!(tcp_ask(&sb, &b, "203.0.113.1", 9090), "A 10.63.0.1");
     // the hostIP mapping answers on its address only
     assert_eq!(tcp_once(&sb, &sb.host(), "10.63.0.1", 9090), "");
     assert!(tcp_ask(&sb, &sb.host(), "203.0.113.1", 9090).starts_with("A "));
+
+    // masqAll (another network): every source is masqueraded
+    let net2 = format!("{}-all", sb.tag);
+    let c = sb.pod("c");
+    sb.write_conflist(
+        "20.conflist",
+        &conflist(&net2, "pmbc2", "10.73.0.0/24", None, false, r#","masqAll":true"#),
+    );
+    let caps_c = maps(&[(7070, 80, "tcp", None)]);
+    add(&sb, &net2, &c, Some(&caps_c));
+    let _c80 = tcp_server(&c, 80, "C");
+    assert_eq!(tcp_ask(&sb, &x, "203.0.113.1", 7070), "C 10.73.0.1");
+    ok(&run(&sb, "check", &net2, &c, Some(&caps_c)));
+    ok(&run(&sb, "del", &net2, &c, None));
+    // and pod A's mappings are untouched by C's DEL
+    assert_eq!(tcp_ask(&sb, &x, "203.0.113.1", 8080), "A 203.0.113.2");
     ok(&run(&sb, "del", &net, &a, None));
     ok(&run(&sb, "del", &net, &b, None));
+    assert!(record_owners(&sb).is_empty());
 }
 
 #[test]
@@ -423,9 +474,9 @@ fn del_without_port_mappings_removes_everything_and_repeats() {
     ]);
     let (_, ip4, ip6) = add(&sb, &net, &a, Some(&caps));
     let text = table_text(&sb);
-    assert_eq!(pod_chains(&text).len(), 1, "{text}");
+    assert_eq!(record_owners(&sb).len(), 5, "{text}");
     assert_eq!(
-        map_elems(&sb, layout::MAP_HOSTPORTS).len(),
+        map_elems(&sb, layout::MAP_PORT4_TO).len() + map_elems(&sb, layout::MAP_PORT6_TO).len(),
         4,
         "8080 and 8443, both families"
     );
@@ -435,13 +486,13 @@ fn del_without_port_mappings_removes_everything_and_repeats() {
     let _ = std::fs::create_dir_all(sb.cache_dir());
     ok(&run(&sb, "del", &net, &a, None));
     let text = table_text(&sb);
-    assert!(pod_chains(&text).is_empty(), "{text}");
+    assert!(record_owners(&sb).is_empty(), "{text}");
     assert!(
         !text.contains(&ip4) && !text.contains(ip6.as_deref().unwrap_or("-")),
         "{text}"
     );
-    for m in [layout::MAP_HOSTPORTS, layout::MAP_HOSTIP4, layout::MAP_HOSTIP6] {
-        assert!(map_elems(&sb, m).is_empty(), "{m}");
+    for m in names_of(&text) {
+        assert!(map_elems(&sb, &m).is_empty(), "{m}: {text}");
     }
     ok(&run(&sb, "del", &net, &a, None));
     ok(&run(&sb, "del", &net, &a, Some(&caps)));
@@ -468,13 +519,14 @@ fn second_pod_on_a_taken_host_port_fails_and_the_first_keeps_working() {
     assert!(msg.contains("tcp port 8080") && msg.contains("already mapped"), "{msg}");
     // nothing of B was written (9000 included: one transaction)
     let after = table_text(&sb);
-    assert_eq!(pod_chains(&after), pod_chains(&before));
+    assert_eq!(after, before);
     assert!(!after.contains("9000"), "{after}");
     assert!(tcp_ask(&sb, &sb.host(), "10.65.0.1", 8080).starts_with("A "));
     // the runtime DELs the failed attachment: A is untouched
     ok(&run(&sb, "del", &net, &b, Some(&caps_b)));
     assert!(tcp_ask(&sb, &sb.host(), "10.65.0.1", 8080).starts_with("A "));
-    assert_eq!(map_elems(&sb, layout::MAP_HOSTPORTS).len(), 1);
+    assert_eq!(map_elems(&sb, layout::MAP_PORT4_TO).len(), 1);
+    assert_eq!(record_owners(&sb).len(), 1);
     ok(&run(&sb, "del", &net, &a, None));
 }
 
@@ -642,9 +694,10 @@ fn prev_for(ip: &str) -> Value {
         "ips": [{"interface": 2, "address": format!("{ip}/24")}]})
 }
 
-/// 300 other pods' elements and chains exist (made directly); one more pod comes and
-/// goes with the same single transaction, touching none of them. (Timing belongs to the
-/// benchmark; this only checks that it works and leaves the others alone.)
+/// 300 other attachments' elements and records exist (made directly, in the same layout,
+/// with snat); one more pod comes and goes with the same single transaction, touching none
+/// of them, and the table keeps its fixed set of chains. (Timing belongs to the benchmark,
+/// bench/portmap-scale; this only checks that it works and leaves the others alone.)
 #[test]
 fn add_and_del_among_300_mapped_pods() {
     if !is_root() {
@@ -654,62 +707,77 @@ fn add_and_del_among_300_mapped_pods() {
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);
     sb.write_conflist("10.conflist", &conflist(&net, "pmbm", "10.69.0.0/24", None, true, ""));
-    in_ns(&sb.host(), || {
+    let empty_chains = in_ns(&sb.host(), || {
         let mut b = Batch::new();
         layout::declare_base(&mut b);
-        layout::declare_mark_bit(&mut b, 13, true);
+        Ok(nft::apply(&b)?)
+    })
+    .map(|_| chains_of(&table_text(&sb)))
+    .expect("declare the table");
+    in_ns(&sb.host(), || {
+        let mut b = Batch::new();
+        let mut have_rules = false;
         for i in 0..300u16 {
-            let chain = format!("pm-fake{i:03}");
-            let key = ElemKey::HostPort {
-                family: Family::V4,
-                proto: Proto::Tcp,
-                port: 20000 + i,
+            let conf = PortmapConf {
+                network: "fake".into(),
+                snat: true,
+                masq_all: false,
+                mark_bit: 13,
+                mappings: vec![Mapping {
+                    host_port: 20000 + i,
+                    container_port: 80,
+                    proto: Proto::Tcp,
+                    host_ip: None,
+                }],
             };
-            let to: IpAddr = format!("10.200.{}.{}", i / 250, i % 250 + 1).parse()?;
-            b.add(layout::chain(&chain));
-            b.add(layout::rule(
-                &chain,
-                vec![
-                    json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}),
-                    json!({"match": {"op": "==", "left": {"payload": {"protocol": "th", "field": "dport"}}, "right": 20000 + i}}),
-                    json!({"dnat": {"family": "ip", "addr": to.to_string(), "port": 80}}),
-                ],
-                Some(&format!("{} {to} 80", key.record())),
-            ));
-            b.add(layout::element(&key, &Verdict::Jump(chain), Some("fake")));
+            let pod = format!("10.200.{}.{}/16", i / 250, i % 250 + 1).parse()?;
+            let plan = rules::plan(&conf, format!("pfake{i:010}"), Some(pod), None);
+            if !have_rules {
+                for r in plan.rules() {
+                    for set in r.sets {
+                        b.add(set);
+                    }
+                    b.add(r.rule);
+                }
+                have_rules = true;
+            }
+            plan.write(&mut b, &format!("fake/eth0/c{i}"))?;
         }
         Ok(nft::apply(&b)?)
     })
     .expect("pre-create 300 pods");
-    let fake = |sb: &Sandbox| {
-        pod_chains(&table_text(sb))
-            .iter()
-            .filter(|c| c.starts_with("pm-fake"))
-            .count()
-    };
+    let fake = |sb: &Sandbox| record_owners(sb).iter().filter(|o| o.starts_with("pfake")).count();
     assert_eq!(fake(&sb), 300);
+    assert_eq!(map_elems(&sb, "pm-snat4-b13").len(), 600, "subnet and localhost each");
 
     let caps = maps(&[(8080, 80, "tcp", None)]);
     add(&sb, &net, &a, Some(&caps));
     let _t = tcp_server(&a, 80, "A");
     assert!(tcp_ask(&sb, &sb.host(), "10.69.0.1", 8080).starts_with("A "));
-    assert_eq!(map_elems(&sb, layout::MAP_HOSTPORTS).len(), 301);
+    assert_eq!(map_elems(&sb, layout::MAP_PORT4_TO).len(), 301);
+    assert_eq!(chains_of(&table_text(&sb)), empty_chains, "no chain per pod");
     ok(&run(&sb, "del", &net, &a, None));
     assert_eq!(tcp_once(&sb, &sb.host(), "10.69.0.1", 8080), "");
-    assert_eq!(map_elems(&sb, layout::MAP_HOSTPORTS).len(), 300);
+    assert_eq!(map_elems(&sb, layout::MAP_PORT4_TO).len(), 300);
+    assert_eq!(map_elems(&sb, "pm-snat4-b13").len(), 600);
     assert_eq!(fake(&sb), 300);
 
-    // a port one of them holds is reported, naming the holder's chain
+    // a port one of them holds is reported, naming the holder
     let e = call(
         &sb,
         Command::Add,
-        pm_conf(&net, Some(maps(&[(20007, 80, "tcp", None)]))),
+        pm_conf(&net, Some(maps(&[(31005, 80, "tcp", None), (20007, 80, "tcp", None)]))),
         Some(prev_for("10.69.0.50")),
         "c1",
     )
     .unwrap_err();
     assert_eq!(e.code, 11);
-    assert!(e.msg.contains("pm-fake007"), "{}", e.msg);
+    assert!(
+        e.msg.contains("tcp port 20007") && e.msg.contains("fake/eth0/c7"),
+        "{}",
+        e.msg
+    );
+    assert!(!table_text(&sb).contains("31005"), "nothing of c1 written");
     // re-ADD of one attachment replaces its mappings
     let c = |p: u16| pm_conf(&net, Some(maps(&[(p, 80, "tcp", None)])));
     call(&sb, Command::Add, c(31000), Some(prev_for("10.69.0.51")), "c2").unwrap();
@@ -719,16 +787,27 @@ fn add_and_del_among_300_mapped_pods() {
     call(&sb, Command::Check, c(31001), Some(prev_for("10.69.0.51")), "c2").unwrap();
     // CHECK notices another address, and a missing element
     assert!(call(&sb, Command::Check, c(31001), Some(prev_for("10.69.0.52")), "c2").is_err());
-    host_sh(
-        &sb,
-        "nft delete element inet cnichain hostports '{ ipv4 . tcp . 31001 }'",
-    );
+    host_sh(&sb, "nft delete element inet cnichain pm-port4-to '{ tcp . 31001 }'");
     let e = call(&sb, Command::Check, c(31001), Some(prev_for("10.69.0.51")), "c2").unwrap_err();
     assert!(e.msg.contains("31001"), "{}", e.msg);
     call(&sb, Command::Del, pm_conf(&net, None), None, "c2").unwrap();
     call(&sb, Command::Del, pm_conf(&net, None), None, "c2").unwrap();
-    assert_eq!(map_elems(&sb, layout::MAP_HOSTPORTS).len(), 300);
+    assert!(!table_text(&sb).contains("31001"));
+
+    // DEL removes only elements that still carry the attachment's id
+    call(&sb, Command::Add, c(31002), Some(prev_for("10.69.0.53")), "c3").unwrap();
+    host_sh(
+        &sb,
+        "nft delete element inet cnichain pm-port4-port '{ tcp . 31002 }' && \
+         nft add element inet cnichain pm-port4-port '{ tcp . 31002 comment \"pother0000000000 someone/else\" : 80 }'",
+    );
+    call(&sb, Command::Del, pm_conf(&net, None), None, "c3").unwrap();
+    let left = map_elems(&sb, layout::MAP_PORT4_PORT);
+    assert_eq!(left.len(), 301, "the other owner's element stays");
+    assert!(table_text(&sb).contains("pother0000000000"));
+    assert_eq!(map_elems(&sb, layout::MAP_PORT4_TO).len(), 300);
     assert_eq!(fake(&sb), 300);
+    assert_eq!(record_owners(&sb).len(), 300);
 }
 
 /// ipMasq: masquerades a pod's traffic leaving its subnet; teardown finds its own
@@ -779,8 +858,10 @@ fn ipmasq_setup_check_teardown() {
     );
     let (n, i2) = (net.clone(), ips.clone());
     in_ns(&sb.host(), move || ipmasq::check(&n, "cid-a", "eth0", &i2)).unwrap();
-    assert_eq!(map_elems(&sb, layout::MAP_MASQ4).len(), 1);
-    assert_eq!(map_elems(&sb, layout::MAP_MASQ6).len(), 1);
+    assert_eq!(map_elems(&sb, layout::SET_MQ_SRC4).len(), 1);
+    assert_eq!(map_elems(&sb, layout::SET_MQ_SRC6).len(), 1);
+    assert_eq!(map_elems(&sb, layout::SET_MQ_OWN4).len(), 1);
+    assert_eq!(record_owners(&sb).len(), 2);
     // setting up again is idempotent
     let (n, i2) = (net.clone(), ips.clone());
     in_ns(&sb.host(), move || ipmasq::setup(&n, "cid-a", "eth0", &i2)).unwrap();
@@ -791,9 +872,10 @@ fn ipmasq_setup_check_teardown() {
     assert_eq!(tcp_once(&sb, &a, "203.0.113.2", 80), "");
     let text = table_text(&sb);
     assert!(
-        chains_with(&text, "mq-").is_empty() && !text.contains(&ip4) && !text.contains(&ip6),
+        record_owners(&sb).is_empty() && !text.contains(&ip4) && !text.contains(&ip6),
         "{text}"
     );
+    assert_eq!(elems_with(&sb, "mq-"), 0, "{text}");
     let n = net.clone();
     in_ns(&sb.host(), move || ipmasq::teardown(&n, "cid-a", "eth0", &[])).unwrap();
     let (n, i2) = (net.clone(), ips.clone());
@@ -811,6 +893,7 @@ fn ipmasq_setup_check_teardown() {
     assert_eq!(tcp_ask(&sb, &a, "203.0.113.2", 80), "X 203.0.113.1");
     let n = net.clone();
     in_ns(&sb.host(), move || ipmasq::teardown(&n, "new", "eth0", &[])).unwrap();
-    assert!(chains_with(&table_text(&sb), "mq-").is_empty());
+    assert_eq!(elems_with(&sb, "mq-"), 0);
+    assert!(record_owners(&sb).is_empty());
     ok(&run(&sb, "del", &net, &a, None));
 }

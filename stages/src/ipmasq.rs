@@ -2,122 +2,144 @@
 //! outside that address's own subnet, except multicast (224.0.0.0/4, ff00::/8), as the
 //! reference's iptables and nftables backends do.
 //!
-//! Layout (see [`crate::nft::layout`]): the postrouting chain looks the packet's source
-//! up in `masq4` / `masq6`; each of this attachment's addresses is an element there that
-//! goes to the attachment's own chain `mq-<hash(network, container, ifname)>`:
+//! Layout (see [`crate::nft::layout`]): each of the attachment's addresses is two hash-set
+//! elements and no rule of its own:
 //!
 //! ```text
-//! chain mq-<hash> {
-//!     ip saddr 10.88.0.5 ip daddr 10.88.0.0/16 return   comment "ipmasq 10.88.0.5/16"
-//!     ip daddr 224.0.0.0/4 return
-//!     masquerade
-//! }
+//! mq-src4: 10.88.0.5                                  comment "<id> 10.88.0.5/16 <hint>"
+//! mq-own4: 10.88.0.5 . 10.88.0.0 . 10.88.255.255      comment "<id> <hint>"
+//! records: "<id>" . 0                                 comment "ipmasq 10.88.0.5/16"
 //! ```
 //!
-//! Adding or removing one attachment adds or removes only its chain and its elements:
-//! one nft transaction, nothing of another pod is listed or rewritten. The rule comments
-//! record the addresses, so `teardown` works with no addresses passed (netns gone, no
-//! cached result). An element belongs to the attachment whose chain it points at:
-//! teardown deletes only elements that point at its own chain (read over nfnetlink
-//! first), and setup takes over an element left pointing at another chain (the address
-//! was handed out again), so a late teardown of the old holder cannot remove the new
-//! holder's masquerade.
+//! and postrouting does `ip daddr 224.0.0.0/4 return; ip saddr @mq-src4 jump mq-own-v4`
+//! (one rule per prefix length in use: `ip saddr . ip daddr & mask . ip daddr | ~mask
+//! @mq-own4 accept`), then `ip saddr @mq-src4 masquerade`.
+//!
+//! Adding or removing one attachment adds or removes only its elements and records: one
+//! nft transaction, nothing of another pod is listed or rewritten. The records hold the
+//! addresses, so `teardown` works with no addresses passed (netns gone, no cached
+//! result). An element belongs to the attachment whose id its comment starts with:
+//! teardown deletes only its own elements (read back over nfnetlink first), and setup
+//! takes over an address another attachment still holds (the address was handed out
+//! again), so a late teardown of the old holder cannot remove the new holder's
+//! masquerade.
 //!
 //! Everything runs in the calling thread's network namespace (the host's).
 
-use crate::conf;
-use crate::nft::expr::{self, Family};
-use crate::nft::layout::{self, ElemKey, Verdict};
-use crate::nft::netlink::{self, Nfnl};
-use crate::nft::{self, Batch, NftErrorKind};
+use crate::nft::expr::Family;
+use crate::nft::layout::{self, Elem};
+use crate::nft::netlink::Nfnl;
+use crate::nft::{self, records, Batch, NftErrorKind};
 use anyhow::{anyhow, bail, Context};
 use cnichain_engine::spec::ipnet::IpNet;
-use std::collections::BTreeSet;
 
 const RECORD: &str = "ipmasq";
 
-/// The attachment's chain: `mq-` and 20 hex digits of sha512(network, container, ifname).
-pub fn chain_name(network: &str, container_id: &str, ifname: &str) -> String {
-    let h = conf::hash_hex(&["ipmasq", "\0", network, "\0", container_id, "\0", ifname]);
-    format!("mq-{}", &h[..20])
+/// The attachment's owner id (see [`records`]): `m` and 14 hex digits.
+pub fn owner_id(network: &str, container_id: &str, ifname: &str) -> String {
+    records::owner_id('m', "ipmasq", network, container_id, ifname)
 }
 
 /// Install masquerading for `ips` of this attachment (re-running it replaces what an
 /// earlier setup of the same attachment installed).
 pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
-    let chain = chain_name(network, container_id, ifname);
+    let id = owner_id(network, container_id, ifname);
     let ips = dedup(ips);
     let mut nl = Nfnl::open().context("ipMasq: nfnetlink")?;
-    let existed = netlink::chain_exists(&mut nl, layout::TABLE, &chain).context("ipMasq: nfnetlink")?;
-    if ips.is_empty() && !existed {
+    let (old, old_count) = recorded(&mut nl, &id)?;
+    if ips.is_empty() && old_count == 0 {
         return Ok(());
     }
-    let old = if existed {
-        recorded(&mut nl, &chain)?
-    } else {
-        Vec::new()
-    };
-    let ours = Verdict::Goto(chain.clone());
     let mut b = Batch::new();
-    b.add(layout::chain(&chain));
-    if existed {
-        b.flush(layout::chain(&chain));
-    }
-    for r in chain_rules(&ips) {
-        b.add(layout::rule(&chain, r.0, r.1.as_deref()));
-    }
-    for o in &old {
-        if !ips.iter().any(|n| n.addr == o.addr) && points_here(&mut nl, &ElemKey::Masq(o.addr), &ours)? {
-            b.delete(layout::element_key(&ElemKey::Masq(o.addr)));
-        }
-    }
-    let comment = element_comment(network, container_id, ifname);
-    for n in &ips {
-        let key = ElemKey::Masq(n.addr);
-        if let Some((code, target)) = verdict(&mut nl, &key)? {
-            if !ours.matches(code, &target) {
-                tracing::warn!(
-                    "ipMasq: {} was masqueraded through {target}; taking it over for {chain}",
-                    n.addr
-                );
-                b.delete(layout::element_key(&key));
+    let rules: Vec<_> = ips
+        .iter()
+        .map(|n| layout::mq_own_rule(Family::of(&n.addr), n.mask_len()))
+        .collect();
+    layout::ensure_rules(&mut nl, &mut b, &rules).context("ipMasq: nfnetlink")?;
+
+    let mut gone: Vec<Elem> = Vec::new();
+    // Addresses of an earlier setup that this one drops: only what is still ours.
+    for o in old.iter().filter(|o| !ips.iter().any(|n| n.addr == o.addr)) {
+        for e in [layout::mq_src_elem(o.addr), layout::mq_own_elem(o)] {
+            if !gone.contains(&e) && records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
+                b.delete(e.key_only());
+                gone.push(e);
             }
         }
-        b.add(layout::element(&key, &ours, Some(&comment)));
     }
-    nft::apply_pod(&b, None).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
+    let hint = layout::hint(network, container_id, ifname);
+    for n in &ips {
+        // Whoever holds the address now (us from an earlier setup, or an attachment it
+        // was handed out to before) gives it up, with the exemption recorded with it.
+        let src = layout::mq_src_elem(n.addr);
+        let mut own = vec![layout::mq_own_elem(n)];
+        if let Some(info) = src.get(&mut nl).context("ipMasq: nfnetlink")? {
+            if info.owner() != id {
+                tracing::warn!(
+                    "ipMasq: {} was masqueraded for {}; taking it over for {id}",
+                    n.addr,
+                    info.comment
+                );
+            }
+            if let Some(prev) = info
+                .comment
+                .split_whitespace()
+                .nth(1)
+                .and_then(|t| t.parse::<IpNet>().ok())
+            {
+                own.insert(0, layout::mq_own_elem(&prev));
+            }
+            if !gone.contains(&src) {
+                b.delete(src.key_only());
+                gone.push(src.clone());
+            }
+        }
+        for e in own {
+            if !gone.contains(&e) && e.get(&mut nl).context("ipMasq: nfnetlink")?.is_some() {
+                b.delete(e.key_only());
+                gone.push(e);
+            }
+        }
+    }
+    records::remove(&mut b, &id, old_count);
+    for n in &ips {
+        let net = format!("{}/{}", cnichain_engine::spec::ipnet::format_ip(&n.addr), n.mask_len());
+        b.create(layout::mq_src_elem(n.addr).with(None, &records::comment(&id, &format!("{net} {hint}"))));
+        b.create(layout::mq_own_elem(n).with(None, &records::comment(&id, &hint)));
+    }
+    let recs: Vec<String> = ips.iter().map(record).collect();
+    records::write(&mut b, &id, &recs).map_err(|e| anyhow!("ipMasq: {e}"))?;
+    nft::apply_pod(&b).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
 }
 
 /// Remove this attachment's masquerading. `ips` may be empty: the addresses are read
-/// back from the attachment's chain. Succeeds when nothing is left (also twice).
+/// back from the attachment's records. Succeeds when nothing is left (also twice).
 pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
-    let chain = chain_name(network, container_id, ifname);
+    let id = owner_id(network, container_id, ifname);
     let mut last = None;
-    // A concurrent change between our reads and the transaction shows up as ENOENT or
-    // EBUSY; read again and retry once.
+    // A concurrent change between our reads and the transaction shows up as ENOENT;
+    // read again and retry once.
     for _ in 0..2 {
         let mut nl = Nfnl::open().context("ipMasq: nfnetlink")?;
-        let existed = netlink::chain_exists(&mut nl, layout::TABLE, &chain).context("ipMasq: nfnetlink")?;
-        let mut all = dedup(ips);
-        if existed {
-            for r in recorded(&mut nl, &chain)? {
-                if !all.iter().any(|n| n.addr == r.addr) {
-                    all.push(r);
+        let (rec, count) = recorded(&mut nl, &id)?;
+        // The recorded prefix is the one the elements were made with.
+        let mut all = rec;
+        for n in dedup(ips) {
+            if !all.iter().any(|r| r.addr == n.addr) {
+                all.push(n);
+            }
+        }
+        let mut b = Batch::new();
+        let mut gone: Vec<Elem> = Vec::new();
+        for n in &all {
+            for e in [layout::mq_src_elem(n.addr), layout::mq_own_elem(n)] {
+                if !gone.contains(&e) && records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
+                    b.delete(e.key_only());
+                    gone.push(e);
                 }
             }
         }
-        let ours = Verdict::Goto(chain.clone());
-        let mut b = Batch::new();
-        for n in &all {
-            let key = ElemKey::Masq(n.addr);
-            if points_here(&mut nl, &key, &ours)? {
-                b.delete(layout::element_key(&key));
-            }
-        }
-        if existed {
-            b.flush(layout::chain(&chain));
-            b.delete(layout::chain(&chain));
-        }
+        records::remove(&mut b, &id, count);
         match nft::apply(&b) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.kind, NftErrorKind::NotFound | NftErrorKind::Busy) => last = Some(e),
@@ -130,68 +152,48 @@ pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) 
     ))
 }
 
-/// Verify that every address of `ips` is masqueraded through this attachment's chain.
+/// Verify that every address of `ips` is masqueraded for this attachment.
 pub fn check(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
-    let chain = chain_name(network, container_id, ifname);
+    let id = owner_id(network, container_id, ifname);
     let mut nl = Nfnl::open().context("ipMasq: nfnetlink")?;
-    if !netlink::chain_exists(&mut nl, layout::TABLE, &chain).context("ipMasq: nfnetlink")? {
-        bail!("ipMasq: chain {chain} for {network}/{container_id}/{ifname} is missing");
-    }
-    let rec = recorded(&mut nl, &chain)?;
-    let ours = Verdict::Goto(chain.clone());
+    let (rec, _) = recorded(&mut nl, &id)?;
     for n in dedup(ips) {
         if !rec.iter().any(|r| r.addr == n.addr && r.network() == n.network()) {
-            bail!("ipMasq: chain {chain} has no rule for {n}");
+            bail!("ipMasq: no record of {n} for {network}/{container_id}/{ifname}");
         }
-        if !points_here(&mut nl, &ElemKey::Masq(n.addr), &ours)? {
-            bail!("ipMasq: {} is not masqueraded through {chain}", n.addr);
+        for e in [layout::mq_src_elem(n.addr), layout::mq_own_elem(&n)] {
+            if !records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
+                bail!(
+                    "ipMasq: {} is not masqueraded for this attachment (no element of its own in {})",
+                    n,
+                    e.set
+                );
+            }
+        }
+        let r = layout::mq_own_rule(Family::of(&n.addr), n.mask_len());
+        if !layout::has_rule(&mut nl, &r).context("ipMasq: nfnetlink")? {
+            bail!("ipMasq: rule \"{}\" is missing from chain {}", r.comment, r.chain);
         }
     }
     Ok(())
 }
 
-/// The attachment chain's rules: per address "own subnet: return", per family
-/// "multicast: return", then masquerade.
-fn chain_rules(ips: &[IpNet]) -> Vec<(Vec<serde_json::Value>, Option<String>)> {
-    let mut rules = Vec::new();
-    let mut families = BTreeSet::new();
-    for n in ips {
-        let f = Family::of(&n.addr);
-        families.insert(f);
-        rules.push((
-            vec![
-                expr::eq(expr::saddr(f), expr::ip(&n.addr)),
-                expr::eq(expr::daddr(f), expr::network(n)),
-                expr::ret(),
-            ],
-            Some(format!("{RECORD} {n}")),
-        ));
-    }
-    for f in families {
-        rules.push((
-            vec![expr::eq(expr::daddr(f), expr::network(&f.multicast())), expr::ret()],
-            None,
-        ));
-    }
-    rules.push((vec![expr::masquerade()], None));
-    rules
+fn record(n: &IpNet) -> String {
+    format!(
+        "{RECORD} {}/{}",
+        cnichain_engine::spec::ipnet::format_ip(&n.addr),
+        n.mask_len()
+    )
 }
 
-/// The addresses recorded in the chain's rule comments.
-fn recorded(nl: &mut Nfnl, chain: &str) -> anyhow::Result<Vec<IpNet>> {
-    let comments = netlink::rule_comments(nl, layout::TABLE, chain).context("ipMasq: nfnetlink")?;
-    Ok(comments
+/// The addresses in the records, and how many records there are.
+fn recorded(nl: &mut Nfnl, id: &str) -> anyhow::Result<(Vec<IpNet>, usize)> {
+    let recs = records::read(nl, id).context("ipMasq: nfnetlink")?;
+    let nets: Vec<IpNet> = recs
         .iter()
         .filter_map(|c| c.strip_prefix(RECORD).and_then(|r| r.trim().parse::<IpNet>().ok()))
-        .collect())
-}
-
-fn verdict(nl: &mut Nfnl, key: &ElemKey) -> anyhow::Result<Option<(i32, String)>> {
-    netlink::elem_verdict(nl, layout::TABLE, key.map(), &key.kernel_bytes()).context("ipMasq: nfnetlink")
-}
-
-fn points_here(nl: &mut Nfnl, key: &ElemKey, ours: &Verdict) -> anyhow::Result<bool> {
-    Ok(verdict(nl, key)?.is_some_and(|(code, target)| ours.matches(code, &target)))
+        .collect();
+    Ok((dedup(&nets), recs.len()))
 }
 
 /// Unique by address, the first prefix wins; addresses as the kernel compares them.
@@ -209,24 +211,6 @@ fn dedup(ips: &[IpNet]) -> Vec<IpNet> {
     out
 }
 
-/// A human hint on each element (the owner is the chain the element points at).
-pub(crate) fn element_comment(network: &str, container_id: &str, ifname: &str) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    let mut c = format!("{}/{}/{}", clean(network), clean(ifname), clean(container_id));
-    c.truncate(120);
-    c
-}
-
 fn join(ips: &[IpNet]) -> String {
     ips.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")
 }
@@ -236,24 +220,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_and_comments() {
-        let c = chain_name("net", "cid", "eth0");
-        assert_eq!(c.len(), 23);
-        assert!(layout::is_plain_name(&c));
-        assert_ne!(c, chain_name("net", "cid", "eth1"));
-        assert_eq!(element_comment("n", "c\"; drop", "eth0"), "n/eth0/c___drop");
-        assert!(element_comment("n", &"x".repeat(500), "eth0").len() <= 120);
+    fn ids_and_records() {
+        let c = owner_id("net", "cid", "eth0");
+        assert_eq!(c.len(), 15);
+        assert!(c.starts_with('m') && layout::is_plain_name(&c));
+        assert_ne!(c, owner_id("net", "cid", "eth1"));
+        let n: IpNet = "10.1.0.5/16".parse().unwrap();
+        assert_eq!(record(&n), "ipmasq 10.1.0.5/16");
+        let v6: IpNet = "fd00::5/64".parse().unwrap();
+        assert_eq!(record(&v6), "ipmasq fd00::5/64");
+        let d = dedup(&[
+            "10.1.0.5/16".parse().unwrap(),
+            "10.1.0.5/24".parse().unwrap(),
+            "::ffff:10.1.0.6/120".parse().unwrap(),
+        ]);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].mask_len(), 16);
+        assert_eq!(d[1].to_string(), "10.1.0.6/24");
     }
 
     #[test]
-    fn rules_per_family() {
-        let ips: Vec<IpNet> = vec!["10.1.0.5/16".parse().unwrap(), "fd00::5/64".parse().unwrap()];
-        let r = chain_rules(&ips);
-        assert_eq!(r.len(), 5);
-        assert_eq!(r[0].1.as_deref(), Some("ipmasq 10.1.0.5/16"));
-        assert_eq!(r[1].1.as_deref(), Some("ipmasq fd00::5/64"));
-        let d = dedup(&["10.1.0.5/16".parse().unwrap(), "10.1.0.5/24".parse().unwrap()]);
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].mask_len(), 16);
+    fn elements_per_address() {
+        let n: IpNet = "10.1.0.5/16".parse().unwrap();
+        assert_eq!(layout::mq_src_elem(n.addr).set, layout::SET_MQ_SRC4);
+        let own = layout::mq_own_elem(&n);
+        assert_eq!(own.set, layout::SET_MQ_OWN4);
+        assert_eq!(own.kernel_key(), vec![10, 1, 0, 5, 10, 1, 0, 0, 10, 1, 255, 255]);
+        let r = layout::mq_own_rule(Family::V4, 16);
+        assert_eq!((r.chain, r.comment.as_str()), (layout::CHAIN_MQ_OWN4, "own /16"));
     }
 }

@@ -35,13 +35,6 @@ impl Family {
             Family::V6 => "ip6",
         }
     }
-    /// The kernel's NFPROTO_IPV4 / NFPROTO_IPV6 (the `nf_proto` key byte).
-    pub fn nfproto_num(self) -> u8 {
-        match self {
-            Family::V4 => 2,
-            Family::V6 => 10,
-        }
-    }
     /// Multicast destinations (never masqueraded by ipMasq).
     pub fn multicast(self) -> IpNet {
         match self {
@@ -143,10 +136,6 @@ pub fn jump(target: &str) -> Value {
     json!({ "jump": { "target": target } })
 }
 
-pub fn goto(target: &str) -> Value {
-    json!({ "goto": { "target": target } })
-}
-
 pub fn ret() -> Value {
     json!({ "return": null })
 }
@@ -164,6 +153,17 @@ pub fn dnat(addr: &IpAddr, port: u16) -> Value {
     json!({ "dnat": { "family": Family::of(addr).payload(), "addr": format_ip(addr), "port": port } })
 }
 
+/// `dnat ip|ip6 to <addr_key> map @addr_map : <port_key> map @port_map`: the address and
+/// the port come from two data maps with the same key (a packet whose key is in neither
+/// does not match the rule).
+pub fn dnat_maps(f: Family, addr_key: Value, addr_map: &str, port_key: Value, port_map: &str) -> Value {
+    json!({ "dnat": {
+        "family": f.payload(),
+        "addr": { "map": { "key": addr_key, "data": format!("@{addr_map}") } },
+        "port": { "map": { "key": port_key, "data": format!("@{port_map}") } },
+    } })
+}
+
 /// `meta mark set meta mark | bits`
 pub fn mark_or(bits: u32) -> Value {
     json!({ "mangle": { "key": meta("mark"), "value": { "|": [meta("mark"), bits] } } })
@@ -175,11 +175,6 @@ pub fn fib_daddr_local() -> Value {
         json!({ "fib": { "result": "type", "flags": ["daddr"] } }),
         json!("local"),
     )
-}
-
-/// `<key> vmap @map`
-pub fn vmap(key: Value, map: &str) -> Value {
-    json!({ "vmap": { "key": key, "data": format!("@{map}") } })
 }
 
 #[cfg(test)]

@@ -1,74 +1,132 @@
-//! The one nftables table cnichain owns, shared by portmap and ipMasq, laid out so that
-//! adding or removing one pod adds or removes only that pod's own chain and its map
-//! elements: nothing of another pod is listed or rewritten.
+//! The one nftables table cnichain owns, shared by portmap and ipMasq. It is flat: there
+//! is no per-pod chain and no verdict map. A pod is a handful of elements in hash sets
+//! and data maps, so adding or removing one costs the same with 0 or 10,000 other pods:
+//!
+//! * nft 1.0.6 fetches every chain (and set definition) of the ruleset before it adds or
+//!   deletes anything; the number of chains and sets here is fixed.
+//! * the kernel re-validates every chain reachable from a verdict map when an element is
+//!   added; there are no verdict maps, and data-map elements need no validation.
+//! * interval sets with concatenations (pipapo) cost O(elements) in the kernel on every
+//!   delete; every per-pod element lives in a plain hash set or map. Subnets are matched
+//!   by rules that mask the address (`ip saddr & mask . ip saddr | ~mask`), one rule per
+//!   prefix length in use, against elements holding a subnet's first and last address.
 //!
 //! ```text
 //! table inet cnichain
-//!   map hostports { type nf_proto . inet_proto . inet_service : verdict }   # wildcard host ports
-//!   map hostip4   { type ipv4_addr . inet_proto . inet_service : verdict }  # hostIP mappings
-//!   map hostip6   { type ipv6_addr . inet_proto . inet_service : verdict }
-//!   map masq4     { type ipv4_addr : verdict }                              # ipMasq, by pod source
-//!   map masq6     { type ipv6_addr : verdict }
+//!   # portmap: where a host port goes (separate address and port maps: nft 1.0.6
+//!   # cannot declare an `ipv4_addr . inet_service` data type from JSON)
+//!   map pm-port4-to   { type inet_proto . inet_service : ipv4_addr }     # any local address
+//!   map pm-port4-port { type inet_proto . inet_service : inet_service }
+//!   map pm-port6-to / pm-port6-port                                       # (ipv6_addr data)
+//!   map pm-ip4-to     { type ipv4_addr . inet_proto . inet_service : ipv4_addr }   # hostIP
+//!   map pm-ip4-port   { type ipv4_addr . inet_proto . inet_service : inet_service }
+//!   map pm-ip6-to / pm-ip6-port
+//!   # portmap snat: sources to masquerade, per mark bit (first . last address of the
+//!   # pod's subnet, 127.0.0.1 . 127.0.0.1, or the whole family for masqAll)
+//!   set pm-snat4-b13   { type ipv4_addr . ipv4_addr . inet_proto . inet_service }
+//!   set pm-snatip4-b13 { type ipv4_addr . ipv4_addr . ipv4_addr . inet_proto . inet_service }
+//!   set pm-snat6-b13 / pm-snatip6-b13
+//!   # ipMasq: masqueraded pod addresses, and each one's own subnet (pod . first . last)
+//!   set mq-src4 { type ipv4_addr }                  set mq-src6 { type ipv6_addr }
+//!   set mq-own4 { type ipv4_addr . ipv4_addr . ipv4_addr }     set mq-own6 { ... }
+//!   # what each attachment wrote: "<owner id>" . n, one record per element comment
+//!   set records { type ifname . inet_service }
 //!
-//!   chain nat-prerouting  { type nat hook prerouting priority dstnat + 10
-//!                           fib daddr type local jump pm-dispatch }
-//!   chain nat-output      { type nat hook output priority dstnat + 10 (-90)
-//!                           fib daddr type local jump pm-dispatch }
-//!   chain pm-dispatch     { ip daddr . meta l4proto . th dport vmap @hostip4
-//!                           ip6 daddr . meta l4proto . th dport vmap @hostip6
-//!                           meta nfproto . meta l4proto . th dport vmap @hostports }
+//!   chain nat-prerouting { type nat hook prerouting priority dstnat + 10
+//!       fib daddr type local meta nfproto ipv4 jump pm-dnat4
+//!       fib daddr type local meta nfproto ipv6 jump pm-dnat6 }
+//!   chain nat-output     { type nat hook output priority dstnat + 10 (-90): the same }
+//!   chain pm-dnat4 {
+//!       jump pm-snatip4
+//!       dnat ip to ip daddr . meta l4proto . th dport map @pm-ip4-to :
+//!                  ip daddr . meta l4proto . th dport map @pm-ip4-port
+//!       jump pm-snat4
+//!       dnat ip to meta l4proto . th dport map @pm-port4-to : meta l4proto . th dport map @pm-port4-port }
+//!   chain pm-dnat6 { the same for IPv6 }
+//!   chain pm-snat4 {     # one rule per (prefix length, mark bit) in use, e.g.
+//!       ip saddr & 255.255.255.0 . ip saddr | 0.0.0.255 . meta l4proto . th dport @pm-snat4-b13
+//!           meta mark set meta mark | 0x2000                       comment "snat /24 b13" }
+//!   chain pm-snatip4 / pm-snat6 / pm-snatip6   (the same with `ip daddr .` before the port)
 //!   chain nat-postrouting { type nat hook postrouting priority srcnat + 10
-//!                           jump pm-masqmark
-//!                           ip saddr vmap @masq4
-//!                           ip6 saddr vmap @masq6 }
-//!   chain pm-masqmark     { meta mark & 0x2000 == 0x2000 masquerade   # one per mark bit in use }
-//!   chain pm-markb13      { meta mark set meta mark | 0x2000 }
-//!   chain filter-input    { type filter hook input priority filter
-//!                           iifname != "lo" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8
-//!                           ct state ! established,related ct status ! dnat drop }
-//!
-//!   chain pm-<hash(net,cid,if)>   # one per portmap attachment: mark rules, then one
-//!                                 # `meta nfproto . l4proto . dport [daddr] dnat` per mapping
-//!   chain mq-<hash(net,cid,if)>   # one per ipMasq attachment: own subnet and multicast
-//!                                 # return, everything else masquerade
+//!       jump pm-masq
+//!       jump mq-masq }
+//!   chain pm-masq { meta mark & 0x2000 == 0x2000 masquerade comment "masq b13"  # per bit }
+//!   chain mq-masq {
+//!       ip daddr 224.0.0.0/4 return
+//!       ip6 daddr ff00::/8 return
+//!       ip saddr @mq-src4 jump mq-own-v4
+//!       ip saddr @mq-src4 masquerade
+//!       ip6 saddr @mq-src6 jump mq-own-v6
+//!       ip6 saddr @mq-src6 masquerade }
+//!   chain mq-own-v4 {    # one rule per prefix length in use: the pod's own subnet
+//!       ip saddr . ip daddr & 255.255.0.0 . ip daddr | 0.0.255.255 @mq-own4 accept comment "own /16" }
+//!   chain mq-own-v6
+//!   chain filter-input { type filter hook input priority filter
+//!       iifname != "lo" ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8
+//!       ct state ! established,related ct status ! dnat drop }
 //! ```
 //!
-//! Every DNAT path sits behind `fib daddr type local` (CVE-2025-67499): the only way into
-//! pm-dispatch is the rule in nat-prerouting / nat-output. The NAT chains run at
-//! dstnat + 10 and srcnat + 10, after kube-proxy's and the iptables nat table's chains
-//! (both at -100 / 100): the first NAT chain that binds a connection wins, so a
-//! Kubernetes service or NodePort keeps its traffic even when a pod maps the same port
-//! (the lesson of CVE-2019-9946, where portmap rules were placed before KUBE-SERVICES).
-//! filter-input drops packets to 127.0.0.0/8 that come from off-host: portmap sets
-//! route_localnet on the host interface for localhost port forwards, which would
-//! otherwise let such packets reach services bound to loopback (plugins#729, the
-//! kube-proxy rule for CVE-2020-8558).
+//! Every DNAT sits behind `fib daddr type local` (CVE-2025-67499): pm-dnat4/6 are reached
+//! only from the rules in nat-prerouting / nat-output. A hostIP mapping is tried before a
+//! wildcard one, and its masquerade marking too (pm-snatip before pm-snat: the DNAT after
+//! each is terminal). The NAT chains run at dstnat + 10 and srcnat + 10, after
+//! kube-proxy's and the iptables nat table's chains (both at -100 / 100): the first NAT
+//! chain that binds a connection wins, so a Kubernetes service or NodePort keeps its
+//! traffic even when a pod maps the same port (the lesson of CVE-2019-9946, where portmap
+//! rules were placed before KUBE-SERVICES). filter-input drops packets to 127.0.0.0/8 that
+//! come from off-host: portmap sets route_localnet on the host interface for localhost
+//! port forwards, which would otherwise let such packets reach services bound to loopback
+//! (plugins#729, the kube-proxy rule for CVE-2020-8558).
 //!
-//! The base objects are declared only when a pod transaction fails with ENOENT (first use
-//! on a host, or a new mark bit): re-declaring them in every transaction would cost one
-//! more RCU grace period per ADD.
+//! Ownership: every element's comment starts with its owner's id (`p…` for a portmap
+//! attachment, `m…` for an ipMasq one, see [`super::records`]); an attachment deletes an
+//! element only after reading it back over nfnetlink and finding its own id there.
+//!
+//! The fixed objects are declared only when a pod transaction fails with ENOENT (first use
+//! on a host): re-declaring them in every transaction would cost one more RCU grace period
+//! per ADD. The per-prefix and per-mark-bit rules are added by the pod transaction that
+//! first needs them (it reads the chain's rule comments first) and then stay.
 
 use super::expr::{self, Family, Proto};
+use super::netlink::{self, Nfnl};
 use super::Batch;
-use cnichain_engine::spec::ipnet::{format_ip, parse_ip};
+use cnichain_engine::spec::ipnet::{format_ip, parse_ip, unmap, IpNet};
 use serde_json::{json, Map, Value};
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 pub const FAMILY: &str = "inet";
 pub const TABLE: &str = "cnichain";
 
-pub const MAP_HOSTPORTS: &str = "hostports";
-pub const MAP_HOSTIP4: &str = "hostip4";
-pub const MAP_HOSTIP6: &str = "hostip6";
-pub const MAP_MASQ4: &str = "masq4";
-pub const MAP_MASQ6: &str = "masq6";
+pub const MAP_PORT4_TO: &str = "pm-port4-to";
+pub const MAP_PORT4_PORT: &str = "pm-port4-port";
+pub const MAP_PORT6_TO: &str = "pm-port6-to";
+pub const MAP_PORT6_PORT: &str = "pm-port6-port";
+pub const MAP_IP4_TO: &str = "pm-ip4-to";
+pub const MAP_IP4_PORT: &str = "pm-ip4-port";
+pub const MAP_IP6_TO: &str = "pm-ip6-to";
+pub const MAP_IP6_PORT: &str = "pm-ip6-port";
+pub const SET_MQ_SRC4: &str = "mq-src4";
+pub const SET_MQ_SRC6: &str = "mq-src6";
+pub const SET_MQ_OWN4: &str = "mq-own4";
+pub const SET_MQ_OWN6: &str = "mq-own6";
+pub const SET_RECORDS: &str = "records";
 
 pub const CHAIN_PREROUTING: &str = "nat-prerouting";
 pub const CHAIN_OUTPUT: &str = "nat-output";
 pub const CHAIN_POSTROUTING: &str = "nat-postrouting";
 pub const CHAIN_INPUT: &str = "filter-input";
-pub const CHAIN_DISPATCH: &str = "pm-dispatch";
-pub const CHAIN_MASQMARK: &str = "pm-masqmark";
+pub const CHAIN_DNAT4: &str = "pm-dnat4";
+pub const CHAIN_DNAT6: &str = "pm-dnat6";
+pub const CHAIN_SNAT4: &str = "pm-snat4";
+pub const CHAIN_SNAT6: &str = "pm-snat6";
+pub const CHAIN_SNATIP4: &str = "pm-snatip4";
+pub const CHAIN_SNATIP6: &str = "pm-snatip6";
+pub const CHAIN_PM_MASQ: &str = "pm-masq";
+pub const CHAIN_MQ_MASQ: &str = "mq-masq";
+pub const CHAIN_MQ_OWN4: &str = "mq-own-v4";
+pub const CHAIN_MQ_OWN6: &str = "mq-own-v6";
 
 /// dstnat (-100) + 10: after kube-proxy's and iptables' nat PREROUTING/OUTPUT.
 pub const PRIO_DSTNAT: i32 = -90;
@@ -76,14 +134,12 @@ pub const PRIO_DSTNAT: i32 = -90;
 pub const PRIO_SRCNAT: i32 = 110;
 pub const PRIO_FILTER: i32 = 0;
 
+/// The longest comment nft accepts is 128 bytes; ours stay below.
+pub const MAX_COMMENT: usize = 127;
+
 /// Names nft accepts without quoting and that we are willing to pass on a command line.
 pub fn is_plain_name(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// The chain that sets the masquerade mark bit `bit`.
-pub fn mark_chain(bit: u8) -> String {
-    format!("pm-markb{bit}")
 }
 
 pub fn table() -> Value {
@@ -99,12 +155,15 @@ fn base_chain(name: &str, kind: &str, hook: &str, prio: i32) -> Value {
         "type": kind, "hook": hook, "prio": prio, "policy": "accept" } })
 }
 
-fn map(name: &str, key: Value) -> Value {
-    json!({ "map": { "family": FAMILY, "table": TABLE, "name": name, "type": key, "map": "verdict" } })
+fn map(name: &str, key: Value, data: &str) -> Value {
+    json!({ "map": { "family": FAMILY, "table": TABLE, "name": name, "type": key, "map": data } })
 }
 
-/// A rule; `comment` (at most 128 bytes, ours only) is how a pod's chain records what it
-/// owns.
+fn set(name: &str, key: Value) -> Value {
+    json!({ "set": { "family": FAMILY, "table": TABLE, "name": name, "type": key } })
+}
+
+/// A rule; `comment` (at most 128 bytes, ours only) names the per-prefix / per-bit rules.
 pub fn rule(chain: &str, exprs: Vec<Value>, comment: Option<&str>) -> Value {
     let mut r = Map::new();
     r.insert("family".into(), json!(FAMILY));
@@ -117,220 +176,565 @@ pub fn rule(chain: &str, exprs: Vec<Value>, comment: Option<&str>) -> Value {
     json!({ "rule": r })
 }
 
-/// Where a map element sends a packet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Jump(String),
-    Goto(String),
+/// One field of an element key or a map element's data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Addr(IpAddr),
+    Proto(Proto),
+    Port(u16),
+    /// An `ifname`-typed string (at most 15 bytes of `[A-Za-z0-9-]`, ours only).
+    Name(String),
 }
 
-impl Verdict {
+impl Field {
     fn to_json(&self) -> Value {
         match self {
-            Verdict::Jump(c) => expr::jump(c),
-            Verdict::Goto(c) => expr::goto(c),
-        }
-    }
-    /// The kernel's verdict code (NFT_JUMP -3, NFT_GOTO -4) and chain.
-    pub fn matches(&self, code: i32, chain: &str) -> bool {
-        match self {
-            Verdict::Jump(c) => code == -3 && c == chain,
-            Verdict::Goto(c) => code == -4 && c == chain,
-        }
-    }
-}
-
-/// The key of one element in one of the layout's maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ElemKey {
-    /// `hostports`: family . protocol . host port
-    HostPort { family: Family, proto: Proto, port: u16 },
-    /// `hostip4` / `hostip6`: host address . protocol . host port
-    HostIp { addr: IpAddr, proto: Proto, port: u16 },
-    /// `masq4` / `masq6`: the pod's source address
-    Masq(IpAddr),
-}
-
-impl ElemKey {
-    pub fn map(&self) -> &'static str {
-        match self {
-            ElemKey::HostPort { .. } => MAP_HOSTPORTS,
-            ElemKey::HostIp { addr, .. } => match Family::of(addr) {
-                Family::V4 => MAP_HOSTIP4,
-                Family::V6 => MAP_HOSTIP6,
-            },
-            ElemKey::Masq(a) => match Family::of(a) {
-                Family::V4 => MAP_MASQ4,
-                Family::V6 => MAP_MASQ6,
-            },
+            Field::Addr(a) => expr::ip(a),
+            Field::Proto(p) => json!(p.name()),
+            Field::Port(p) => json!(p),
+            Field::Name(n) => json!(n),
         }
     }
 
-    fn to_json(self) -> Value {
-        match self {
-            ElemKey::HostPort { family, proto, port } => {
-                expr::concat(vec![json!(family.nfproto()), json!(proto.name()), json!(port)])
-            }
-            ElemKey::HostIp { addr, proto, port } => {
-                expr::concat(vec![expr::ip(&addr), json!(proto.name()), json!(port)])
-            }
-            ElemKey::Masq(a) => expr::ip(&a),
-        }
-    }
-
-    /// The key as the kernel stores it: each field of a concatenation in its own 32-bit
-    /// register (zero padded), addresses and ports in network order.
+    /// The bytes the kernel stores (network order; a name NUL padded to IFNAMSIZ).
     pub fn kernel_bytes(&self) -> Vec<u8> {
-        fn reg(v: &mut Vec<u8>, b: &[u8]) {
-            v.extend_from_slice(b);
+        match self {
+            Field::Addr(a) => match unmap(*a) {
+                IpAddr::V4(x) => x.octets().to_vec(),
+                IpAddr::V6(x) => x.octets().to_vec(),
+            },
+            Field::Proto(p) => vec![p.number()],
+            Field::Port(p) => p.to_be_bytes().to_vec(),
+            Field::Name(n) => {
+                let mut v: Vec<u8> = n.bytes().take(15).collect();
+                v.resize(16, 0);
+                v
+            }
+        }
+    }
+}
+
+/// One element of one of the layout's sets or maps, by key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Elem {
+    pub set: String,
+    pub key: Vec<Field>,
+}
+
+impl Elem {
+    pub fn new(set: &str, key: Vec<Field>) -> Elem {
+        Elem {
+            set: set.to_string(),
+            key,
+        }
+    }
+
+    fn key_json(&self) -> Value {
+        match self.key.as_slice() {
+            [one] => one.to_json(),
+            many => expr::concat(many.iter().map(Field::to_json).collect()),
+        }
+    }
+
+    /// The key as the kernel compares it: a single field as is, each field of a
+    /// concatenation in its own 32-bit registers (zero padded).
+    pub fn kernel_key(&self) -> Vec<u8> {
+        if let [one] = self.key.as_slice() {
+            return one.kernel_bytes();
+        }
+        let mut v = Vec::new();
+        for f in &self.key {
+            v.extend(f.kernel_bytes());
             while v.len() % 4 != 0 {
                 v.push(0);
             }
         }
-        fn addr(v: &mut Vec<u8>, a: &IpAddr) {
-            match (a, Family::of(a)) {
-                (IpAddr::V4(x), _) => reg(v, &x.octets()),
-                (IpAddr::V6(x), Family::V4) => reg(v, &x.to_ipv4_mapped().map(|m| m.octets()).unwrap_or_default()),
-                (IpAddr::V6(x), Family::V6) => reg(v, &x.octets()),
-            }
-        }
-        let mut v = Vec::new();
-        match self {
-            ElemKey::HostPort { family, proto, port } => {
-                reg(&mut v, &[family.nfproto_num()]);
-                reg(&mut v, &[proto.number()]);
-                reg(&mut v, &port.to_be_bytes());
-            }
-            ElemKey::HostIp { addr: a, proto, port } => {
-                addr(&mut v, a);
-                reg(&mut v, &[proto.number()]);
-                reg(&mut v, &port.to_be_bytes());
-            }
-            ElemKey::Masq(a) => addr(&mut v, a),
-        }
         v
     }
 
-    /// The record form kept in a pod chain's rule comments: `<map> <key fields>`.
-    pub fn record(&self) -> String {
-        match self {
-            ElemKey::HostPort { family, proto, port } => {
-                format!("{} {} {} {}", MAP_HOSTPORTS, family.nfproto(), proto.name(), port)
-            }
-            ElemKey::HostIp { addr, proto, port } => {
-                format!("{} {} {} {}", self.map(), format_ip(addr), proto.name(), port)
-            }
-            ElemKey::Masq(a) => format!("{} {}", self.map(), format_ip(a)),
-        }
+    /// `{"element": …}` holding this element with its comment and, in a map, its data.
+    pub fn with(&self, data: Option<&Field>, comment: &str) -> Value {
+        let k = json!({ "elem": { "val": self.key_json(), "comment": clip(comment) } });
+        let e = match data {
+            Some(d) => json!([k, d.to_json()]),
+            None => k,
+        };
+        json!({ "element": { "family": FAMILY, "table": TABLE, "name": self.set, "elem": [e] } })
     }
 
-    /// Read a record back (the first tokens of a comment); anything unexpected is `None`.
-    pub fn parse_record(tokens: &[&str]) -> Option<(ElemKey, usize)> {
-        let map = *tokens.first()?;
-        match map {
-            MAP_HOSTPORTS => {
-                let family = match *tokens.get(1)? {
-                    "ipv4" => Family::V4,
-                    "ipv6" => Family::V6,
-                    _ => return None,
-                };
-                let proto = Proto::parse(tokens.get(2)?)?;
-                let port: u16 = tokens.get(3)?.parse().ok()?;
-                Some((ElemKey::HostPort { family, proto, port }, 4))
-            }
-            MAP_HOSTIP4 | MAP_HOSTIP6 => {
-                let addr = parse_ip(tokens.get(1)?)?;
-                let proto = Proto::parse(tokens.get(2)?)?;
-                let port: u16 = tokens.get(3)?.parse().ok()?;
-                let k = ElemKey::HostIp { addr, proto, port };
-                (k.map() == map).then_some((k, 4))
-            }
-            MAP_MASQ4 | MAP_MASQ6 => {
-                let k = ElemKey::Masq(parse_ip(tokens.get(1)?)?);
-                (k.map() == map).then_some((k, 2))
-            }
-            _ => None,
-        }
+    /// `{"element": …}` naming this element by key (for delete).
+    pub fn key_only(&self) -> Value {
+        json!({ "element": { "family": FAMILY, "table": TABLE, "name": self.set, "elem": [self.key_json()] } })
+    }
+
+    /// Read the element back (data and comment) over nfnetlink; `None` when it, its set or
+    /// the table does not exist.
+    pub fn get(&self, nl: &mut Nfnl) -> io::Result<Option<netlink::ElemInfo>> {
+        netlink::get_elem(nl, TABLE, &self.set, &self.kernel_key())
     }
 }
 
-/// `{ key [comment] : verdict }` in `key.map()`.
-pub fn element(key: &ElemKey, verdict: &Verdict, comment: Option<&str>) -> Value {
-    let k = match comment {
-        Some(c) => json!({ "elem": { "val": key.to_json(), "comment": c } }),
-        None => key.to_json(),
+/// At most [`MAX_COMMENT`] bytes (on a character boundary).
+pub fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_COMMENT);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// A readable hint of the attachment for element comments: `network/ifname/container`
+/// with anything outside `[A-Za-z0-9._-]` replaced by `_`.
+pub fn hint(network: &str, container_id: &str, ifname: &str) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect()
     };
-    json!({ "element": { "family": FAMILY, "table": TABLE, "name": key.map(),
-        "elem": [[k, verdict.to_json()]] } })
+    clip(&format!("{}/{}/{}", clean(network), clean(ifname), clean(container_id)))
 }
 
-/// The element to delete (by key).
-pub fn element_key(key: &ElemKey) -> Value {
-    json!({ "element": { "family": FAMILY, "table": TABLE, "name": key.map(), "elem": [key.to_json()] } })
+/// The first and the last address of `net`.
+pub fn bounds(net: &IpNet) -> (IpAddr, IpAddr) {
+    let n = net.network();
+    match (n.addr, n.netmask()) {
+        (IpAddr::V4(a), IpAddr::V4(m)) => (IpAddr::V4(a), IpAddr::V4(Ipv4Addr::from(u32::from(a) | !u32::from(m)))),
+        (IpAddr::V6(a), IpAddr::V6(m)) => (
+            IpAddr::V6(a),
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) | !u128::from(m))),
+        ),
+        (a, _) => (a, a),
+    }
 }
 
-/// Declare the table, the maps and the base chains, and (re)write the base chains' fixed
-/// rules. Idempotent: existing maps keep their elements, pod chains are untouched.
+/// `x & mask . x | ~mask` for a prefix length: with an element's `first . last` it
+/// matches exactly the addresses of that subnet (and only for that prefix length).
+fn masked_range(x: Value, f: Family, prefix: u8) -> Vec<Value> {
+    let bits = match f {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    if prefix >= bits {
+        return vec![x.clone(), x];
+    }
+    let any: IpAddr = match f {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    let net = IpNet::new(any, prefix).unwrap_or_default();
+    let (_, hostmask) = bounds(&net);
+    vec![
+        json!({ "&": [x.clone(), expr::ip(&net.netmask())] }),
+        json!({ "|": [x, expr::ip(&hostmask)] }),
+    ]
+}
+
+/// The host side of one port mapping: a host port of one family on every local address,
+/// or a port on one host address (hostIP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostPort {
+    Any { family: Family, proto: Proto, port: u16 },
+    Addr { addr: IpAddr, proto: Proto, port: u16 },
+}
+
+impl HostPort {
+    pub fn family(&self) -> Family {
+        match self {
+            HostPort::Any { family, .. } => *family,
+            HostPort::Addr { addr, .. } => Family::of(addr),
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        match self {
+            HostPort::Any { proto, .. } | HostPort::Addr { proto, .. } => *proto,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            HostPort::Any { port, .. } | HostPort::Addr { port, .. } => *port,
+        }
+    }
+
+    fn by_addr(&self) -> bool {
+        matches!(self, HostPort::Addr { .. })
+    }
+
+    /// The map holding the pod address for this host port.
+    pub fn to_map(&self) -> &'static str {
+        match (self.by_addr(), self.family()) {
+            (false, Family::V4) => MAP_PORT4_TO,
+            (false, Family::V6) => MAP_PORT6_TO,
+            (true, Family::V4) => MAP_IP4_TO,
+            (true, Family::V6) => MAP_IP6_TO,
+        }
+    }
+
+    /// The map holding the container port for this host port.
+    pub fn port_map(&self) -> &'static str {
+        match (self.by_addr(), self.family()) {
+            (false, Family::V4) => MAP_PORT4_PORT,
+            (false, Family::V6) => MAP_PORT6_PORT,
+            (true, Family::V4) => MAP_IP4_PORT,
+            (true, Family::V6) => MAP_IP6_PORT,
+        }
+    }
+
+    /// `[host address .] protocol . port`
+    pub fn fields(&self) -> Vec<Field> {
+        match self {
+            HostPort::Any { proto, port, .. } => vec![Field::Proto(*proto), Field::Port(*port)],
+            HostPort::Addr { addr, proto, port } => {
+                vec![Field::Addr(unmap(*addr)), Field::Proto(*proto), Field::Port(*port)]
+            }
+        }
+    }
+
+    pub fn to_elem(&self) -> Elem {
+        Elem::new(self.to_map(), self.fields())
+    }
+
+    pub fn port_elem(&self) -> Elem {
+        Elem::new(self.port_map(), self.fields())
+    }
+
+    /// The chain holding the masquerade-marking rules for this kind of mapping.
+    pub fn snat_chain(&self) -> &'static str {
+        match (self.by_addr(), self.family()) {
+            (false, Family::V4) => CHAIN_SNAT4,
+            (false, Family::V6) => CHAIN_SNAT6,
+            (true, Family::V4) => CHAIN_SNATIP4,
+            (true, Family::V6) => CHAIN_SNATIP6,
+        }
+    }
+
+    /// The set of sources to mark with `bit` for this kind of mapping.
+    pub fn snat_set(&self, bit: u8) -> String {
+        let kind = if self.by_addr() { "snatip" } else { "snat" };
+        let v = match self.family() {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        };
+        format!("pm-{kind}{v}-b{}", bit & 31)
+    }
+
+    /// Packets from `src` to this host port get mark `bit` (and so are masqueraded).
+    pub fn snat_elem(&self, src: &IpNet, bit: u8) -> Elem {
+        let (first, last) = bounds(src);
+        let mut key = vec![Field::Addr(first), Field::Addr(last)];
+        key.extend(self.fields());
+        Elem::new(&self.snat_set(bit), key)
+    }
+
+    /// The rule (and its set) that marks packets from sources of prefix length `prefix`
+    /// found in [`Self::snat_set`].
+    pub fn snat_rule(&self, prefix: u8, bit: u8) -> DynRule {
+        let f = self.family();
+        let bit = bit & 31;
+        let mut key = masked_range(expr::saddr(f), f, prefix);
+        let mut types = vec![addr_type(f), addr_type(f)];
+        if self.by_addr() {
+            key.push(expr::daddr(f));
+            types.push(addr_type(f));
+        }
+        key.push(expr::meta("l4proto"));
+        key.push(expr::th_dport());
+        types.push("inet_proto");
+        types.push("inet_service");
+        let name = self.snat_set(bit);
+        let comment = format!("snat /{prefix} b{bit}");
+        DynRule {
+            chain: self.snat_chain(),
+            rule: rule(
+                self.snat_chain(),
+                vec![
+                    expr::eq(expr::concat(key), json!(format!("@{name}"))),
+                    expr::mark_or(1u32 << bit),
+                ],
+                Some(&comment),
+            ),
+            comment,
+            sets: vec![set(&name, json!(types))],
+        }
+    }
+
+    /// `port4 tcp 8080` / `ip4 192.0.2.1 udp 53`: the record form.
+    pub fn record(&self) -> String {
+        let v = match self.family() {
+            Family::V4 => 4,
+            Family::V6 => 6,
+        };
+        match self {
+            HostPort::Any { proto, port, .. } => format!("port{v} {} {port}", proto.name()),
+            HostPort::Addr { addr, proto, port } => format!("ip{v} {} {} {port}", format_ip(addr), proto.name()),
+        }
+    }
+
+    /// Read a record back (its first tokens); anything unexpected is `None`.
+    pub fn parse_record(tokens: &[&str]) -> Option<(HostPort, usize)> {
+        let fam = |t: &str| match t {
+            "4" => Some(Family::V4),
+            "6" => Some(Family::V6),
+            _ => None,
+        };
+        let kind = *tokens.first()?;
+        if let Some(v) = kind.strip_prefix("port") {
+            let family = fam(v)?;
+            let proto = Proto::parse(tokens.get(1)?)?;
+            let port: u16 = tokens.get(2)?.parse().ok()?;
+            return Some((HostPort::Any { family, proto, port }, 3));
+        }
+        let family = fam(kind.strip_prefix("ip")?)?;
+        let addr = parse_ip(tokens.get(1)?)?;
+        let proto = Proto::parse(tokens.get(2)?)?;
+        let port: u16 = tokens.get(3)?.parse().ok()?;
+        (Family::of(&addr) == family).then_some((HostPort::Addr { addr, proto, port }, 4))
+    }
+
+    /// For messages: `tcp port 8080 (ipv4)` / `tcp port 192.0.2.1:8080`.
+    pub fn describe(&self) -> String {
+        match self {
+            HostPort::Any { family, proto, port } => format!("{} port {port} ({})", proto.name(), family.nfproto()),
+            HostPort::Addr { addr, proto, port } => match Family::of(addr) {
+                Family::V4 => format!("{} port {}:{port}", proto.name(), format_ip(addr)),
+                Family::V6 => format!("{} port [{}]:{port}", proto.name(), format_ip(addr)),
+            },
+        }
+    }
+}
+
+fn addr_type(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4_addr",
+        Family::V6 => "ipv6_addr",
+    }
+}
+
+/// ipMasq: the element that says "masquerade what `addr` sends".
+pub fn mq_src_elem(addr: IpAddr) -> Elem {
+    let set = match Family::of(&addr) {
+        Family::V4 => SET_MQ_SRC4,
+        Family::V6 => SET_MQ_SRC6,
+    };
+    Elem::new(set, vec![Field::Addr(unmap(addr))])
+}
+
+/// ipMasq: the element that exempts `net.addr`'s traffic to its own subnet.
+pub fn mq_own_elem(net: &IpNet) -> Elem {
+    let set = match Family::of(&net.addr) {
+        Family::V4 => SET_MQ_OWN4,
+        Family::V6 => SET_MQ_OWN6,
+    };
+    let (first, last) = bounds(net);
+    Elem::new(
+        set,
+        vec![Field::Addr(unmap(net.addr)), Field::Addr(first), Field::Addr(last)],
+    )
+}
+
+/// ipMasq: the rule that matches [`mq_own_elem`]s of prefix length `prefix`.
+pub fn mq_own_rule(f: Family, prefix: u8) -> DynRule {
+    let (chain, set) = match f {
+        Family::V4 => (CHAIN_MQ_OWN4, SET_MQ_OWN4),
+        Family::V6 => (CHAIN_MQ_OWN6, SET_MQ_OWN6),
+    };
+    let mut key = vec![expr::saddr(f)];
+    key.extend(masked_range(expr::daddr(f), f, prefix));
+    let comment = format!("own /{prefix}");
+    DynRule {
+        chain,
+        rule: rule(
+            chain,
+            vec![
+                expr::eq(expr::concat(key), json!(format!("@{set}"))),
+                json!({ "accept": null }),
+            ],
+            Some(&comment),
+        ),
+        comment,
+        sets: Vec::new(),
+    }
+}
+
+/// portmap: the rule masquerading packets that carry mark `bit`.
+pub fn masq_bit_rule(bit: u8) -> DynRule {
+    let bit = bit & 31;
+    let bits = 1u32 << bit;
+    let comment = format!("masq b{bit}");
+    DynRule {
+        chain: CHAIN_PM_MASQ,
+        rule: rule(
+            CHAIN_PM_MASQ,
+            vec![
+                expr::masked_eq(expr::meta("mark"), json!(bits), json!(bits)),
+                expr::masquerade(),
+            ],
+            Some(&comment),
+        ),
+        comment,
+        sets: Vec::new(),
+    }
+}
+
+/// A rule added on first need and then kept (per prefix length, per mark bit), named by
+/// its comment, with the sets it refers to.
+#[derive(Debug, Clone)]
+pub struct DynRule {
+    pub chain: &'static str,
+    pub comment: String,
+    pub rule: Value,
+    pub sets: Vec<Value>,
+}
+
+/// Add to `b` those of `wanted` that their chains do not hold yet (read over nfnetlink:
+/// one small dump per chain, independent of the number of pods), with their sets.
+pub fn ensure_rules(nl: &mut Nfnl, b: &mut Batch, wanted: &[DynRule]) -> io::Result<()> {
+    let mut have: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut added: Vec<(&str, &str)> = Vec::new();
+    for r in wanted {
+        if !have.contains_key(r.chain) {
+            have.insert(r.chain, netlink::rule_comments(nl, TABLE, r.chain)?);
+        }
+        let present = have.get(r.chain).is_some_and(|c| c.iter().any(|c| c == &r.comment));
+        if present || added.contains(&(r.chain, r.comment.as_str())) {
+            continue;
+        }
+        added.push((r.chain, r.comment.as_str()));
+        for s in &r.sets {
+            b.add(s.clone());
+        }
+        b.add(r.rule.clone());
+    }
+    Ok(())
+}
+
+/// Whether `chain` holds the rule named `comment`.
+pub fn has_rule(nl: &mut Nfnl, r: &DynRule) -> io::Result<bool> {
+    Ok(netlink::rule_comments(nl, TABLE, r.chain)?
+        .iter()
+        .any(|c| c == &r.comment))
+}
+
+/// Declare the table, the maps and sets and the chains, and (re)write the fixed chains'
+/// rules. Idempotent: existing sets keep their elements; the chains holding per-prefix
+/// and per-bit rules are declared but not flushed.
 pub fn declare_base(b: &mut Batch) {
     b.add(table());
-    let svc = || json!(["inet_proto", "inet_service"]);
-    let key3 = |first: &str| {
-        let mut v = vec![json!(first)];
-        if let Value::Array(rest) = svc() {
-            v.extend(rest);
-        }
-        Value::Array(v)
+    let svc = |first: Option<&str>| {
+        let mut v: Vec<&str> = first.into_iter().collect();
+        v.extend(["inet_proto", "inet_service"]);
+        json!(v)
     };
-    b.add(map(MAP_HOSTPORTS, key3("nf_proto")));
-    b.add(map(MAP_HOSTIP4, key3("ipv4_addr")));
-    b.add(map(MAP_HOSTIP6, key3("ipv6_addr")));
-    b.add(map(MAP_MASQ4, json!("ipv4_addr")));
-    b.add(map(MAP_MASQ6, json!("ipv6_addr")));
+    b.add(map(MAP_PORT4_TO, svc(None), "ipv4_addr"));
+    b.add(map(MAP_PORT4_PORT, svc(None), "inet_service"));
+    b.add(map(MAP_PORT6_TO, svc(None), "ipv6_addr"));
+    b.add(map(MAP_PORT6_PORT, svc(None), "inet_service"));
+    b.add(map(MAP_IP4_TO, svc(Some("ipv4_addr")), "ipv4_addr"));
+    b.add(map(MAP_IP4_PORT, svc(Some("ipv4_addr")), "inet_service"));
+    b.add(map(MAP_IP6_TO, svc(Some("ipv6_addr")), "ipv6_addr"));
+    b.add(map(MAP_IP6_PORT, svc(Some("ipv6_addr")), "inet_service"));
+    b.add(set(SET_MQ_SRC4, json!("ipv4_addr")));
+    b.add(set(SET_MQ_SRC6, json!("ipv6_addr")));
+    b.add(set(SET_MQ_OWN4, json!(["ipv4_addr", "ipv4_addr", "ipv4_addr"])));
+    b.add(set(SET_MQ_OWN6, json!(["ipv6_addr", "ipv6_addr", "ipv6_addr"])));
+    b.add(set(SET_RECORDS, json!(["ifname", "inet_service"])));
 
-    let dispatch_key = |first: Value| expr::concat(vec![first, expr::meta("l4proto"), expr::th_dport()]);
-    b.add(chain(CHAIN_DISPATCH));
-    b.flush(chain(CHAIN_DISPATCH));
-    b.add(rule(
-        CHAIN_DISPATCH,
-        vec![expr::vmap(dispatch_key(expr::daddr(Family::V4)), MAP_HOSTIP4)],
-        None,
-    ));
-    b.add(rule(
-        CHAIN_DISPATCH,
-        vec![expr::vmap(dispatch_key(expr::daddr(Family::V6)), MAP_HOSTIP6)],
-        None,
-    ));
-    b.add(rule(
-        CHAIN_DISPATCH,
-        vec![expr::vmap(dispatch_key(expr::meta("nfproto")), MAP_HOSTPORTS)],
-        None,
-    ));
-    // Not flushed: it holds one rule per mark bit in use, added with that bit's chain.
-    b.add(chain(CHAIN_MASQMARK));
+    // Chains of rules added on first need: declared, never flushed here.
+    for c in [
+        CHAIN_SNAT4,
+        CHAIN_SNATIP4,
+        CHAIN_SNAT6,
+        CHAIN_SNATIP6,
+        CHAIN_PM_MASQ,
+        CHAIN_MQ_OWN4,
+        CHAIN_MQ_OWN6,
+    ] {
+        b.add(chain(c));
+    }
 
-    for (name, hook) in [(CHAIN_PREROUTING, "prerouting"), (CHAIN_OUTPUT, "output")] {
-        b.add(base_chain(name, "nat", hook, PRIO_DSTNAT));
+    // pm-dnat4 / pm-dnat6: hostIP first (marking, then DNAT), then any local address.
+    for (name, f, snatip, snat, ip_maps, port_maps) in [
+        (
+            CHAIN_DNAT4,
+            Family::V4,
+            CHAIN_SNATIP4,
+            CHAIN_SNAT4,
+            (MAP_IP4_TO, MAP_IP4_PORT),
+            (MAP_PORT4_TO, MAP_PORT4_PORT),
+        ),
+        (
+            CHAIN_DNAT6,
+            Family::V6,
+            CHAIN_SNATIP6,
+            CHAIN_SNAT6,
+            (MAP_IP6_TO, MAP_IP6_PORT),
+            (MAP_PORT6_TO, MAP_PORT6_PORT),
+        ),
+    ] {
+        let by_port = || expr::concat(vec![expr::meta("l4proto"), expr::th_dport()]);
+        let by_addr = || expr::concat(vec![expr::daddr(f), expr::meta("l4proto"), expr::th_dport()]);
+        b.add(chain(name));
         b.flush(chain(name));
+        b.add(rule(name, vec![expr::jump(snatip)], None));
         b.add(rule(
             name,
-            vec![expr::fib_daddr_local(), expr::jump(CHAIN_DISPATCH)],
+            vec![expr::dnat_maps(f, by_addr(), ip_maps.0, by_addr(), ip_maps.1)],
+            None,
+        ));
+        b.add(rule(name, vec![expr::jump(snat)], None));
+        b.add(rule(
+            name,
+            vec![expr::dnat_maps(f, by_port(), port_maps.0, by_port(), port_maps.1)],
             None,
         ));
     }
 
+    // ipMasq
+    b.add(chain(CHAIN_MQ_MASQ));
+    b.flush(chain(CHAIN_MQ_MASQ));
+    for f in [Family::V4, Family::V6] {
+        b.add(rule(
+            CHAIN_MQ_MASQ,
+            vec![expr::eq(expr::daddr(f), expr::network(&f.multicast())), expr::ret()],
+            None,
+        ));
+    }
+    for (f, src, own) in [
+        (Family::V4, SET_MQ_SRC4, CHAIN_MQ_OWN4),
+        (Family::V6, SET_MQ_SRC6, CHAIN_MQ_OWN6),
+    ] {
+        let is_pod = || expr::eq(expr::saddr(f), json!(format!("@{src}")));
+        b.add(rule(CHAIN_MQ_MASQ, vec![is_pod(), expr::jump(own)], None));
+        b.add(rule(CHAIN_MQ_MASQ, vec![is_pod(), expr::masquerade()], None));
+    }
+
+    for (name, hook) in [(CHAIN_PREROUTING, "prerouting"), (CHAIN_OUTPUT, "output")] {
+        b.add(base_chain(name, "nat", hook, PRIO_DSTNAT));
+        b.flush(chain(name));
+        for (f, target) in [(Family::V4, CHAIN_DNAT4), (Family::V6, CHAIN_DNAT6)] {
+            b.add(rule(
+                name,
+                vec![
+                    expr::fib_daddr_local(),
+                    expr::eq(expr::meta("nfproto"), json!(f.nfproto())),
+                    expr::jump(target),
+                ],
+                None,
+            ));
+        }
+    }
+
     b.add(base_chain(CHAIN_POSTROUTING, "nat", "postrouting", PRIO_SRCNAT));
     b.flush(chain(CHAIN_POSTROUTING));
-    b.add(rule(CHAIN_POSTROUTING, vec![expr::jump(CHAIN_MASQMARK)], None));
-    b.add(rule(
-        CHAIN_POSTROUTING,
-        vec![expr::vmap(expr::saddr(Family::V4), MAP_MASQ4)],
-        None,
-    ));
-    b.add(rule(
-        CHAIN_POSTROUTING,
-        vec![expr::vmap(expr::saddr(Family::V6), MAP_MASQ6)],
-        None,
-    ));
+    b.add(rule(CHAIN_POSTROUTING, vec![expr::jump(CHAIN_PM_MASQ)], None));
+    b.add(rule(CHAIN_POSTROUTING, vec![expr::jump(CHAIN_MQ_MASQ)], None));
 
     b.add(base_chain(CHAIN_INPUT, "filter", "input", PRIO_FILTER));
     b.flush(chain(CHAIN_INPUT));
@@ -353,94 +757,123 @@ pub fn declare_base(b: &mut Batch) {
     ));
 }
 
-/// Declare the chain that sets mark bit `bit` and, when `with_masquerade` (the chain did
-/// not exist yet), the rule in pm-masqmark that masquerades packets carrying it.
-pub fn declare_mark_bit(b: &mut Batch, bit: u8, with_masquerade: bool) {
-    let bits = 1u32 << (bit & 31);
-    let name = mark_chain(bit);
-    b.add(chain(&name));
-    b.flush(chain(&name));
-    b.add(rule(&name, vec![expr::mark_or(bits)], None));
-    if with_masquerade {
-        b.add(rule(
-            CHAIN_MASQMARK,
-            vec![
-                expr::masked_eq(expr::meta("mark"), json!(bits), json!(bits)),
-                expr::masquerade(),
-            ],
-            Some(&format!("markbit {bit}")),
-        ));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn kernel_key_layout() {
-        let k = ElemKey::HostPort {
+        let k = HostPort::Any {
             family: Family::V4,
             proto: Proto::Tcp,
             port: 8080,
         };
-        assert_eq!(k.kernel_bytes(), vec![2, 0, 0, 0, 6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
-        let k = ElemKey::HostIp {
+        assert_eq!(k.to_elem().kernel_key(), vec![6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        assert_eq!(k.to_map(), MAP_PORT4_TO);
+        let k = HostPort::Addr {
             addr: "192.0.2.1".parse().unwrap(),
             proto: Proto::Udp,
             port: 53,
         };
-        assert_eq!(k.kernel_bytes(), vec![192, 0, 2, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
-        assert_eq!(k.map(), MAP_HOSTIP4);
-        let k = ElemKey::Masq("fd00::2".parse().unwrap());
-        assert_eq!(k.kernel_bytes().len(), 16);
-        assert_eq!(k.map(), MAP_MASQ6);
+        assert_eq!(k.port_elem().kernel_key(), vec![192, 0, 2, 1, 17, 0, 0, 0, 0, 53, 0, 0]);
+        assert_eq!(k.port_map(), MAP_IP4_PORT);
+        let e = mq_src_elem("fd00::2".parse().unwrap());
+        assert_eq!(e.kernel_key().len(), 16);
+        assert_eq!(e.set, SET_MQ_SRC6);
+        let e = mq_src_elem("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!((e.set.as_str(), e.kernel_key()), (SET_MQ_SRC4, vec![10, 0, 0, 1]));
+        let r = Elem::new(SET_RECORDS, vec![Field::Name("p0123".into()), Field::Port(2)]);
+        let kk = r.kernel_key();
+        assert_eq!(kk.len(), 20);
+        assert_eq!(&kk[..6], b"p0123\0");
+        assert_eq!(&kk[16..], &[0, 2, 0, 0]);
+    }
+
+    #[test]
+    fn subnet_bounds_and_snat_elements() {
+        let n: IpNet = "10.88.3.7/16".parse().unwrap();
+        assert_eq!(
+            bounds(&n),
+            ("10.88.0.0".parse().unwrap(), "10.88.255.255".parse().unwrap())
+        );
+        let all: IpNet = "::/0".parse().unwrap();
+        assert_eq!(bounds(&all).1, IpAddr::V6(Ipv6Addr::from(u128::MAX)));
+        let k = HostPort::Addr {
+            addr: "192.0.2.1".parse().unwrap(),
+            proto: Proto::Tcp,
+            port: 80,
+        };
+        let e = k.snat_elem(&n, 13);
+        assert_eq!(e.set, "pm-snatip4-b13");
+        assert_eq!(e.key.len(), 5);
+        let r = k.snat_rule(16, 13);
+        assert_eq!(r.chain, CHAIN_SNATIP4);
+        assert_eq!(r.comment, "snat /16 b13");
+        let text = r.rule.to_string();
+        assert!(text.contains("255.255.0.0") && text.contains("0.0.255.255"), "{text}");
+        // a host range compares the address twice, unmasked
+        let r = k.snat_rule(32, 13).rule.to_string();
+        assert!(!r.contains("\"&\""), "{r}");
+        let o = mq_own_elem(&"fd00::5/64".parse().unwrap());
+        assert_eq!(o.key[1], Field::Addr("fd00::".parse().unwrap()));
+        assert_eq!(o.key[2], Field::Addr("fd00::ffff:ffff:ffff:ffff".parse().unwrap()));
     }
 
     #[test]
     fn records_round_trip() {
         let keys = [
-            ElemKey::HostPort {
+            HostPort::Any {
                 family: Family::V6,
                 proto: Proto::Sctp,
                 port: 65535,
             },
-            ElemKey::HostIp {
+            HostPort::Addr {
                 addr: "2001:db8::1".parse().unwrap(),
                 proto: Proto::Tcp,
                 port: 1,
             },
-            ElemKey::HostIp {
+            HostPort::Addr {
                 addr: "192.0.2.1".parse().unwrap(),
                 proto: Proto::Udp,
                 port: 53,
             },
-            ElemKey::Masq("10.88.0.2".parse().unwrap()),
         ];
         for k in keys {
             let r = k.record();
             let toks: Vec<&str> = r.split_whitespace().collect();
-            assert_eq!(ElemKey::parse_record(&toks).map(|x| x.0), Some(k), "{r}");
+            assert_eq!(HostPort::parse_record(&toks).map(|x| x.0), Some(k), "{r}");
         }
         for bad in [
             "",
-            "hostports",
-            "hostports ipv5 tcp 1",
-            "hostports ipv4 tcp 70000",
-            "hostip4 2001:db8::1 tcp 1",
-            "masq6 10.0.0.1",
+            "port4",
+            "port5 tcp 1",
+            "port4 tcp 70000",
+            "ip4 2001:db8::1 tcp 1",
+            "ip6 10.0.0.1 tcp 1",
             "x y",
         ] {
             let toks: Vec<&str> = bad.split_whitespace().collect();
-            assert_eq!(ElemKey::parse_record(&toks), None, "{bad}");
+            assert_eq!(HostPort::parse_record(&toks), None, "{bad}");
         }
     }
 
     #[test]
-    fn plain_names() {
-        assert!(is_plain_name("pm-0123abcd"));
+    fn names_and_comments() {
+        assert!(is_plain_name("pm-dnat4"));
         assert!(!is_plain_name("a b"));
         assert!(!is_plain_name(""));
         assert!(!is_plain_name("x;y"));
+        assert_eq!(hint("n", "c\"; drop", "eth0"), "n/eth0/c___drop");
+        assert!(hint("n", &"x".repeat(500), "eth0").len() <= MAX_COMMENT);
+        assert_eq!(clip(&"é".repeat(100)).len(), 126);
+    }
+
+    #[test]
+    fn base_is_one_batch_of_plain_json() {
+        let mut b = Batch::new();
+        declare_base(&mut b);
+        let text = b.to_json().to_string();
+        assert!(!text.contains("vmap") && !text.contains("verdict"), "no verdict maps");
+        assert!(text.contains("\"prio\":-90") && text.contains("\"prio\":110"));
     }
 }

@@ -5,22 +5,23 @@
 //!   (addresses, ports, protocol enums, names we derive ourselves); no text from a config
 //!   ever reaches nft as rule text.
 //! * Reads that must stay cheap (does this chain exist, the comments of one chain's rules,
-//!   the verdict of one map element) use nfnetlink directly ([`netlink`]): a few
-//!   microseconds, no process, independent of how many other pods exist.
-//! * [`list`] runs `nft -j list` on a single table, chain or map and returns the JSON as a
-//!   `serde_json::Value` (never the typed parser of the `nftables` crate, which fails on
-//!   verdict maps).
+//!   one element of a set or map with its comment) use nfnetlink directly ([`netlink`]):
+//!   a few microseconds, no process, independent of how many other pods exist.
+//! * [`list`] runs `nft -j list` on a single table, chain, set or map and returns the JSON
+//!   as a `serde_json::Value`.
 //! * [`conntrack`] deletes conntrack entries over ctnetlink.
 //!
 //! Everything runs in the calling thread's network namespace: the netlink sockets are
 //! opened on that thread and the `nft` child inherits that thread's namespaces.
 //!
-//! The table layout shared by portmap and ipMasq is in [`layout`].
+//! The table layout shared by portmap and ipMasq is in [`layout`]; element ownership and
+//! each attachment's records in [`records`].
 
 pub mod conntrack;
 pub mod expr;
 pub mod layout;
 pub mod netlink;
+pub mod records;
 
 use serde_json::{json, Value};
 use std::fmt;
@@ -77,6 +78,11 @@ impl Batch {
     /// and value are accepted again, with another value they fail with EEXIST).
     pub fn add(&mut self, obj: Value) {
         self.cmds.push(json!({ "add": obj }));
+    }
+    /// `{"create": obj}`: like add, but an element whose key exists fails with EEXIST
+    /// whatever its value (how a taken host port is detected, atomically).
+    pub fn create(&mut self, obj: Value) {
+        self.cmds.push(json!({ "create": obj }));
     }
     pub fn flush(&mut self, obj: Value) {
         self.cmds.push(json!({ "flush": obj }));
@@ -179,27 +185,16 @@ pub fn apply(batch: &Batch) -> Result<(), NftError> {
     run_nft(&["-j", "-f", "-"], Some(&data)).map(|_| ())
 }
 
-/// Run a pod's batch (its chain, rules and elements). If it fails with ENOENT because
-/// the table, a map, a base chain or the mark chain for `mark_bit` is missing (first use
-/// on this host or netns, or a new mark bit), run it once more with the base objects
-/// declared in front. The common case is a single small transaction.
-pub fn apply_pod(batch: &Batch, mark_bit: Option<u8>) -> Result<(), NftError> {
+/// Run a pod's batch (its elements, records and any per-prefix / per-bit rule it is the
+/// first to need). If it fails with ENOENT because the table, a set or a chain is missing
+/// (first use on this host or netns), run it once more with the fixed objects declared in
+/// front. The common case is a single small transaction.
+pub fn apply_pod(batch: &Batch) -> Result<(), NftError> {
     match apply(batch) {
         Err(e) if e.kind == NftErrorKind::NotFound => {
             tracing::debug!("declaring the cnichain nftables table ({e})");
             let mut full = Batch::new();
             layout::declare_base(&mut full);
-            if let Some(bit) = mark_bit {
-                // The masquerade rule for a bit is added together with the bit's chain,
-                // so only when that chain does not exist yet.
-                let exists = netlink::Nfnl::open()
-                    .and_then(|mut nl| netlink::chain_exists(&mut nl, layout::TABLE, &layout::mark_chain(bit)))
-                    .map_err(|e| NftError {
-                        kind: NftErrorKind::Other,
-                        msg: format!("nfnetlink: {e}"),
-                    })?;
-                layout::declare_mark_bit(&mut full, bit, !exists);
-            }
             full.extend(batch.clone());
             apply(&full)
         }
@@ -213,15 +208,17 @@ pub enum Listing<'a> {
     Table,
     Chain(&'a str),
     Map(&'a str),
+    Set(&'a str),
 }
 
-/// `nft -j list table|chain|map inet cnichain [name]` as JSON (only names made of
+/// `nft -j list table|chain|map|set inet cnichain [name]` as JSON (only names made of
 /// `[A-Za-z0-9_-]` are accepted). Missing objects are `NftErrorKind::NotFound`.
 pub fn list(what: Listing) -> Result<Value, NftError> {
     let (kind, name) = match what {
         Listing::Table => ("table", None),
         Listing::Chain(n) => ("chain", Some(n)),
         Listing::Map(n) => ("map", Some(n)),
+        Listing::Set(n) => ("set", Some(n)),
     };
     let mut args = vec!["-j", "list", kind, layout::FAMILY, layout::TABLE];
     if let Some(n) = name {
@@ -251,11 +248,13 @@ mod tests {
         b.add(layout::table());
         b.flush(layout::chain("x"));
         b.delete(layout::chain("x"));
+        b.create(layout::chain("y"));
         let v = b.to_json();
         assert_eq!(v["nftables"][0]["add"]["table"]["name"], "cnichain");
         assert_eq!(v["nftables"][1]["flush"]["chain"]["name"], "x");
         assert_eq!(v["nftables"][2]["delete"]["chain"]["family"], "inet");
-        assert_eq!(b.len(), 3);
+        assert_eq!(v["nftables"][3]["create"]["chain"]["name"], "y");
+        assert_eq!(b.len(), 4);
     }
 
     #[test]

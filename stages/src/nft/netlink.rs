@@ -1,8 +1,8 @@
 //! A small blocking nfnetlink client for the reads that must stay cheap: does one chain
-//! exist, the comments of one chain's rules, the verdict of one map element; and the
-//! ctnetlink dump/delete used by [`super::conntrack`]. Requests are built by hand (a
-//! handful of attributes); answers are parsed defensively: anything malformed is an
-//! error, never a panic.
+//! exist, the comments of one chain's rules, one set or map element (its data and
+//! comment); and the ctnetlink dump/delete used by [`super::conntrack`]. Requests are
+//! built by hand (a handful of attributes); answers are parsed defensively: anything
+//! malformed is an error, never a panic.
 //!
 //! The socket lives in the network namespace of the thread that opens it.
 
@@ -38,11 +38,11 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
 /// libnftnl's NFTNL_UDATA_RULE_COMMENT (a TLV inside NFTA_RULE_USERDATA).
-const UDATA_COMMENT: u8 = 0;
+const UDATA_RULE_COMMENT: u8 = 0;
+/// libnftnl's NFTNL_UDATA_SET_ELEM_COMMENT (a TLV inside NFTA_SET_ELEM_USERDATA).
+const UDATA_SET_ELEM_COMMENT: u8 = 0;
 
 const RECV_BUF: usize = 256 * 1024;
 
@@ -249,27 +249,34 @@ pub fn rule_comments(nl: &mut Nfnl, table: &str, chain: &str) -> io::Result<Vec<
         if !same_chain {
             continue;
         }
-        let mut comment = String::new();
-        if let Some(ud) = attr(&m, NFTA_RULE_USERDATA) {
-            let mut off = 0usize;
-            while off + 2 <= ud.len() {
-                let (t, l) = (ud[off], ud[off + 1] as usize);
-                let Some(v) = ud.get(off + 2..off + 2 + l) else { break };
-                if t == UDATA_COMMENT {
-                    comment = c_string(v);
-                    break;
-                }
-                off += 2 + l;
-            }
-        }
+        let comment = attr(&m, NFTA_RULE_USERDATA)
+            .and_then(|ud| udata_comment(ud, UDATA_RULE_COMMENT))
+            .unwrap_or_default();
         out.push(comment);
     }
     Ok(out)
 }
 
-/// The verdict of one map element: (verdict code, target chain). `None` when the
-/// element, the map or the table does not exist.
-pub fn elem_verdict(nl: &mut Nfnl, table: &str, map: &str, key: &[u8]) -> io::Result<Option<(i32, String)>> {
+/// One set or map element as the kernel returns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ElemInfo {
+    /// A map element's data value (network order), `None` in a set.
+    pub data: Option<Vec<u8>>,
+    /// The element's comment ("" when it has none).
+    pub comment: String,
+}
+
+impl ElemInfo {
+    /// The first word of the comment: the owner id in cnichain's layout.
+    pub fn owner(&self) -> &str {
+        self.comment.split_whitespace().next().unwrap_or("")
+    }
+}
+
+/// One element of set or map `set` by key (the kernel's key bytes): its data and
+/// comment. `None` when the element, the set or the table does not exist. A single
+/// lookup in the set, independent of how many elements it holds.
+pub fn get_elem(nl: &mut Nfnl, table: &str, set: &str, key: &[u8]) -> io::Result<Option<ElemInfo>> {
     let mut val = Vec::new();
     put_attr(&mut val, NFTA_DATA_VALUE, key);
     let mut k = Vec::new();
@@ -278,7 +285,7 @@ pub fn elem_verdict(nl: &mut Nfnl, table: &str, map: &str, key: &[u8]) -> io::Re
     put_nested(&mut el, NFTA_LIST_ELEM, &k);
     let mut a = Vec::new();
     put_str(&mut a, NFTA_SET_ELEM_LIST_TABLE, table);
-    put_str(&mut a, NFTA_SET_ELEM_LIST_SET, map);
+    put_str(&mut a, NFTA_SET_ELEM_LIST_SET, set);
     put_nested(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, &el);
     let msgs = match nl.request(
         NFNL_SUBSYS_NFTABLES,
@@ -295,23 +302,36 @@ pub fn elem_verdict(nl: &mut Nfnl, table: &str, map: &str, key: &[u8]) -> io::Re
         let Some(elems) = attr(&m, NFTA_SET_ELEM_LIST_ELEMENTS) else {
             continue;
         };
-        for (t, e, _) in attrs(elems) {
-            if t != NFTA_LIST_ELEM {
-                continue;
-            }
-            let verdict = attr(e, NFTA_SET_ELEM_DATA).and_then(|d| attr(d, NFTA_DATA_VERDICT));
-            if let Some(v) = verdict {
-                let code = attr(v, NFTA_VERDICT_CODE)
-                    .filter(|c| c.len() == 4)
-                    .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-                    .unwrap_or(0);
-                let chain = attr(v, NFTA_VERDICT_CHAIN).map(c_string).unwrap_or_default();
-                return Ok(Some((code, chain)));
-            }
-            return Ok(Some((0, String::new())));
+        if let Some((_, e, _)) = attrs(elems).into_iter().find(|a| a.0 == NFTA_LIST_ELEM) {
+            return Ok(Some(elem_info(e)));
         }
     }
     Ok(None)
+}
+
+fn elem_info(e: &[u8]) -> ElemInfo {
+    let data = attr(e, NFTA_SET_ELEM_DATA)
+        .and_then(|d| attr(d, NFTA_DATA_VALUE))
+        .map(|v| v.to_vec());
+    let mut comment = String::new();
+    if let Some(ud) = attr(e, NFTA_SET_ELEM_USERDATA) {
+        comment = udata_comment(ud, UDATA_SET_ELEM_COMMENT).unwrap_or_default();
+    }
+    ElemInfo { data, comment }
+}
+
+/// The comment TLV of libnftnl user data (type u8, length u8, NUL-terminated value).
+fn udata_comment(ud: &[u8], comment_type: u8) -> Option<String> {
+    let mut off = 0usize;
+    while off + 2 <= ud.len() {
+        let (t, l) = (ud[off], ud[off + 1] as usize);
+        let v = ud.get(off + 2..off + 2 + l)?;
+        if t == comment_type {
+            return Some(c_string(v));
+        }
+        off += 2 + l;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -334,6 +354,23 @@ mod tests {
         assert_eq!(attr(a[2].1, 7), Some(&[9u8][..]));
         // garbage never panics
         assert!(attrs(&[0xff, 0xff, 0, 0, 1]).is_empty());
+        assert_eq!(udata_comment(&[0, 4, b'a', b'b', b'c', 0], 0).as_deref(), Some("abc"));
+        assert_eq!(udata_comment(&[1, 1, 9, 0, 2, b'x', 0], 0).as_deref(), Some("x"));
+        assert_eq!(udata_comment(&[0, 200, 1], 0), None);
+        assert_eq!(udata_comment(&[0], 0), None);
+        let mut d = Vec::new();
+        put_attr(&mut d, NFTA_DATA_VALUE, &[10, 0, 0, 2]);
+        let mut e = Vec::new();
+        put_nested(&mut e, NFTA_SET_ELEM_DATA, &d);
+        put_attr(
+            &mut e,
+            NFTA_SET_ELEM_USERDATA,
+            &[0, 9, b'p', b'1', b' ', b'h', b'i', b'n', b't', b'!', 0],
+        );
+        let info = elem_info(&e);
+        assert_eq!(info.data.as_deref(), Some(&[10u8, 0, 0, 2][..]));
+        assert_eq!((info.owner(), info.comment.as_str()), ("p1", "p1 hint!"));
+        assert_eq!(elem_info(&[]), ElemInfo::default());
         assert!(attrs(&[4]).is_empty());
         assert_eq!(c_string(b"abc"), "abc");
     }

@@ -1,14 +1,14 @@
 //! The portmap stage (type `portmap`): forwards host ports to the container, as the
 //! reference plugin does, with nftables (see [`rules`] and [`crate::nft::layout`]):
 //!
-//! * ADD: validate everything, then one nft transaction adding this attachment's chain
-//!   and its host-port map elements; `route_localnet` on the pod's host interface when
+//! * ADD: validate everything, then one nft transaction adding this attachment's map and
+//!   set elements and its records; `route_localnet` on the pod's host interface when
 //!   `snat` (IPv4); stale UDP conntrack entries of the mapped ports deleted. prevResult
 //!   passes through unchanged. A host port another container holds is an error (code 11).
-//! * DEL: remove exactly this attachment's elements and chain, found from its own records
+//! * DEL: remove exactly this attachment's elements, found from its own records
 //!   (portMappings need not be passed again); succeeds when already gone.
-//! * CHECK: this attachment's rules exist, point at its address, and its elements lead to
-//!   them.
+//! * CHECK: every host port leads to this attachment's address and port, through elements
+//!   it owns.
 //!
 //! Differences from the reference: `conditionsV4/V6` (rule text) and
 //! `externalSetMarkChain` (an iptables chain) are refused with code 2, and so is
@@ -38,8 +38,8 @@ impl Stage for Portmap {
             return pass_through(prev, inv.version);
         }
         let (v4, v6) = config::container_addrs(&prev.to_v1()?, &inv.rt.ifname);
-        let chain = rules::chain_name(&c.network, &inv.rt.container_id, &inv.rt.ifname);
-        let plan = rules::plan(&c, chain, v4, v6);
+        let id = rules::owner_id(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        let plan = rules::plan(&c, id, v4, v6);
         if plan.dnats.is_empty() {
             return pass_through(prev, inv.version);
         }
@@ -48,17 +48,17 @@ impl Stage for Portmap {
                 host::enable_route_localnet(a)?;
             }
         }
-        let owner = crate::ipmasq::element_comment(&c.network, &inv.rt.container_id, &inv.rt.ifname);
-        rules::add(&plan, &owner)?;
+        let hint = crate::nft::layout::hint(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        rules::add(&plan, &hint)?;
         host::flush_udp_conntrack(&c.mappings, v4.is_some(), v6.is_some());
         pass_through(prev, inv.version)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        // Everything this attachment made is recorded in its own chain: neither
-        // portMappings nor prevResult is needed, and the rest of the config is not read.
+        // Everything this attachment made is in its own records: neither portMappings nor
+        // prevResult is needed, and the rest of the config is not read.
         let network = inv.config.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-        rules::del(&rules::chain_name(network, &inv.rt.container_id, &inv.rt.ifname))
+        rules::del(&rules::owner_id(network, &inv.rt.container_id, &inv.rt.ifname))
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
@@ -70,8 +70,8 @@ impl Stage for Portmap {
             return Ok(());
         }
         let (v4, v6) = config::container_addrs(&prev.to_v1()?, &inv.rt.ifname);
-        let chain = rules::chain_name(&c.network, &inv.rt.container_id, &inv.rt.ifname);
-        let plan = rules::plan(&c, chain, v4, v6);
+        let id = rules::owner_id(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        let plan = rules::plan(&c, id, v4, v6);
         if plan.dnats.is_empty() {
             return Ok(());
         }

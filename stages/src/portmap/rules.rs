@@ -1,161 +1,220 @@
-//! The nftables side of portmap: one chain per attachment, `pm-<hash>`, and its elements
-//! in the host-port maps (see [`crate::nft::layout`]).
+//! The nftables side of portmap: elements in the flat layout of [`crate::nft::layout`],
+//! no chain of its own. For a pod 10.88.0.2/16 with `8080->80/tcp` and snat:
 //!
 //! ```text
-//! chain pm-<hash> {
-//!     ip saddr 10.88.0.0/16 jump pm-markb13     comment "masq hairpin"    # snat
-//!     ip saddr 127.0.0.1 jump pm-markb13        comment "masq localhost"  # snat, IPv4
-//!     meta nfproto ipv4 tcp dport 8080 dnat ip to 10.88.0.2:80
-//!                                   comment "hostports ipv4 tcp 8080 10.88.0.2 80"
-//!     meta nfproto ipv4 udp dport 53 ip daddr 192.0.2.1 dnat ip to 10.88.0.2:53
-//!                                   comment "hostip4 192.0.2.1 udp 53 10.88.0.2 53"
-//! }
-//! hostports: ipv4 . tcp . 8080 : jump pm-<hash>
-//! hostip4:   192.0.2.1 . udp . 53 : jump pm-<hash>
+//! pm-port4-to:   tcp . 8080 : 10.88.0.2                                comment "<id> <hint>"
+//! pm-port4-port: tcp . 8080 : 80                                       comment "<id> <hint>"
+//! pm-snat4-b13:  10.88.0.0 . 10.88.255.255 . tcp . 8080   (hairpin: pods of the subnet)
+//!                127.0.0.1 . 127.0.0.1 . tcp . 8080       (localhost, IPv4)
+//! records:       "<id>" . 0   comment "port4 tcp 8080 10.88.0.2/16 80 hairpin 13"
 //! ```
 //!
-//! The DNAT rules' comments are the attachment's own record of its elements: DEL reads
-//! them over nfnetlink (no portMappings needed), checks that each element still jumps to
-//! this chain, and removes elements and chain in one transaction. An element key that
-//! another attachment holds makes ADD fail as a whole with "File exists": a host port is
-//! never silently taken over.
+//! A hostIP mapping uses pm-ip4-* / pm-snatip4-* with the host address in front of the
+//! protocol; masqAll puts the whole family (0.0.0.0 . 255.255.255.255) in the snat set.
+//! The records are the attachment's own list of what it wrote: DEL reads them by key (no
+//! portMappings needed), deletes each element it still owns (read back first) and the
+//! records, in one transaction. Elements are added with `create`: a host port another
+//! attachment holds makes ADD fail as a whole with "File exists", nothing written; a host
+//! port is never silently taken over.
 
 use super::config::{Mapping, PortmapConf};
-use crate::conf;
-use crate::nft::expr::{self, Family};
-use crate::nft::layout::{self, ElemKey, Verdict};
-use crate::nft::netlink::{self, Nfnl};
-use crate::nft::{self, Batch, NftErrorKind};
+use crate::nft::expr::Family;
+use crate::nft::layout::{self, DynRule, Elem, Field, HostPort};
+use crate::nft::netlink::Nfnl;
+use crate::nft::{self, records, Batch, NftErrorKind};
 use cnichain_engine::spec::error::{CniError, TRY_AGAIN_LATER};
-use cnichain_engine::spec::ipnet::{format_ip, parse_ip, IpNet};
-use serde_json::{json, Value};
+use cnichain_engine::spec::ipnet::{format_ip, unmap, IpNet};
 use std::net::{IpAddr, Ipv4Addr};
 
-/// The attachment's chain: `pm-` and 20 hex digits of sha512(network, container, ifname).
-pub fn chain_name(network: &str, container_id: &str, ifname: &str) -> String {
-    let h = conf::hash_hex(&["portmap", "\0", network, "\0", container_id, "\0", ifname]);
-    format!("pm-{}", &h[..20])
+/// The attachment's owner id (see [`records`]): `p` and 14 hex digits.
+pub fn owner_id(network: &str, container_id: &str, ifname: &str) -> String {
+    records::owner_id('p', "portmap", network, container_id, ifname)
 }
 
-/// One DNAT rule: which element leads to it and where it sends the packet.
+/// Which sources of a mapping are masqueraded (and with which mark bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snat {
+    None,
+    /// The pod's own subnet (hairpin, other pods of the bridge) and, for IPv4, 127.0.0.1.
+    Hairpin(u8),
+    /// Every source (masqAll).
+    All(u8),
+}
+
+/// One DNAT: the host port, the pod address (with its subnet) and port, and its snat.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dnat {
-    pub key: ElemKey,
-    pub to: IpAddr,
+    pub host: HostPort,
+    pub to: IpNet,
     pub to_port: u16,
+    pub snat: Snat,
 }
 
 impl Dnat {
-    fn record(&self) -> String {
-        format!("{} {} {}", self.key.record(), format_ip(&self.to), self.to_port)
-    }
-
-    fn parse(comment: &str) -> Option<Dnat> {
-        let toks: Vec<&str> = comment.split_whitespace().collect();
-        let (key, used) = ElemKey::parse_record(&toks)?;
-        let to = parse_ip(toks.get(used)?)?;
-        let to_port: u16 = toks.get(used + 1)?.parse().ok()?;
-        (toks.len() == used + 2).then_some(Dnat { key, to, to_port })
-    }
-
-    fn rule(&self) -> Vec<Value> {
-        let (family, proto, port, daddr) = match self.key {
-            ElemKey::HostPort { family, proto, port } => (family, proto, port, None),
-            ElemKey::HostIp { addr, proto, port } => (Family::of(&addr), proto, port, Some(addr)),
-            ElemKey::Masq(_) => return Vec::new(),
+    /// `<host record> <pod/prefix> <container port> none|hairpin <bit>|all <bit>`
+    pub fn record(&self) -> String {
+        let snat = match self.snat {
+            Snat::None => "none".to_string(),
+            Snat::Hairpin(b) => format!("hairpin {b}"),
+            Snat::All(b) => format!("all {b}"),
         };
-        let mut r = vec![
-            expr::eq(expr::meta("nfproto"), json!(family.nfproto())),
-            expr::eq(expr::meta("l4proto"), json!(proto.name())),
-            expr::eq(expr::th_dport(), json!(port)),
-        ];
-        if let Some(a) = daddr {
-            r.push(expr::eq(expr::daddr(family), expr::ip(&a)));
+        format!(
+            "{} {}/{} {} {snat}",
+            self.host.record(),
+            format_ip(&self.to.addr),
+            self.to.mask_len(),
+            self.to_port
+        )
+    }
+
+    pub fn parse(record: &str) -> Option<Dnat> {
+        let toks: Vec<&str> = record.split_whitespace().collect();
+        let (host, used) = HostPort::parse_record(&toks)?;
+        let to: IpNet = toks.get(used)?.parse().ok()?;
+        let to = IpNet::new(unmap(to.addr), to.mask_len())?;
+        let to_port: u16 = toks.get(used + 1)?.parse().ok()?;
+        let bit = || -> Option<u8> { toks.get(used + 3)?.parse().ok().filter(|b| *b < 32) };
+        let (snat, len) = match *toks.get(used + 2)? {
+            "none" => (Snat::None, used + 3),
+            "hairpin" => (Snat::Hairpin(bit()?), used + 4),
+            "all" => (Snat::All(bit()?), used + 4),
+            _ => return None,
+        };
+        (toks.len() == len && Family::of(&to.addr) == host.family()).then_some(Dnat {
+            host,
+            to,
+            to_port,
+            snat,
+        })
+    }
+
+    /// The sources whose packets to this host port are masqueraded, and the mark bit.
+    pub fn snat_sources(&self) -> (Vec<IpNet>, u8) {
+        let f = Family::of(&self.to.addr);
+        match self.snat {
+            Snat::None => (Vec::new(), 0),
+            Snat::All(bit) => {
+                let any = match f {
+                    Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    Family::V6 => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                };
+                (IpNet::new(any, 0).into_iter().collect(), bit)
+            }
+            Snat::Hairpin(bit) => {
+                let own = self.to.network();
+                let mut v = vec![own];
+                let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+                if f == Family::V4 && !own.contains(lo) {
+                    v.push(IpNet::host(lo));
+                }
+                (v, bit)
+            }
         }
-        r.push(expr::dnat(&self.to, self.to_port));
-        r
+    }
+
+    /// Every element this DNAT owns, with its data in a map.
+    pub fn elements(&self) -> Vec<(Elem, Option<Field>)> {
+        let mut v = vec![
+            (self.host.to_elem(), Some(Field::Addr(unmap(self.to.addr)))),
+            (self.host.port_elem(), Some(Field::Port(self.to_port))),
+        ];
+        let (sources, bit) = self.snat_sources();
+        for s in sources {
+            v.push((self.host.snat_elem(&s, bit), None));
+        }
+        v
+    }
+
+    /// The per-prefix / per-bit rules the snat elements need.
+    pub fn rules(&self) -> Vec<DynRule> {
+        let (sources, bit) = self.snat_sources();
+        let mut v: Vec<DynRule> = sources.iter().map(|s| self.host.snat_rule(s.mask_len(), bit)).collect();
+        if !sources.is_empty() {
+            v.push(layout::masq_bit_rule(bit));
+        }
+        v
     }
 }
 
 /// Everything one attachment's ADD writes.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub chain: String,
-    /// Mark rules (snat) first, then one DNAT rule per mapping and family.
-    pub masq_rules: Vec<(Vec<Value>, &'static str)>,
+    pub id: String,
+    /// One per distinct host port (the first mapping of a host port wins, as the first
+    /// matching rule does in the reference).
     pub dnats: Vec<Dnat>,
-    pub mark_bit: Option<u8>,
 }
 
 impl Plan {
-    /// The distinct element keys, in order.
-    pub fn keys(&self) -> Vec<ElemKey> {
-        let mut k: Vec<ElemKey> = Vec::new();
+    /// Every element of the plan (distinct), with data.
+    pub fn elements(&self) -> Vec<(Elem, Option<Field>)> {
+        let mut out: Vec<(Elem, Option<Field>)> = Vec::new();
         for d in &self.dnats {
-            if !k.contains(&d.key) {
-                k.push(d.key);
+            for e in d.elements() {
+                if !out.iter().any(|o| o.0 == e.0) {
+                    out.push(e);
+                }
             }
         }
-        k
+        out
+    }
+
+    pub fn rules(&self) -> Vec<DynRule> {
+        self.dnats.iter().flat_map(|d| d.rules()).collect()
+    }
+
+    /// Append the creation of the plan's elements (comment `<id> <hint>`) and records.
+    pub fn write(&self, b: &mut Batch, hint: &str) -> Result<(), CniError> {
+        let comment = records::comment(&self.id, hint);
+        for (e, data) in self.elements() {
+            b.create(e.with(data.as_ref(), &comment));
+        }
+        let recs: Vec<String> = self.dnats.iter().map(Dnat::record).collect();
+        records::write(b, &self.id, &recs).map_err(|e| CniError::internal(format!("portmap: {e}")))
     }
 }
 
-/// Work out the rules for the container's addresses. A mapping whose hostIP is of the
-/// other family is skipped for that address (as the reference does); an unspecified
-/// hostIP means every local address of its family.
-pub fn plan(c: &PortmapConf, chain: String, v4: Option<IpNet>, v6: Option<IpNet>) -> Plan {
-    let mark = layout::mark_chain(c.mark_bit);
-    let mut masq_rules = Vec::new();
-    let mut dnats = Vec::new();
-    if c.snat && c.masq_all && (v4.is_some() || v6.is_some()) {
-        masq_rules.push((vec![expr::jump(&mark)], "masq all"));
-    }
+/// The plan for this attachment: per container address (first IPv4, first IPv6), one
+/// DNAT per mapping whose hostIP is unset or of that family (a hostIP of the other
+/// family is skipped for that address, as the reference does); an unspecified hostIP
+/// means every local address of its family.
+pub fn plan(c: &PortmapConf, id: String, v4: Option<IpNet>, v6: Option<IpNet>) -> Plan {
+    let snat = match (c.snat, c.masq_all) {
+        (false, _) => Snat::None,
+        (true, false) => Snat::Hairpin(c.mark_bit),
+        (true, true) => Snat::All(c.mark_bit),
+    };
+    let mut dnats: Vec<Dnat> = Vec::new();
     for pod in [v4, v6].into_iter().flatten() {
         let f = Family::of(&pod.addr);
-        if c.snat && !c.masq_all {
-            // hairpin, and other pods of the subnet reaching a host port (the reference's
-            // iptables rule matches the container address with its mask)
-            masq_rules.push((
-                vec![expr::eq(expr::saddr(f), expr::network(&pod)), expr::jump(&mark)],
-                "masq hairpin",
-            ));
-            if f == Family::V4 {
-                masq_rules.push((
-                    vec![
-                        expr::eq(expr::saddr(f), expr::ip(&IpAddr::V4(Ipv4Addr::LOCALHOST))),
-                        expr::jump(&mark),
-                    ],
-                    "masq localhost",
-                ));
-            }
-        }
+        let Some(to) = IpNet::new(unmap(pod.addr), pod.mask_len()) else {
+            continue;
+        };
         for m in &c.mappings {
-            if let Some(key) = key_for(m, f) {
-                dnats.push(Dnat {
-                    key,
-                    to: pod.addr,
-                    to_port: m.container_port,
-                });
+            if let Some(host) = host_port(m, f) {
+                if !dnats.iter().any(|d| d.host == host) {
+                    dnats.push(Dnat {
+                        host,
+                        to,
+                        to_port: m.container_port,
+                        snat,
+                    });
+                }
             }
         }
     }
-    Plan {
-        chain,
-        masq_rules,
-        dnats,
-        mark_bit: c.snat.then_some(c.mark_bit),
-    }
+    Plan { id, dnats }
 }
 
-fn key_for(m: &Mapping, f: Family) -> Option<ElemKey> {
+fn host_port(m: &Mapping, f: Family) -> Option<HostPort> {
     match m.host_ip {
         Some(h) if Family::of(&h) != f => None,
-        Some(h) if !h.is_unspecified() => Some(ElemKey::HostIp {
-            addr: cnichain_engine::spec::ipnet::unmap(h),
+        Some(h) if !h.is_unspecified() => Some(HostPort::Addr {
+            addr: unmap(h),
             proto: m.proto,
             port: m.host_port,
         }),
-        _ => Some(ElemKey::HostPort {
+        _ => Some(HostPort::Any {
             family: f,
             proto: m.proto,
             port: m.host_port,
@@ -167,65 +226,59 @@ fn nl_err(e: std::io::Error) -> CniError {
     CniError::internal(format!("portmap: nfnetlink: {e}"))
 }
 
-/// This chain's DNAT records (empty when the chain does not exist).
-fn recorded(nl: &mut Nfnl, chain: &str) -> Result<Vec<Dnat>, CniError> {
-    let comments = netlink::rule_comments(nl, layout::TABLE, chain).map_err(nl_err)?;
-    Ok(comments.iter().filter_map(|c| Dnat::parse(c)).collect())
+/// This attachment's records, parsed, and how many there are (unreadable ones included).
+fn recorded(nl: &mut Nfnl, id: &str) -> Result<(Vec<Dnat>, usize), CniError> {
+    let recs = records::read(nl, id).map_err(nl_err)?;
+    Ok((recs.iter().filter_map(|r| Dnat::parse(r)).collect(), recs.len()))
 }
 
-fn verdict(nl: &mut Nfnl, key: &ElemKey) -> Result<Option<(i32, String)>, CniError> {
-    netlink::elem_verdict(nl, layout::TABLE, key.map(), &key.kernel_bytes()).map_err(nl_err)
-}
-
-fn describe(key: &ElemKey) -> String {
-    match key {
-        ElemKey::HostPort { family, proto, port } => format!("{} port {port} ({})", proto.name(), family.nfproto()),
-        ElemKey::HostIp { addr, proto, port } => format!("{} port {}:{port}", proto.name(), format_ip(addr)),
-        ElemKey::Masq(a) => format_ip(a),
-    }
-}
-
-/// ADD: one transaction that (re)creates the chain with its rules, drops elements an
-/// earlier ADD of this attachment made and this one does not, and adds the elements.
-pub fn add(p: &Plan, element_comment: &str) -> Result<(), CniError> {
-    let mut nl = Nfnl::open().map_err(nl_err)?;
-    let existed = netlink::chain_exists(&mut nl, layout::TABLE, &p.chain).map_err(nl_err)?;
-    let old = if existed {
-        recorded(&mut nl, &p.chain)?
-    } else {
-        Vec::new()
-    };
-    let ours = Verdict::Jump(p.chain.clone());
-    let keys = p.keys();
-
-    let mut b = Batch::new();
-    b.add(layout::chain(&p.chain));
-    if existed {
-        b.flush(layout::chain(&p.chain));
-    }
-    for (r, comment) in &p.masq_rules {
-        b.add(layout::rule(&p.chain, r.clone(), Some(comment)));
-    }
-    for d in &p.dnats {
-        b.add(layout::rule(&p.chain, d.rule(), Some(&d.record())));
-    }
-    for o in &old {
-        if !keys.contains(&o.key) && verdict(&mut nl, &o.key)?.is_some_and(|(c, t)| ours.matches(c, &t)) {
-            b.delete(layout::element_key(&o.key));
+/// Append deletes of the elements of `dnats` that still carry `id`, each once.
+fn delete_owned(nl: &mut Nfnl, b: &mut Batch, id: &str, dnats: &[Dnat]) -> Result<(), CniError> {
+    let mut seen: Vec<Elem> = Vec::new();
+    for d in dnats {
+        for (e, _) in d.elements() {
+            if seen.contains(&e) {
+                continue;
+            }
+            if records::owned_by(nl, &e, id).map_err(nl_err)? {
+                b.delete(e.key_only());
+            }
+            seen.push(e);
         }
     }
-    for k in &keys {
-        b.add(layout::element(k, &ours, Some(element_comment)));
+    Ok(())
+}
+
+/// Who holds an element (its comment without the id).
+fn holder(info: &crate::nft::netlink::ElemInfo) -> String {
+    let rest = info.comment.split_once(' ').map(|x| x.1).unwrap_or("");
+    if rest.is_empty() {
+        info.owner().to_string()
+    } else {
+        rest.to_string()
     }
-    match nft::apply_pod(&b, p.mark_bit) {
+}
+
+/// ADD: one transaction that removes what an earlier ADD of this attachment wrote (still
+/// owned by it), adds any per-prefix / per-bit rule not there yet, and creates the
+/// elements and records.
+pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
+    let mut nl = Nfnl::open().map_err(nl_err)?;
+    let (old, old_count) = recorded(&mut nl, &p.id)?;
+    let mut b = Batch::new();
+    layout::ensure_rules(&mut nl, &mut b, &p.rules()).map_err(nl_err)?;
+    delete_owned(&mut nl, &mut b, &p.id, &old)?;
+    records::remove(&mut b, &p.id, old_count);
+    p.write(&mut b, hint)?;
+    match nft::apply_pod(&b) {
         Ok(()) => Ok(()),
         Err(e) if e.kind == NftErrorKind::Exists => {
             // Name the host ports another attachment holds.
             let mut taken = Vec::new();
-            for k in &keys {
-                if let Some((code, target)) = verdict(&mut nl, k)? {
-                    if !ours.matches(code, &target) {
-                        taken.push(format!("{} (held by nftables chain {target})", describe(k)));
+            for d in &p.dnats {
+                if let Some(info) = d.host.to_elem().get(&mut nl).map_err(nl_err)? {
+                    if info.owner() != p.id {
+                        taken.push(format!("{} (held by {})", d.host.describe(), holder(&info)));
                     }
                 }
             }
@@ -248,33 +301,21 @@ pub fn add(p: &Plan, element_comment: &str) -> Result<(), CniError> {
     }
 }
 
-/// DEL: remove this attachment's elements (those that still jump to its chain) and its
-/// chain, in one transaction. Nothing to do (no process run) when the chain is gone.
-pub fn del(chain: &str) -> Result<(), CniError> {
+/// DEL: remove this attachment's elements (those that still carry its id) and its
+/// records, in one transaction. Nothing to do (no process run) when it has no records.
+pub fn del(id: &str) -> Result<(), CniError> {
     let mut last = String::new();
-    // A concurrent change between the reads and the transaction (ENOENT, EBUSY): read
-    // again and retry once.
+    // A concurrent change between the reads and the transaction (ENOENT): read again and
+    // retry once.
     for _ in 0..2 {
         let mut nl = Nfnl::open().map_err(nl_err)?;
-        if !netlink::chain_exists(&mut nl, layout::TABLE, chain).map_err(nl_err)? {
-            // The kernel refuses to delete a chain an element jumps to, so no element of
-            // ours can outlive the chain.
+        let (old, count) = recorded(&mut nl, id)?;
+        if count == 0 {
             return Ok(());
         }
-        let ours = Verdict::Jump(chain.to_string());
         let mut b = Batch::new();
-        let mut seen: Vec<ElemKey> = Vec::new();
-        for d in recorded(&mut nl, chain)? {
-            if seen.contains(&d.key) {
-                continue;
-            }
-            seen.push(d.key);
-            if verdict(&mut nl, &d.key)?.is_some_and(|(c, t)| ours.matches(c, &t)) {
-                b.delete(layout::element_key(&d.key));
-            }
-        }
-        b.flush(layout::chain(chain));
-        b.delete(layout::chain(chain));
+        delete_owned(&mut nl, &mut b, id, &old)?;
+        records::remove(&mut b, id, count);
         match nft::apply(&b) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.kind, NftErrorKind::NotFound | NftErrorKind::Busy) => last = e.to_string(),
@@ -290,45 +331,34 @@ pub fn del(chain: &str) -> Result<(), CniError> {
     )))
 }
 
-/// CHECK: the chain exists, holds a DNAT rule for every expected mapping to the expected
-/// address, and every element jumps to it.
+/// CHECK: every expected host port leads to the expected address and port, its masquerade
+/// elements are there, all owned by this attachment.
 pub fn check(p: &Plan) -> Result<(), CniError> {
     let mut nl = Nfnl::open().map_err(nl_err)?;
-    if !netlink::chain_exists(&mut nl, layout::TABLE, &p.chain).map_err(nl_err)? {
-        return Err(CniError::internal(format!(
-            "portmap: nftables chain {} for this container is missing",
-            p.chain
-        )));
-    }
-    let have = recorded(&mut nl, &p.chain)?;
+    let fail = |msg: String| Err(CniError::internal(format!("portmap: {msg}")));
     for d in &p.dnats {
-        if !have.contains(d) {
-            return Err(CniError::internal(format!(
-                "portmap: no rule forwarding {} to {}:{} in chain {}",
-                describe(&d.key),
-                format_ip(&d.to),
-                d.to_port,
-                p.chain
-            )));
-        }
-    }
-    let ours = Verdict::Jump(p.chain.clone());
-    for k in p.keys() {
-        match verdict(&mut nl, &k)? {
-            Some((c, t)) if ours.matches(c, &t) => {}
-            Some((_, t)) => {
-                return Err(CniError::internal(format!(
-                    "portmap: {} leads to chain {t}, not {}",
-                    describe(&k),
-                    p.chain
-                )))
+        let what = d.host.describe();
+        for (e, data) in d.elements() {
+            let Some(info) = e.get(&mut nl).map_err(nl_err)? else {
+                return fail(format!("{what}: no element in {}", e.set));
+            };
+            if info.owner() != p.id {
+                return fail(format!("{what}: the element in {} belongs to {}", e.set, holder(&info)));
             }
-            None => {
-                return Err(CniError::internal(format!(
-                    "portmap: {} is not in map {}",
-                    describe(&k),
-                    k.map()
-                )))
+            if let Some(want) = data {
+                if info.data.as_deref() != Some(&want.kernel_bytes()[..]) {
+                    return fail(format!(
+                        "{what} does not forward to {}:{} ({} differs)",
+                        format_ip(&d.to.addr),
+                        d.to_port,
+                        e.set
+                    ));
+                }
+            }
+        }
+        for r in d.rules() {
+            if !layout::has_rule(&mut nl, &r).map_err(nl_err)? {
+                return fail(format!("rule \"{}\" is missing from chain {}", r.comment, r.chain));
             }
         }
     }
@@ -373,65 +403,87 @@ mod tests {
         );
         let p = plan(
             &c,
-            "pm-x".into(),
+            "px".into(),
             Some("10.88.0.2/16".parse().unwrap()),
             Some("fd00::2/64".parse().unwrap()),
         );
-        // v4: hairpin + localhost; v6: hairpin
-        assert_eq!(p.masq_rules.len(), 3);
-        // v4: 8080, 53@192.0.2.1, 8080; v6: 8080, 8443 (::), 8080
-        assert_eq!(p.dnats.len(), 6);
+        // v4: 8080, 53@192.0.2.1 (8080 again: the first wins); v6: 8080, 8443 (::)
+        assert_eq!(p.dnats.len(), 4);
         let recs: Vec<String> = p.dnats.iter().map(|d| d.record()).collect();
-        assert_eq!(recs[0], "hostports ipv4 tcp 8080 10.88.0.2 80");
-        assert_eq!(recs[1], "hostip4 192.0.2.1 udp 53 10.88.0.2 53");
-        assert_eq!(recs[4], "hostports ipv6 tcp 8443 fd00::2 443");
-        assert_eq!(p.keys().len(), 4, "duplicate keys are one element");
-        assert_eq!(p.mark_bit, Some(13));
+        assert_eq!(recs[0], "port4 tcp 8080 10.88.0.2/16 80 hairpin 13");
+        assert_eq!(recs[1], "ip4 192.0.2.1 udp 53 10.88.0.2/16 53 hairpin 13");
+        assert_eq!(recs[3], "port6 tcp 8443 fd00::2/64 443 hairpin 13");
         for d in &p.dnats {
             assert_eq!(Dnat::parse(&d.record()).as_ref(), Some(d));
         }
+        // v4: to, port, subnet, localhost; v6: to, port, subnet
+        assert_eq!(p.dnats[0].elements().len(), 4);
+        assert_eq!(p.dnats[2].elements().len(), 3);
+        assert_eq!(p.elements().len(), 4 + 4 + 3 + 3);
+        let rules: Vec<String> = p.dnats[0].rules().iter().map(|r| r.comment.clone()).collect();
+        assert_eq!(rules, ["snat /16 b13", "snat /32 b13", "masq b13"]);
+        assert_eq!(p.dnats[1].rules()[0].chain, layout::CHAIN_SNATIP4);
     }
 
     #[test]
     fn snat_off_and_masq_all() {
         let p = plan(
             &conf(false, false, vec![m(1, 1, Proto::Sctp, None)]),
-            "pm-x".into(),
+            "px".into(),
             Some("10.0.0.2/24".parse().unwrap()),
             None,
         );
-        assert!(p.masq_rules.is_empty());
-        assert_eq!(p.mark_bit, None);
+        assert_eq!(p.dnats[0].snat, Snat::None);
+        assert_eq!(p.elements().len(), 2);
+        assert!(p.rules().is_empty());
         let p = plan(
             &conf(true, true, vec![m(1, 1, Proto::Sctp, None)]),
-            "pm-x".into(),
+            "px".into(),
             Some("10.0.0.2/24".parse().unwrap()),
             Some("fd00::2/64".parse().unwrap()),
         );
-        assert_eq!(p.masq_rules.len(), 1);
+        assert_eq!(p.dnats[0].snat, Snat::All(13));
+        assert_eq!(p.dnats[0].snat_sources().0[0].to_string(), "0.0.0.0/0");
+        assert_eq!(p.dnats[1].snat_sources().0[0].to_string(), "::/0");
+        assert_eq!(p.dnats[0].record(), "port4 sctp 1 10.0.0.2/24 1 all 13");
         // a v6-only hostIP is skipped for the v4 address
         let p = plan(
             &conf(true, false, vec![m(1, 1, Proto::Tcp, Some("2001:db8::1"))]),
-            "pm-x".into(),
+            "px".into(),
             Some("10.0.0.2/24".parse().unwrap()),
             None,
         );
         assert!(p.dnats.is_empty());
+        // a subnet holding 127.0.0.1 needs no separate localhost element
+        let d = Dnat {
+            host: HostPort::Any {
+                family: Family::V4,
+                proto: Proto::Tcp,
+                port: 1,
+            },
+            to: "127.0.0.5/8".parse().unwrap(),
+            to_port: 1,
+            snat: Snat::Hairpin(3),
+        };
+        assert_eq!(d.snat_sources().0.len(), 1);
     }
 
     #[test]
     fn records_reject_garbage() {
         for bad in [
             "",
-            "masq hairpin",
-            "hostports ipv4 tcp 8080 10.0.0.2",
-            "hostports ipv4 tcp 8080 10.0.0.2 80 x",
-            "hostports ipv4 tcp 8080 nope 80",
+            "port4 tcp 8080 10.0.0.2/24 80",
+            "port4 tcp 8080 10.0.0.2/24 80 hairpin",
+            "port4 tcp 8080 10.0.0.2/24 80 hairpin 32",
+            "port4 tcp 8080 10.0.0.2/24 80 none x",
+            "port4 tcp 8080 nope 80 none",
+            "port4 tcp 8080 fd00::2/64 80 none",
+            "port4 tcp 8080 10.0.0.2/24 80 sometimes",
         ] {
             assert_eq!(Dnat::parse(bad), None, "{bad}");
         }
-        let c = chain_name("n", "c", "eth0");
-        assert!(layout::is_plain_name(&c));
-        assert_ne!(c, chain_name("n", "c", "eth1"));
+        let a = owner_id("n", "c", "eth0");
+        assert!(a.starts_with('p') && a.len() == 15);
+        assert_ne!(a, owner_id("n", "c", "eth1"));
     }
 }

@@ -1,0 +1,106 @@
+//! Who owns an element of the layout, and what each attachment wrote.
+//!
+//! * An attachment (portmap or ipMasq for one network, container and interface) has an
+//!   owner id: a letter (`p` portmap, `m` ipMasq) and 14 hex digits of a hash of the
+//!   three, 15 bytes, so that it fits an `ifname` key field.
+//! * Every element an attachment adds carries a comment starting with its id. Before
+//!   deleting an element the attachment reads it back over nfnetlink (one lookup by key)
+//!   and deletes it only if the id is its own: a re-used address or port held by another
+//!   attachment is never removed.
+//! * Its records are elements `"<id>" . 0`, `"<id>" . 1`, … of `set records`, one record
+//!   (a line of text of our own making) in each comment. DEL reads them by key until the
+//!   first missing index: no portMappings or addresses are needed, and nothing of another
+//!   attachment is listed. Records are written and removed with the elements they
+//!   describe, in the same transaction, so they are always contiguous.
+
+use super::layout::{self, Elem, Field};
+use super::netlink::Nfnl;
+use super::Batch;
+use std::io;
+
+/// The owner id of an attachment: `prefix` and 14 hex digits of
+/// sha512(salt, network, container, ifname).
+pub fn owner_id(prefix: char, salt: &str, network: &str, container_id: &str, ifname: &str) -> String {
+    let h = crate::conf::hash_hex(&[salt, "\0", network, "\0", container_id, "\0", ifname]);
+    format!("{prefix}{}", &h[..14])
+}
+
+/// The comment of an element owned by `id`: the id, then a readable hint.
+pub fn comment(id: &str, hint: &str) -> String {
+    layout::clip(&format!("{id} {hint}"))
+}
+
+/// Record number `n` of `id`.
+pub fn elem(id: &str, n: u16) -> Elem {
+    Elem::new(layout::SET_RECORDS, vec![Field::Name(id.to_string()), Field::Port(n)])
+}
+
+/// The records of `id`, in order (none when the table does not exist).
+pub fn read(nl: &mut Nfnl, id: &str) -> io::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for n in 0..=u16::MAX {
+        match elem(id, n).get(nl)? {
+            Some(info) => out.push(info.comment),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Add `records` as the records of `id` (their old ones must be removed in the same
+/// batch first). Each record is at most [`layout::MAX_COMMENT`] bytes of our own text.
+pub fn write(b: &mut Batch, id: &str, records: &[String]) -> Result<(), String> {
+    if records.len() > usize::from(u16::MAX) {
+        return Err(format!("too many records ({})", records.len()));
+    }
+    for (n, r) in (0..=u16::MAX).zip(records) {
+        if r.len() > layout::MAX_COMMENT {
+            return Err(format!("record too long: {r}"));
+        }
+        b.create(elem(id, n).with(None, r));
+    }
+    Ok(())
+}
+
+/// Delete the first `count` records of `id` (as many as [`read`] returned).
+pub fn remove(b: &mut Batch, id: &str, count: usize) {
+    for n in (0..=u16::MAX).take(count) {
+        b.delete(elem(id, n).key_only());
+    }
+}
+
+/// Whether element `e` exists and carries `id` as its owner.
+pub fn owned_by(nl: &mut Nfnl, e: &Elem, id: &str) -> io::Result<bool> {
+    Ok(e.get(nl)?.is_some_and(|i| i.owner() == id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_comments() {
+        let a = owner_id('p', "portmap", "net", "cid", "eth0");
+        assert_eq!(a.len(), 15);
+        assert!(a.starts_with('p') && layout::is_plain_name(&a));
+        assert_ne!(a, owner_id('p', "portmap", "net", "cid", "eth1"));
+        assert_ne!(a[1..], owner_id('m', "ipmasq", "net", "cid", "eth0")[1..]);
+        assert_eq!(comment("p1", "n/eth0/c"), "p1 n/eth0/c");
+        assert!(comment("p1", &"x".repeat(300)).len() <= layout::MAX_COMMENT);
+    }
+
+    #[test]
+    fn batches() {
+        let mut b = Batch::new();
+        write(&mut b, "p1", &["a".to_string(), "b".to_string()]).unwrap();
+        remove(&mut b, "p1", 2);
+        let v = b.to_json();
+        assert_eq!(v["nftables"][1]["create"]["element"]["elem"][0]["elem"]["comment"], "b");
+        assert_eq!(
+            v["nftables"][1]["create"]["element"]["elem"][0]["elem"]["val"]["concat"][1],
+            1
+        );
+        assert_eq!(v["nftables"][3]["delete"]["element"]["name"], layout::SET_RECORDS);
+        assert!(write(&mut b, "p1", &["x".repeat(200)]).is_err());
+    }
+}
