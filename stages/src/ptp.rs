@@ -195,7 +195,7 @@ impl Stage for Ptp {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            ipmasq::teardown(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            bridge::teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips)?;
         }
         Ok(())
     }

@@ -58,7 +58,10 @@ impl Stage for Portmap {
         // Everything this attachment made is in its own records: neither portMappings nor
         // prevResult is needed, and the rest of the config is not read.
         let network = inv.config.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-        rules::del(&rules::owner_id(network, &inv.rt.container_id, &inv.rt.ifname))
+        let id = rules::owner_id(network, &inv.rt.container_id, &inv.rt.ifname);
+        // The nft process waits ~20 ms in the kernel at exit: let it overlap the chain's
+        // other DEL work (the engine joins it before DEL returns; inline otherwise).
+        cnichain_engine::stage::defer("portmap", move || rules::del(&id))
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
