@@ -24,7 +24,10 @@ use std::time::Duration;
         .conflist/.conf file. NETNS is a network namespace path such as /run/netns/pod1. Plugins that \
         have no in-process stage are executed from CNI_PATH. On error the CNI error object is printed \
         on stdout and the exit status is 1.\n\n\
-        Invoked under the name `cnitool` (a symlink), the binary behaves as cnitool."
+        Invoked under the name `cnitool` (a symlink), the binary behaves as cnitool. Executed by a \
+        container runtime (CNI_COMMAND set) it is a CNI plugin: under the name of an in-process stage \
+        (bridge, host-local, ...; see `install`) that plugin, otherwise the `cnichain` meta-plugin that \
+        runs the inner chain in its config's `plugins`."
 )]
 struct Cli {
     #[command(flatten)]
@@ -126,6 +129,30 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Lint conflists: JSON, keys, versions, plugin types, the chain's dataflow
+    Validate(ValidateArgs),
+}
+
+/// `cnichain validate [FILE|DIR]...`; exit 0 clean, 1 problems found, 2 usage error.
+#[derive(Args)]
+pub(crate) struct ValidateArgs {
+    /// Conflist files (.conflist, .conf, .json) or directories [default: --conf-dir]
+    pub paths: Vec<PathBuf>,
+    /// Output: compiler-style text, or JSON for machines
+    #[arg(long, value_parser = ["human", "json"], default_value = "human")]
+    pub format: String,
+    /// Print each chain's dataflow graph (Graphviz DOT) on stdout; diagnostics go to stderr
+    #[arg(long, value_name = "FORMAT", value_parser = ["dot"])]
+    pub graph: Option<String>,
+    /// Fail on warnings too
+    #[arg(long)]
+    pub strict: bool,
+    /// Do not run external plugins' VERSION command (types are still looked up in CNI_PATH)
+    #[arg(long)]
+    pub no_exec: bool,
+    /// Print the diagnostic codes and exit
+    #[arg(long)]
+    pub list_codes: bool,
 }
 
 pub fn main() -> i32 {
@@ -260,6 +287,10 @@ fn run(cli: Cli) -> Result<(), CniError> {
             engine.status(&list)
         }
         Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
+        Cmd::Validate(a) => {
+            let timeout = settings(c).plugin_timeout;
+            std::process::exit(crate::validate_cmd::run(a, &engine.registry, &c.conf_dir, timeout))
+        }
     };
     if c.timings {
         print_timings(&engine);

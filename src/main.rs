@@ -6,6 +6,7 @@ mod cnitool;
 mod install;
 mod plugin;
 mod runtime;
+mod validate_cmd;
 
 fn main() {
     let argv0 = std::env::args_os().next().unwrap_or_default();

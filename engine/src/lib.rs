@@ -10,5 +10,6 @@ pub mod lock;
 pub mod request;
 pub mod spec;
 pub mod stage;
+pub mod validate;
 
 pub use spec::CniError;

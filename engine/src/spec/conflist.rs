@@ -111,6 +111,8 @@ impl PluginConf {
             None | Some(Value::Null) => None,
             Some(Value::Object(ipam)) => match ipam.get("type") {
                 None | Some(Value::Null) => None,
+                // An empty type means no IPAM, as the reference plugins read it.
+                Some(Value::String(s)) if s.is_empty() => None,
                 Some(Value::String(s)) => {
                     ids::validate_plugin_type(s, &format!("{at}.ipam.type"))?;
                     Some(s.clone())
@@ -357,6 +359,12 @@ mod tests {
             assert_eq!(e.code, *code, "{src}: {e}");
             assert!(e.msg.contains(needle), "{src}: {} lacks {needle}", e.msg);
         }
+    }
+
+    #[test]
+    fn an_empty_ipam_type_is_no_ipam_as_the_reference_reads_it() {
+        let l = list(r#"{"name":"n","plugins":[{"type":"bridge","ipam":{"type":""}}]}"#).unwrap();
+        assert_eq!(l.plugins[0].ipam_type, None);
     }
 
     #[test]
