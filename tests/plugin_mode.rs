@@ -52,7 +52,7 @@ fn assert_clean(sb: &Sandbox, pod: &str) {
         "pod links left"
     );
     assert_eq!(
-        stdout(&sb.sh_in(&sb.host(), "ip -o link show type veth | wc -l")).trim(),
+        stdout(&sb.sh_in(&sb.host(), "ip -o link show type veth | grep -vc cncdummy")).trim(),
         "0",
         "host veths left"
     );
@@ -285,4 +285,66 @@ fn install_refuses_foreign_files_and_uninstall_restores_them() {
         .map(|e| e.file_name().to_string_lossy().into())
         .collect();
     assert_eq!(left, ["bridge"]);
+}
+
+/// Mixed chains: reference plugins from /usr/lib/cni next to cnichain's stages, in both
+/// forms. macvlan (reference) delegates its IPAM to `host-local`, which is cnichain's
+/// drop-in (found first in CNI_PATH); firewall (reference, iptables) follows cnichain's
+/// bridge.
+#[test]
+fn mixed_chains_with_reference_plugins_work_in_both_forms() {
+    let mut sb = Sandbox::new("mixed");
+    let pod = sb.pod("p");
+    let bin = install(&sb);
+    let host = sb.host();
+    ok(&sb.sh_in(
+        &host,
+        "ip link add cncdummy0 type veth peer name cncdummy1 && ip link set cncdummy0 up && ip link set cncdummy1 up",
+    ));
+    let cni_path = format!("{}:{REF_PLUGINS}", bin.display());
+    let macvlan = r#"[
+      { "type": "macvlan", "master": "cncdummy0", "mode": "bridge",
+        "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": "10.67.0.0/24" }]] } },
+      { "type": "tuning", "sysctl": { "net.ipv4.conf.eth0.arp_notify": "1" } }
+    ]"#;
+    let firewall = r#"[
+      { "type": "bridge", "bridge": "cncm0", "isGateway": true,
+        "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": "10.68.0.0/24" }]] } },
+      { "type": "firewall" }
+    ]"#;
+    for (name, inner, subnet) in [("mv", macvlan, "10.67.0."), ("fw", firewall, "10.68.0.")] {
+        for meta in [false, true] {
+            let net = format!("{}-{name}{}", sb.tag, if meta { "m" } else { "d" });
+            let _c = ResultsCleanup(net.clone());
+            let plugins = if meta {
+                format!(r#"[{{"type":"cnichain","plugins":{inner}}}]"#)
+            } else {
+                inner.to_string()
+            };
+            sb.write_conflist(
+                "10.conflist",
+                &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":{plugins}}}"#),
+            );
+            let res = run_lifecycle(&sb, &cni_path, &net, &pod, "");
+            let addr = res["ips"][0]["address"].as_str().unwrap_or_default();
+            assert!(addr.starts_with(subnet), "{net}: {res}");
+            if name == "mv" {
+                let kinds: Vec<&str> = res["interfaces"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|i| i["name"].as_str())
+                    .collect();
+                assert_eq!(kinds, ["eth0"], "{net}: macvlan's result");
+            }
+            assert_clean(&sb, &pod);
+            if name == "fw" {
+                let rules = stdout(&sb.sh_in(&host, "iptables-save -t filter"));
+                assert!(
+                    !rules.contains(&addr.split('/').next().unwrap().to_string()),
+                    "{net}: firewall rules left:\n{rules}"
+                );
+            }
+        }
+    }
 }
