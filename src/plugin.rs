@@ -11,7 +11,7 @@ use cnichain_engine::spec::conflist::{parse_object, NetConfList};
 use cnichain_engine::spec::error::{CniError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV};
 use cnichain_engine::spec::result::CniResult;
 use cnichain_engine::spec::{ids, version};
-use cnichain_engine::stage::{Command, ExecPolicy, Invocation};
+use cnichain_engine::stage::{Command, DeferScope, ExecPolicy, Invocation};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
 
@@ -233,7 +233,15 @@ fn drop_in(
             let r = stage.add(&inv)?.convert(version)?;
             Ok(Some(r.to_json_pretty()))
         }
-        Command::Del => stage.del(&inv).map(|_| None),
+        Command::Del => {
+            // The stage's slow kernel waits (link deletion, nft's exit) overlap each other.
+            let scope = DeferScope::begin();
+            stage.del(&inv)?;
+            match scope.join().into_iter().next() {
+                Some(e) => Err(e),
+                None => Ok(None),
+            }
+        }
         Command::Check => stage.check(&inv).map(|_| None),
         Command::Gc => stage.gc(&inv).map(|_| None),
         Command::Status => stage.status(&inv).map(|_| None),
