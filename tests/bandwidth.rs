@@ -37,15 +37,7 @@ fn chain(sb: &Sandbox, exec: &str, verb: &str, net: &str, pod: &str, cap_args: O
     c.output().expect("run cnichain")
 }
 
-fn sh(sb: &Sandbox, ns: &str, script: &str) -> String {
-    let o = sb.sh_in(ns, script);
-    assert!(o.status.success(), "{script}: {}", stderr(&o));
-    stdout(&o).trim().to_string()
-}
 
-fn ns_name(path: &str) -> String {
-    path.trim_start_matches("/run/netns/").to_string()
-}
 
 /// cnitool's container ID for a netns path (what `cnichain add` uses).
 fn container_id(netns: &str) -> String {

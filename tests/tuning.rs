@@ -85,15 +85,7 @@ fn chain(sb: &Sandbox, exec: &str, verb: &str, net: &str, pod: &str, env: &[(&st
     c.output().expect("run cnichain")
 }
 
-fn sh(sb: &Sandbox, ns: &str, script: &str) -> String {
-    let o = sb.sh_in(ns, script);
-    assert!(o.status.success(), "{script}: {}", stderr(&o));
-    stdout(&o).trim().to_string()
-}
 
-fn ns_name(path: &str) -> String {
-    path.trim_start_matches("/run/netns/").to_string()
-}
 
 /// A pod with an `eth0` (MAC 02:00:00:00:00:01, MTU 1500), up: one end of a veth pair
 /// whose other end stays in the pod (this kernel has no dummy driver).

@@ -218,6 +218,18 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Run a shell snippet in a netns, assert it succeeded, return its trimmed stdout.
+pub fn sh(sb: &Sandbox, ns: &str, script: &str) -> String {
+    let o = sb.sh_in(ns, script);
+    assert!(o.status.success(), "{script}: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// The netns name of a /run/netns path.
+pub fn ns_name(path: &str) -> String {
+    path.trim_start_matches("/run/netns/").to_string()
+}
+
 /// Assert success and return stdout.
 #[track_caller]
 pub fn ok(o: &Output) -> String {

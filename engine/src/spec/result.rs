@@ -640,7 +640,7 @@ fn join(path: &str, key: &str) -> String {
 
 /// Go's case-insensitive key match for an ASCII field name, including its folding of
 /// U+017F (long s) to "s" and U+212A (Kelvin sign) to "k".
-fn key_is(key: &str, name: &str) -> bool {
+pub fn key_is(key: &str, name: &str) -> bool {
     let mut nb = name.bytes();
     for c in key.chars() {
         let folded = match c {

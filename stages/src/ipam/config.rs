@@ -47,23 +47,8 @@ pub fn join(parent: &str, key: &str) -> String {
     }
 }
 
-/// Go's case-insensitive match of a JSON key against an ASCII field name.
-pub fn key_is(key: &str, name: &str) -> bool {
-    let mut nb = name.bytes();
-    for c in key.chars() {
-        let folded = match c {
-            '\u{017f}' => b's',
-            '\u{212a}' => b'k',
-            c if c.is_ascii() => (c as u8).to_ascii_lowercase(),
-            _ => return false,
-        };
-        match nb.next() {
-            Some(b) if b.to_ascii_lowercase() == folded => {}
-            _ => return false,
-        }
-    }
-    nb.next().is_none()
-}
+/// Go's case-insensitive match of a JSON key against an ASCII field name (the engine's).
+pub use cnichain_engine::spec::result::key_is;
 
 /// The value of the last key matching `name` (Go: the last one wins).
 pub fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
