@@ -897,3 +897,189 @@ fn ipmasq_setup_check_teardown() {
     assert!(record_owners(&sb).is_empty());
     ok(&run(&sb, "del", &net, &a, None));
 }
+
+/// (key, data, comment) of each element of a map or set as `nft -j list` shows it.
+fn elems_listed(sb: &Sandbox, name: &str) -> Vec<(Value, Value, String)> {
+    map_elems(sb, name)
+        .into_iter()
+        .map(|e| {
+            // a map element is [ {"elem": {"val": key, "comment": …}}, data ]; a set
+            // element with a comment is {"elem": {…}}
+            let (k, data) = match e.as_array() {
+                Some(pair) => (pair.first().cloned().unwrap_or_default(), pair.get(1).cloned()),
+                None => (e, None),
+            };
+            let comment = k["elem"]["comment"].as_str().unwrap_or("").to_string();
+            (k["elem"]["val"].clone(), data.unwrap_or_default(), comment)
+        })
+        .collect()
+}
+
+/// The common case writes its elements over nfnetlink (one batch, no nft process): after
+/// in-process ADDs (the first one declares the table and the rules through nft, the
+/// second and third only add elements), nft lists every element with its data and with
+/// the comment that names its owner, ownership checks (CHECK, the holder named in a
+/// conflict, DEL) keep working, and a conflicting batch writes nothing.
+#[test]
+fn elements_written_over_nfnetlink_carry_their_comments() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new("pmnl");
+    let net = format!("{}-n", sb.tag);
+    let conf = |hp: u16, cp: u16| pm_conf(&net, Some(maps(&[(hp, cp, "tcp", None)])));
+    let first = call(
+        &sb,
+        Command::Add,
+        conf(8080, 80),
+        Some(prev_for("10.71.0.2")),
+        "cid-one",
+    );
+    assert!(first.is_ok(), "{first:?}");
+    let rules_before = chains_of(&table_text(&sb));
+    let second = call(
+        &sb,
+        Command::Add,
+        conf(9090, 90),
+        Some(prev_for("10.71.0.3")),
+        "cid-two",
+    );
+    assert!(second.is_ok(), "{second:?}");
+    assert_eq!(chains_of(&table_text(&sb)), rules_before);
+
+    for (cid, ip, hp, cp) in [
+        ("cid-one", "10.71.0.2", 8080u16, 80u16),
+        ("cid-two", "10.71.0.3", 9090, 90),
+    ] {
+        let id = rules::owner_id(&net, cid, "eth0");
+        let want = format!("{id} {}", layout::hint(&net, cid, "eth0"));
+        let to: Vec<_> = elems_listed(&sb, layout::MAP_PORT4_TO)
+            .into_iter()
+            .filter(|e| e.0 == json!({"concat": ["tcp", hp]}))
+            .collect();
+        assert_eq!(to.len(), 1, "{cid}: {to:?}");
+        assert_eq!((to[0].1.clone(), to[0].2.as_str()), (json!(ip), want.as_str()), "{cid}");
+        let port: Vec<_> = elems_listed(&sb, layout::MAP_PORT4_PORT)
+            .into_iter()
+            .filter(|e| e.0 == json!({"concat": ["tcp", hp]}))
+            .collect();
+        assert_eq!(port.len(), 1, "{cid}: {port:?}");
+        assert_eq!(
+            (port[0].1.clone(), port[0].2.as_str()),
+            (json!(cp), want.as_str()),
+            "{cid}"
+        );
+        // hairpin (the /24) and localhost, both with the owner's comment
+        let snat: Vec<_> = elems_listed(&sb, "pm-snat4-b13")
+            .into_iter()
+            .filter(|e| e.0["concat"][3] == json!(hp))
+            .collect();
+        assert_eq!(snat.len(), 2, "{cid}: {snat:?}");
+        assert!(snat.iter().all(|e| e.2 == want), "{cid}: {snat:?}");
+        assert!(
+            snat.iter()
+                .any(|e| e.0["concat"][0] == json!("10.71.0.0") && e.0["concat"][1] == json!("10.71.0.255")),
+            "{cid}: {snat:?}"
+        );
+        // the record: "<id>" . 0 with the record text as its comment
+        let recs: Vec<_> = elems_listed(&sb, layout::SET_RECORDS)
+            .into_iter()
+            .filter(|e| e.0["concat"][0] == json!(id))
+            .collect();
+        assert_eq!(recs.len(), 1, "{cid}: {recs:?}");
+        assert_eq!(recs[0].0["concat"][1], json!(0));
+        assert_eq!(recs[0].2, format!("port4 tcp {hp} {ip}/24 {cp} hairpin 13"));
+        let c = call(&sb, Command::Check, conf(hp, cp), Some(prev_for(ip)), cid);
+        assert!(c.is_ok(), "{cid}: {c:?}");
+    }
+
+    // a host port held by another attachment: the whole batch fails (9091 not written)
+    // and the error names the holder
+    let caps = maps(&[(9091, 91, "tcp", None), (8080, 81, "tcp", None)]);
+    let before = table_text(&sb);
+    let e = call(
+        &sb,
+        Command::Add,
+        pm_conf(&net, Some(caps)),
+        Some(prev_for("10.71.0.4")),
+        "cid-three",
+    )
+    .err()
+    .expect("8080 is taken");
+    assert_eq!(e.code, 11, "{e:?}");
+    assert!(
+        e.msg.contains("tcp port 8080") && e.msg.contains("cid-one"),
+        "{}",
+        e.msg
+    );
+    assert_eq!(table_text(&sb), before);
+
+    // ipMasq: the second setup (its rule exists) is an element batch as well
+    let ips: Vec<cnichain_engine::spec::ipnet::IpNet> = vec!["10.71.0.2/24".parse().unwrap()];
+    let n = net.clone();
+    in_ns(&sb.host(), move || {
+        ipmasq::setup(&n, "cid-one", "eth0", &ips)?;
+        ipmasq::setup(&n, "cid-one", "eth0", &ips)?;
+        ipmasq::check(&n, "cid-one", "eth0", &ips)
+    })
+    .unwrap();
+    let mid = ipmasq::owner_id(&net, "cid-one", "eth0");
+    let hint = layout::hint(&net, "cid-one", "eth0");
+    let src = elems_listed(&sb, layout::SET_MQ_SRC4);
+    assert_eq!(src.len(), 1);
+    assert_eq!(
+        (src[0].0.clone(), src[0].2.clone()),
+        (json!("10.71.0.2"), format!("{mid} 10.71.0.2/24 {hint}"))
+    );
+    let own = elems_listed(&sb, layout::SET_MQ_OWN4);
+    assert_eq!(own.len(), 1);
+    assert_eq!(own[0].2, format!("{mid} {hint}"));
+
+    // element batches on their own: all or nothing, errors by kind
+    let r = in_ns(&sb.host(), || {
+        let e = layout::Elem::new(
+            layout::MAP_PORT4_PORT,
+            vec![layout::Field::Proto(Proto::Udp), layout::Field::Port(7)],
+        );
+        let taken = layout::Elem::new(
+            layout::MAP_PORT4_PORT,
+            vec![layout::Field::Proto(Proto::Tcp), layout::Field::Port(8080)],
+        );
+        let mut b = Batch::new();
+        b.create_elem(&e, Some(&layout::Field::Port(7)), "x1 test");
+        b.create_elem(&taken, Some(&layout::Field::Port(1)), "x1 test");
+        let exists = nft::apply(&b).err().map(|e| (e.kind, e.msg));
+        let mut b = Batch::new();
+        b.delete_elem(&e);
+        let missing = nft::apply(&b).err().map(|e| e.kind);
+        let mut b = Batch::new();
+        b.create_elem(
+            &layout::Elem::new("no-such-set", vec![layout::Field::Port(1)]),
+            None,
+            "x",
+        );
+        let no_set = nft::apply(&b).err().map(|e| e.kind);
+        Ok((exists, missing, no_set))
+    })
+    .unwrap();
+    let (exists, missing, no_set) = r;
+    let (kind, msg) = exists.expect("EEXIST");
+    assert_eq!(kind, nft::NftErrorKind::Exists);
+    assert!(msg.contains("tcp . 8080") && msg.contains("pm-port4-port"), "{msg}");
+    assert_eq!(missing, Some(nft::NftErrorKind::NotFound), "udp . 7 was not written");
+    assert_eq!(no_set, Some(nft::NftErrorKind::NotFound));
+
+    for cid in ["cid-one", "cid-two", "cid-three"] {
+        let d = call(&sb, Command::Del, pm_conf(&net, None), None, cid);
+        assert!(d.is_ok(), "{cid}: {d:?}");
+    }
+    let n = net.clone();
+    in_ns(&sb.host(), move || ipmasq::teardown(&n, "cid-one", "eth0", &[])).unwrap();
+    assert_eq!(
+        elems_with(&sb, "pm-") + elems_with(&sb, "mq-"),
+        0,
+        "{}",
+        table_text(&sb)
+    );
+    assert!(record_owners(&sb).is_empty());
+}

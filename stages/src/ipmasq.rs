@@ -16,7 +16,9 @@
 //! @mq-own4 accept`), then `ip saddr @mq-src4 masquerade`.
 //!
 //! Adding or removing one attachment adds or removes only its elements and records: one
-//! nft transaction, nothing of another pod is listed or rewritten. The records hold the
+//! transaction, nothing of another pod is listed or rewritten. It is an nfnetlink element
+//! batch (no process) unless the rule for the address's prefix length is not there yet;
+//! then it runs through `nft` once (see [`crate::nft::apply_pod`]). The records hold the
 //! addresses, so `teardown` works with no addresses passed (netns gone, no cached
 //! result). An element belongs to the attachment whose id its comment starts with:
 //! teardown deletes only its own elements (read back over nfnetlink first), and setup
@@ -62,7 +64,7 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
     for o in old.iter().filter(|o| !ips.iter().any(|n| n.addr == o.addr)) {
         for e in [layout::mq_src_elem(o.addr), layout::mq_own_elem(o)] {
             if !gone.contains(&e) && records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
-                b.delete(e.key_only());
+                b.delete_elem(&e);
                 gone.push(e);
             }
         }
@@ -90,13 +92,13 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
                 own.insert(0, layout::mq_own_elem(&prev));
             }
             if !gone.contains(&src) {
-                b.delete(src.key_only());
+                b.delete_elem(&src);
                 gone.push(src.clone());
             }
         }
         for e in own {
             if !gone.contains(&e) && e.get(&mut nl).context("ipMasq: nfnetlink")?.is_some() {
-                b.delete(e.key_only());
+                b.delete_elem(&e);
                 gone.push(e);
             }
         }
@@ -104,12 +106,16 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
     records::remove(&mut b, &id, old_count);
     for n in &ips {
         let net = format!("{}/{}", cnichain_engine::spec::ipnet::format_ip(&n.addr), n.mask_len());
-        b.create(layout::mq_src_elem(n.addr).with(None, &records::comment(&id, &format!("{net} {hint}"))));
-        b.create(layout::mq_own_elem(n).with(None, &records::comment(&id, &hint)));
+        b.create_elem(
+            &layout::mq_src_elem(n.addr),
+            None,
+            &records::comment(&id, &format!("{net} {hint}")),
+        );
+        b.create_elem(&layout::mq_own_elem(n), None, &records::comment(&id, &hint));
     }
     let recs: Vec<String> = ips.iter().map(record).collect();
     records::write(&mut b, &id, &recs).map_err(|e| anyhow!("ipMasq: {e}"))?;
-    nft::apply_pod(&b).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
+    nft::apply_pod(&mut nl, &b).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
 }
 
 /// Remove this attachment's masquerading. `ips` may be empty: the addresses are read
@@ -134,13 +140,13 @@ pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) 
         for n in &all {
             for e in [layout::mq_src_elem(n.addr), layout::mq_own_elem(n)] {
                 if !gone.contains(&e) && records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
-                    b.delete(e.key_only());
+                    b.delete_elem(&e);
                     gone.push(e);
                 }
             }
         }
         records::remove(&mut b, &id, count);
-        match nft::apply(&b) {
+        match nft::apply_on(&mut nl, &b) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.kind, NftErrorKind::NotFound | NftErrorKind::Busy) => last = Some(e),
             Err(e) => return Err(anyhow!("ipMasq teardown: {e}")),

@@ -225,8 +225,9 @@ impl Stage for Bridge {
     }
 }
 
-/// ipMasq teardown runs one nft process, which waits ~20 ms in the kernel at exit: let it
-/// overlap the chain's other DEL work (joined by the engine; inline outside a DEL).
+/// ipMasq teardown waits in the kernel (the nftables commit, or an nft process's exit when
+/// it needs one): let it overlap the chain's other DEL work (joined by the engine; inline
+/// outside a DEL).
 pub fn teardown_masq_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<IpNet>) -> Result<(), CniError> {
     let (net, cid, ifname) = (net.to_string(), container_id.to_string(), ifname.to_string());
     cnichain_engine::stage::defer("ipMasq", move || {

@@ -82,8 +82,10 @@
 //! attachment, `m…` for an ipMasq one, see [`super::records`]); an attachment deletes an
 //! element only after reading it back over nfnetlink and finding its own id there.
 //!
-//! The fixed objects are declared only when a pod transaction fails with ENOENT (first use
-//! on a host): re-declaring them in every transaction would cost one more RCU grace period
+//! A pod's elements are written with one nfnetlink element batch (see [`super::apply_pod`];
+//! keys are [`Elem::kernel_key`], concatenations padded to 32-bit registers; comments are
+//! libnftnl's user data TLV, so `nft list` shows them). The fixed objects are declared
+//! only when a pod transaction fails with ENOENT (first use on a host): re-declaring them in every transaction would cost one more RCU grace period
 //! per ADD. The per-prefix and per-mark-bit rules are added by the pod transaction that
 //! first needs them (it reads the chain's rule comments first) and then stay.
 
@@ -260,6 +262,20 @@ impl Elem {
             None => k,
         };
         json!({ "element": { "family": FAMILY, "table": TABLE, "name": self.set, "elem": [e] } })
+    }
+
+    /// The key as nft prints it (`tcp . 8080`, `"p0123…" . 0`), for messages.
+    pub fn describe_key(&self) -> String {
+        self.key
+            .iter()
+            .map(|f| match f {
+                Field::Addr(a) => format_ip(&unmap(*a)),
+                Field::Proto(p) => p.name().to_string(),
+                Field::Port(p) => p.to_string(),
+                Field::Name(n) => format!("{n:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" . ")
     }
 
     /// `{"element": …}` naming this element by key (for delete).

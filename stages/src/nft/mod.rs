@@ -1,9 +1,12 @@
 //! nftables: the one place that talks to netfilter.
 //!
-//! * Writes are libnftables JSON batches run through one `nft -j -f -` process each: a
-//!   batch is one kernel transaction (all or nothing). The JSON is built from typed values
-//!   (addresses, ports, protocol enums, names we derive ourselves); no text from a config
-//!   ever reaches nft as rule text.
+//! * Writes are batches: one kernel transaction each (all or nothing). The common one, a
+//!   pod adding or removing its own set and map elements, is one nfnetlink batch sent on
+//!   our own socket ([`apply_elems`]): no process, no listing of the ruleset. The rare
+//!   ones (declaring the table, a per-prefix or per-bit rule needed for the first time)
+//!   are libnftables JSON run through one `nft -j -f -` process. Both are built from
+//!   typed values (addresses, ports, protocol enums, names we derive ourselves); no text
+//!   from a config ever reaches nft as rule text.
 //! * Reads that must stay cheap (does this chain exist, the comments of one chain's rules,
 //!   one element of a set or map with its comment) use nfnetlink directly ([`netlink`]):
 //!   a few microseconds, no process, independent of how many other pods exist.
@@ -12,7 +15,8 @@
 //! * [`conntrack`] deletes conntrack entries over ctnetlink.
 //!
 //! Everything runs in the calling thread's network namespace: the netlink sockets are
-//! opened on that thread and the `nft` child inherits that thread's namespaces.
+//! opened on that thread (and then used in the namespace they were opened in) and the
+//! `nft` child inherits that thread's namespaces.
 //!
 //! The table layout shared by portmap and ipMasq is in [`layout`]; element ownership and
 //! each attachment's records in [`records`].
@@ -58,10 +62,51 @@ impl fmt::Display for NftError {
 
 impl std::error::Error for NftError {}
 
-/// One nft transaction: a list of libnftables JSON commands.
+/// One nft transaction: libnftables JSON commands and element writes, in order.
+///
+/// A batch of element writes only ([`Batch::create_elem`], [`Batch::delete_elem`]) is
+/// sent by [`apply`] as one nfnetlink transaction on a socket of our own (no process);
+/// anything else (tables, chains, rules, sets) goes through one `nft -j -f -` process.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    cmds: Vec<Value>,
+    cmds: Vec<Cmd>,
+}
+
+#[derive(Debug, Clone)]
+enum Cmd {
+    Json(Value),
+    Elem(ElemOp),
+}
+
+/// One element write of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElemOp {
+    /// Create `elem` (with `data` in a map) and its comment; fails with EEXIST when the
+    /// key exists, whatever its data.
+    Create {
+        elem: layout::Elem,
+        data: Option<layout::Field>,
+        comment: String,
+    },
+    /// Delete `elem` by key; fails with ENOENT when it does not exist.
+    Delete(layout::Elem),
+}
+
+impl ElemOp {
+    fn to_json(&self) -> Value {
+        match self {
+            ElemOp::Create { elem, data, comment } => json!({ "create": elem.with(data.as_ref(), comment) }),
+            ElemOp::Delete(elem) => json!({ "delete": elem.key_only() }),
+        }
+    }
+
+    /// `create element tcp . 8080 in pm-port4-to`, for messages.
+    fn describe(&self) -> String {
+        match self {
+            ElemOp::Create { elem, .. } => format!("create element {} in {}", elem.describe_key(), elem.set),
+            ElemOp::Delete(elem) => format!("delete element {} from {}", elem.describe_key(), elem.set),
+        }
+    }
 }
 
 impl Batch {
@@ -74,28 +119,64 @@ impl Batch {
     pub fn len(&self) -> usize {
         self.cmds.len()
     }
+    fn json(&mut self, verb: &str, obj: Value) {
+        let mut m = serde_json::Map::new();
+        m.insert(verb.to_string(), obj);
+        self.cmds.push(Cmd::Json(Value::Object(m)));
+    }
     /// `{"add": obj}` (idempotent for tables, chains and maps; elements with the same key
     /// and value are accepted again, with another value they fail with EEXIST).
     pub fn add(&mut self, obj: Value) {
-        self.cmds.push(json!({ "add": obj }));
+        self.json("add", obj);
     }
     /// `{"create": obj}`: like add, but an element whose key exists fails with EEXIST
     /// whatever its value (how a taken host port is detected, atomically).
     pub fn create(&mut self, obj: Value) {
-        self.cmds.push(json!({ "create": obj }));
+        self.json("create", obj);
     }
     pub fn flush(&mut self, obj: Value) {
-        self.cmds.push(json!({ "flush": obj }));
+        self.json("flush", obj);
     }
     pub fn delete(&mut self, obj: Value) {
-        self.cmds.push(json!({ "delete": obj }));
+        self.json("delete", obj);
+    }
+    /// Create one element of the layout (with `data` in a map) carrying `comment`
+    /// (clipped to [`layout::MAX_COMMENT`] bytes); EEXIST when its key exists.
+    pub fn create_elem(&mut self, elem: &layout::Elem, data: Option<&layout::Field>, comment: &str) {
+        self.cmds.push(Cmd::Elem(ElemOp::Create {
+            elem: elem.clone(),
+            data: data.cloned(),
+            comment: layout::clip(comment),
+        }));
+    }
+    /// Delete one element of the layout by key; ENOENT when it does not exist.
+    pub fn delete_elem(&mut self, elem: &layout::Elem) {
+        self.cmds.push(Cmd::Elem(ElemOp::Delete(elem.clone())));
     }
     /// Append another batch's commands.
     pub fn extend(&mut self, other: Batch) {
         self.cmds.extend(other.cmds);
     }
+    /// The element writes, when the batch holds nothing else.
+    pub fn elem_ops(&self) -> Option<Vec<&ElemOp>> {
+        self.cmds
+            .iter()
+            .map(|c| match c {
+                Cmd::Elem(op) => Some(op),
+                Cmd::Json(_) => None,
+            })
+            .collect()
+    }
     pub fn to_json(&self) -> Value {
-        json!({ "nftables": self.cmds })
+        let cmds: Vec<Value> = self
+            .cmds
+            .iter()
+            .map(|c| match c {
+                Cmd::Json(v) => v.clone(),
+                Cmd::Elem(op) => op.to_json(),
+            })
+            .collect();
+        json!({ "nftables": cmds })
     }
 }
 
@@ -172,8 +253,35 @@ fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
     })
 }
 
-/// Run one batch as one transaction (`nft -j -f -`). An empty batch runs nothing.
+/// Run one batch as one transaction. An empty batch runs nothing. A batch of element
+/// writes only is one nfnetlink transaction on a socket opened here, in the calling
+/// thread's network namespace (see [`apply_elems`]); anything else runs `nft -j -f -`.
 pub fn apply(batch: &Batch) -> Result<(), NftError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    match batch.elem_ops() {
+        Some(ops) => {
+            let mut nl = netlink::Nfnl::open().map_err(|e| NftError {
+                kind: NftErrorKind::Other,
+                msg: format!("nfnetlink: {e}"),
+            })?;
+            apply_elems(&mut nl, &ops)
+        }
+        None => apply_nft(batch),
+    }
+}
+
+/// [`apply`] with element writes sent on `nl` (a socket of the namespace to change).
+pub fn apply_on(nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
+    match batch.elem_ops() {
+        Some(ops) => apply_elems(nl, &ops),
+        None => apply_nft(batch),
+    }
+}
+
+/// Run one batch through one `nft -j -f -` process, whatever it holds.
+pub fn apply_nft(batch: &Batch) -> Result<(), NftError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -185,18 +293,92 @@ pub fn apply(batch: &Batch) -> Result<(), NftError> {
     run_nft(&["-j", "-f", "-"], Some(&data)).map(|_| ())
 }
 
+/// Write element `ops` in one nfnetlink transaction on `nl` (NFNL_MSG_BATCH_BEGIN, one
+/// NEWSETELEM / DELSETELEM per element, NFNL_MSG_BATCH_END): all or nothing. Every
+/// message's ACK is read; the first failure names its element and set. EEXIST (a key
+/// that exists) is [`NftErrorKind::Exists`], ENOENT (no such table, set or element)
+/// [`NftErrorKind::NotFound`], EBUSY [`NftErrorKind::Busy`].
+pub fn apply_elems(nl: &mut netlink::Nfnl, ops: &[&ElemOp]) -> Result<(), NftError> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<(Vec<u8>, Option<Vec<u8>>)> = ops
+        .iter()
+        .map(|op| match op {
+            ElemOp::Create { elem, data, .. } => (elem.kernel_key(), data.as_ref().map(layout::Field::kernel_bytes)),
+            ElemOp::Delete(elem) => (elem.kernel_key(), None),
+        })
+        .collect();
+    let msgs: Vec<netlink::BatchMsg> = ops
+        .iter()
+        .zip(&keys)
+        .map(|(op, (key, data))| match op {
+            ElemOp::Create { elem, comment, .. } => netlink::elem_msg(
+                layout::TABLE,
+                &elem.set,
+                &netlink::ElemWrite::Create {
+                    key,
+                    data: data.as_deref(),
+                    comment,
+                },
+            ),
+            ElemOp::Delete(elem) => netlink::elem_msg(layout::TABLE, &elem.set, &netlink::ElemWrite::Delete { key }),
+        })
+        .collect();
+    tracing::debug!(elements = msgs.len(), "nfnetlink element transaction");
+    let answers = nl
+        .batch(netlink::NFNL_SUBSYS_NFTABLES, &msgs)
+        .map_err(|e| errno_error(e.raw_os_error().unwrap_or(0), &format!("element transaction: {e}")))?;
+    match ops.iter().zip(answers).find(|(_, err)| *err != 0) {
+        None => Ok(()),
+        Some((op, err)) => {
+            let text = std::io::Error::from_raw_os_error(-err);
+            Err(errno_error(-err, &format!("{}: {text}", op.describe())))
+        }
+    }
+}
+
+/// An errno of the kernel as an [`NftError`] of the matching kind.
+fn errno_error(errno: i32, what: &str) -> NftError {
+    let (kind, hint) = match errno {
+        libc::EEXIST => (NftErrorKind::Exists, ""),
+        libc::ENOENT => (NftErrorKind::NotFound, ""),
+        libc::EBUSY => (NftErrorKind::Busy, ""),
+        libc::EPERM | libc::EACCES => (NftErrorKind::Other, " (CAP_NET_ADMIN is needed)"),
+        libc::EINVAL => (NftErrorKind::Other, " (the kernel refused the element's key or data)"),
+        libc::ENFILE | libc::E2BIG | libc::ENOSPC => (NftErrorKind::Other, " (the set is full)"),
+        _ => (NftErrorKind::Other, ""),
+    };
+    NftError {
+        kind,
+        msg: format!("nfnetlink: {what}{hint}"),
+    }
+}
+
 /// Run a pod's batch (its elements, records and any per-prefix / per-bit rule it is the
-/// first to need). If it fails with ENOENT because the table, a set or a chain is missing
-/// (first use on this host or netns), run it once more with the fixed objects declared in
-/// front. The common case is a single small transaction.
-pub fn apply_pod(batch: &Batch) -> Result<(), NftError> {
-    match apply(batch) {
+/// first to need). The common case, elements only, is one nfnetlink transaction on `nl`
+/// and no process. A batch with a rule, or one that fails with ENOENT because the table
+/// or a set is missing (first use on this host or netns), runs through `nft`; on ENOENT
+/// once more with the fixed objects declared in front.
+pub fn apply_pod(nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    if let Some(ops) = batch.elem_ops() {
+        match apply_elems(nl, &ops) {
+            Err(e) if e.kind == NftErrorKind::NotFound => {
+                tracing::debug!("element transaction: {e}; running nft");
+            }
+            other => return other,
+        }
+    }
+    match apply_nft(batch) {
         Err(e) if e.kind == NftErrorKind::NotFound => {
             tracing::debug!("declaring the cnichain nftables table ({e})");
             let mut full = Batch::new();
             layout::declare_base(&mut full);
             full.extend(batch.clone());
-            apply(&full)
+            apply_nft(&full)
         }
         other => other,
     }
@@ -255,6 +437,38 @@ mod tests {
         assert_eq!(v["nftables"][2]["delete"]["chain"]["family"], "inet");
         assert_eq!(v["nftables"][3]["create"]["chain"]["name"], "y");
         assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn element_batches_and_errors() {
+        use layout::{Elem, Field};
+        let e = Elem::new(
+            layout::MAP_PORT4_TO,
+            vec![Field::Proto(expr::Proto::Tcp), Field::Port(8080)],
+        );
+        let mut b = Batch::new();
+        b.create_elem(&e, Some(&Field::Addr("10.0.0.2".parse().unwrap())), &"c".repeat(300));
+        b.delete_elem(&e);
+        let ops = b.elem_ops().unwrap();
+        assert_eq!(ops.len(), 2);
+        assert!(matches!(ops[0], ElemOp::Create { comment, .. } if comment.len() == layout::MAX_COMMENT));
+        assert_eq!(ops[1].describe(), "delete element tcp . 8080 from pm-port4-to");
+        // the nft rendering (the fallback) is the same as before
+        let v = b.to_json();
+        assert_eq!(v["nftables"][0]["create"]["element"]["name"], "pm-port4-to");
+        assert_eq!(v["nftables"][0]["create"]["element"]["elem"][0][1], "10.0.0.2");
+        assert_eq!(v["nftables"][1]["delete"]["element"]["elem"][0]["concat"][1], 8080);
+        // anything but elements goes through nft
+        b.add(layout::table());
+        assert!(b.elem_ops().is_none());
+        assert_eq!(Batch::new().elem_ops().map(|o| o.len()), Some(0));
+
+        assert_eq!(errno_error(libc::EEXIST, "x").kind, NftErrorKind::Exists);
+        assert_eq!(errno_error(libc::ENOENT, "x").kind, NftErrorKind::NotFound);
+        assert_eq!(errno_error(libc::EBUSY, "x").kind, NftErrorKind::Busy);
+        let p = errno_error(libc::EPERM, "create element 1 in s: Operation not permitted");
+        assert_eq!(p.kind, NftErrorKind::Other);
+        assert!(p.msg.starts_with("nfnetlink: create element 1 in s") && p.msg.contains("CAP_NET_ADMIN"));
     }
 
     #[test]

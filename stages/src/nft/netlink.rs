@@ -24,7 +24,14 @@ pub const NFPROTO_INET: u8 = 1;
 
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_DELSETELEM: u16 = 14;
+/// NLMSG_MIN_TYPE and NLMSG_MIN_TYPE + 1: the frame of an nfnetlink batch.
+const NFNL_MSG_BATCH_BEGIN: u16 = 16;
+const NFNL_MSG_BATCH_END: u16 = 17;
+pub const NLM_F_EXCL: u16 = 0x200;
+pub const NLM_F_CREATE: u16 = 0x400;
 
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
@@ -45,11 +52,56 @@ const UDATA_RULE_COMMENT: u8 = 0;
 const UDATA_SET_ELEM_COMMENT: u8 = 0;
 
 const RECV_BUF: usize = 256 * 1024;
+/// How long a read waits for the kernel before giving up (it answers in microseconds;
+/// this only keeps a lost answer from hanging a runtime's call forever).
+const RECV_TIMEOUT_SECS: libc::time_t = 10;
 
 /// One NETLINK_NETFILTER socket.
 pub struct Nfnl {
     sock: Socket,
     seq: u32,
+    /// A batch was sent: closing the socket now would wait (see [`Drop`]).
+    wrote: bool,
+}
+
+/// Sockets that sent a batch, kept open a while after their owner is done with them.
+///
+/// Closing a NETLINK_NETFILTER socket makes the kernel flush nf_tables' pending
+/// transaction cleanup (`nft_rcv_nl_event`), which waits for an RCU grace period after a
+/// commit that removed anything, and it waits holding the nf_tables commit mutex. The
+/// netdevice notifier that every link deletion runs takes that mutex too: a DEL whose
+/// element transaction is closed right away stalls its own veth and ifb deletions behind
+/// that grace period (~10-15 ms measured). A parked socket is closed later, by a later
+/// park (the oldest goes first) or at process exit, when the cleanup has long finished.
+static PARKED: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new(Vec::new());
+const PARKED_MAX: usize = 8;
+
+impl Drop for Nfnl {
+    fn drop(&mut self) {
+        if !self.wrote {
+            return;
+        }
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // A second descriptor of the same socket: the socket is released only when it,
+        // the last one, is closed.
+        // SAFETY: fcntl on a descriptor we own; the result is a new descriptor we own.
+        let fd = unsafe { libc::fcntl(self.sock.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+        let kept = unsafe { OwnedFd::from_raw_fd(fd) };
+        let evicted = {
+            let mut parked = PARKED.lock().unwrap_or_else(|p| p.into_inner());
+            parked.push(kept);
+            if parked.len() > PARKED_MAX {
+                Some(parked.remove(0))
+            } else {
+                None
+            }
+        };
+        drop(evicted);
+    }
 }
 
 impl Nfnl {
@@ -58,7 +110,72 @@ impl Nfnl {
         let mut sock = Socket::new(NETLINK_NETFILTER)?;
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
-        Ok(Nfnl { sock, seq: 0 })
+        set_recv_timeout(&sock)?;
+        Ok(Nfnl {
+            sock,
+            seq: 0,
+            wrote: false,
+        })
+    }
+
+    /// Send `msgs` as one nfnetlink batch of subsystem `subsys` (BATCH_BEGIN, the
+    /// messages with NLM_F_ACK added, BATCH_END): one kernel transaction, committed only
+    /// if every message succeeds. Returns each message's answer (0 or a negative errno),
+    /// in order. An error for the batch as a whole (the frame refused, the commit failed)
+    /// is the `io::Error`.
+    pub fn batch(&mut self, subsys: u16, msgs: &[BatchMsg]) -> io::Result<Vec<i32>> {
+        let first = self.seq.wrapping_add(1);
+        self.seq = self.seq.wrapping_add(msgs.len() as u32 + 2);
+        let buf = encode_batch(subsys, first, msgs);
+        self.wrote = true;
+        let sent = self.sock.send(&buf, 0)?;
+        if sent != buf.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "netlink batch sent in part"));
+        }
+        let mut answers: Vec<Option<i32>> = vec![None; msgs.len()];
+        let mut missing = msgs.len();
+        let mut rbuf: Vec<u8> = Vec::with_capacity(RECV_BUF);
+        while missing > 0 {
+            rbuf.clear();
+            let n = self.sock.recv(&mut rbuf, libc::MSG_TRUNC)?;
+            if n > rbuf.len() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink answer truncated"));
+            }
+            let mut off = 0usize;
+            while off + NLMSG_HDR <= n {
+                let mlen = u32_at(&rbuf, off) as usize;
+                if mlen < NLMSG_HDR || off + mlen > n {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "malformed netlink message"));
+                }
+                let mtype = u16_at(&rbuf, off + 4);
+                let mseq = u32_at(&rbuf, off + 8);
+                let body = &rbuf[off + NLMSG_HDR..off + mlen];
+                off += align4(mlen);
+                if mtype != NLMSG_ERROR {
+                    continue;
+                }
+                let err = if body.len() >= 4 {
+                    i32_at(body, 0)
+                } else {
+                    -libc::EINVAL
+                };
+                let idx = mseq.wrapping_sub(first) as usize;
+                if idx == 0 || idx == msgs.len() + 1 {
+                    // About the frame (BEGIN or END): the batch as a whole failed.
+                    if err != 0 {
+                        return Err(io::Error::from_raw_os_error(-err));
+                    }
+                    continue;
+                }
+                if let Some(slot) = answers.get_mut(idx - 1) {
+                    if slot.is_none() {
+                        missing -= 1;
+                    }
+                    *slot = Some(err);
+                }
+            }
+        }
+        Ok(answers.into_iter().map(|a| a.unwrap_or(0)).collect())
     }
 
     /// Send one request and return the attribute bytes (after `nfgenmsg`) of every data
@@ -130,6 +247,86 @@ impl Nfnl {
                 }
             }
         }
+    }
+}
+
+/// One message of a batch: its type within the subsystem, its flags besides
+/// NLM_F_REQUEST and NLM_F_ACK, the nfgenmsg family and the attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMsg {
+    pub msg: u16,
+    pub flags: u16,
+    pub family: u8,
+    pub attrs: Vec<u8>,
+}
+
+/// One netlink message: header, nfgenmsg, attributes.
+fn put_msg(buf: &mut Vec<u8>, typ: u16, flags: u16, seq: u32, nfgen: [u8; 4], attrs: &[u8]) {
+    let len = NLMSG_HDR + 4 + attrs.len();
+    buf.extend_from_slice(&(len as u32).to_ne_bytes());
+    buf.extend_from_slice(&typ.to_ne_bytes());
+    buf.extend_from_slice(&flags.to_ne_bytes());
+    buf.extend_from_slice(&seq.to_ne_bytes());
+    buf.extend_from_slice(&0u32.to_ne_bytes());
+    buf.extend_from_slice(&nfgen);
+    buf.extend_from_slice(attrs);
+    while buf.len() % 4 != 0 {
+        buf.push(0);
+    }
+}
+
+/// The bytes of a whole batch: BEGIN (seq `first`, res_id = the subsystem, big endian),
+/// the messages (seq `first + 1 …`), END.
+fn encode_batch(subsys: u16, first: u32, msgs: &[BatchMsg]) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let frame = |buf: &mut Vec<u8>, typ: u16, seq: u32| {
+        let res = subsys.to_be_bytes();
+        put_msg(
+            buf,
+            typ,
+            NLM_F_REQUEST,
+            seq,
+            [libc::AF_UNSPEC as u8, 0, res[0], res[1]],
+            &[],
+        );
+    };
+    frame(&mut buf, NFNL_MSG_BATCH_BEGIN, first);
+    let mut seq = first;
+    for m in msgs {
+        seq = seq.wrapping_add(1);
+        put_msg(
+            &mut buf,
+            (subsys << 8) | m.msg,
+            NLM_F_REQUEST | NLM_F_ACK | m.flags,
+            seq,
+            [m.family, 0, 0, 0],
+            &m.attrs,
+        );
+    }
+    frame(&mut buf, NFNL_MSG_BATCH_END, seq.wrapping_add(1));
+    buf
+}
+
+fn set_recv_timeout(sock: &Socket) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: RECV_TIMEOUT_SECS,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid socket descriptor and a timeval of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -309,6 +506,71 @@ pub fn get_elem(nl: &mut Nfnl, table: &str, set: &str, key: &[u8]) -> io::Result
     Ok(None)
 }
 
+/// What one element message of a batch does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElemWrite<'a> {
+    /// NFT_MSG_NEWSETELEM with NLM_F_CREATE | NLM_F_EXCL: fails with EEXIST when the key
+    /// exists, whatever its data. `data` for a map element; `comment` as nft stores it.
+    Create {
+        key: &'a [u8],
+        data: Option<&'a [u8]>,
+        comment: &'a str,
+    },
+    /// NFT_MSG_DELSETELEM: fails with ENOENT when the key does not exist.
+    Delete { key: &'a [u8] },
+}
+
+/// The batch message writing one element of set or map `set` of `inet <table>`.
+pub fn elem_msg(table: &str, set: &str, w: &ElemWrite) -> BatchMsg {
+    let (key, data, comment, msg, flags) = match w {
+        ElemWrite::Create { key, data, comment } => (
+            *key,
+            *data,
+            Some(*comment),
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE | NLM_F_EXCL,
+        ),
+        ElemWrite::Delete { key } => (*key, None, None, NFT_MSG_DELSETELEM, 0),
+    };
+    let mut el = Vec::new();
+    let mut v = Vec::new();
+    put_attr(&mut v, NFTA_DATA_VALUE, key);
+    put_nested(&mut el, NFTA_SET_ELEM_KEY, &v);
+    if let Some(d) = data {
+        let mut v = Vec::new();
+        put_attr(&mut v, NFTA_DATA_VALUE, d);
+        put_nested(&mut el, NFTA_SET_ELEM_DATA, &v);
+    }
+    if let Some(c) = comment.filter(|c| !c.is_empty()) {
+        put_attr(&mut el, NFTA_SET_ELEM_USERDATA, &udata_comment_tlv(c));
+    }
+    let mut list = Vec::new();
+    put_nested(&mut list, NFTA_LIST_ELEM, &el);
+    let mut a = Vec::new();
+    put_str(&mut a, NFTA_SET_ELEM_LIST_TABLE, table);
+    put_str(&mut a, NFTA_SET_ELEM_LIST_SET, set);
+    put_nested(&mut a, NFTA_SET_ELEM_LIST_ELEMENTS, &list);
+    BatchMsg {
+        msg,
+        flags,
+        family: NFPROTO_INET,
+        attrs: a,
+    }
+}
+
+/// libnftnl's element user data holding a comment: the TLV NFTNL_UDATA_SET_ELEM_COMMENT,
+/// its length (with the NUL) and the NUL-terminated text. At most 254 bytes of text are
+/// kept (the TLV length is one byte; ours stay below 128).
+fn udata_comment_tlv(c: &str) -> Vec<u8> {
+    let text: Vec<u8> = c.bytes().filter(|b| *b != 0).take(254).collect();
+    let mut t = Vec::with_capacity(text.len() + 3);
+    t.push(UDATA_SET_ELEM_COMMENT);
+    t.push((text.len() + 1) as u8);
+    t.extend_from_slice(&text);
+    t.push(0);
+    t
+}
+
 fn elem_info(e: &[u8]) -> ElemInfo {
     let data = attr(e, NFTA_SET_ELEM_DATA)
         .and_then(|d| attr(d, NFTA_DATA_VALUE))
@@ -373,5 +635,117 @@ mod tests {
         assert_eq!(elem_info(&[]), ElemInfo::default());
         assert!(attrs(&[4]).is_empty());
         assert_eq!(c_string(b"abc"), "abc");
+    }
+
+    /// A map element as nft would send it: `create element inet cnichain pm-port4-to
+    /// { tcp . 8080 comment "p1 hint" : 10.88.0.2 }`, byte for byte.
+    #[test]
+    fn create_element_bytes() {
+        let m = elem_msg(
+            "cnichain",
+            "pm-port4-to",
+            &ElemWrite::Create {
+                key: &[6, 0, 0, 0, 0x1f, 0x90, 0, 0],
+                data: Some(&[10, 88, 0, 2]),
+                comment: "p1 hint",
+            },
+        );
+        assert_eq!(
+            (m.msg, m.flags, m.family),
+            (NFT_MSG_NEWSETELEM, NLM_F_CREATE | NLM_F_EXCL, 1)
+        );
+        let mut want: Vec<u8> = Vec::new();
+        // NFTA_SET_ELEM_LIST_TABLE "cnichain\0" (13 bytes, padded to 16)
+        want.extend([13, 0, 1, 0]);
+        want.extend(b"cnichain\0\0\0\0");
+        // NFTA_SET_ELEM_LIST_SET "pm-port4-to\0"
+        want.extend([16, 0, 2, 0]);
+        want.extend(b"pm-port4-to\0");
+        // NFTA_SET_ELEM_LIST_ELEMENTS (nested) > NFTA_LIST_ELEM (nested)
+        want.extend([52, 0, 3, 0x80, 48, 0, 1, 0x80]);
+        // NFTA_SET_ELEM_KEY > NFTA_DATA_VALUE: tcp (padded to 4) . 8080 (big endian, padded)
+        want.extend([16, 0, 1, 0x80, 12, 0, 1, 0, 6, 0, 0, 0, 0x1f, 0x90, 0, 0]);
+        // NFTA_SET_ELEM_DATA > NFTA_DATA_VALUE: 10.88.0.2
+        want.extend([12, 0, 2, 0x80, 8, 0, 1, 0, 10, 88, 0, 2]);
+        // NFTA_SET_ELEM_USERDATA: TLV comment (type 0, length 8 with the NUL), padded
+        want.extend([14, 0, 6, 0, 0, 8]);
+        want.extend(b"p1 hint\0\0\0");
+        assert_eq!(m.attrs, want);
+        // and it reads back as the kernel would return it
+        let list = attr(&m.attrs, NFTA_SET_ELEM_LIST_ELEMENTS).and_then(|l| attr(l, NFTA_LIST_ELEM));
+        let info = list.map(elem_info).unwrap_or_default();
+        assert_eq!(info.data.as_deref(), Some(&[10u8, 88, 0, 2][..]));
+        assert_eq!((info.owner(), info.comment.as_str()), ("p1", "p1 hint"));
+    }
+
+    #[test]
+    fn delete_element_and_set_element_bytes() {
+        // a set element (no data) of the records set: "p1" padded to IFNAMSIZ . 0
+        let mut key = b"p1".to_vec();
+        key.resize(16, 0);
+        key.extend([0, 0, 0, 0]);
+        let d = elem_msg("cnichain", "records", &ElemWrite::Delete { key: &key });
+        assert_eq!((d.msg, d.flags, d.family), (NFT_MSG_DELSETELEM, 0, 1));
+        let el = attr(&d.attrs, NFTA_SET_ELEM_LIST_ELEMENTS)
+            .and_then(|l| attr(l, NFTA_LIST_ELEM))
+            .unwrap_or_default();
+        let parts = attrs(el);
+        assert_eq!(parts.len(), 1, "a key and nothing else");
+        assert_eq!(attr(parts[0].1, NFTA_DATA_VALUE), Some(&key[..]));
+        assert_eq!(
+            c_string(attr(&d.attrs, NFTA_SET_ELEM_LIST_SET).unwrap_or_default()),
+            "records"
+        );
+        // a set element with a comment: no NFTA_SET_ELEM_DATA
+        let c = elem_msg(
+            "cnichain",
+            "mq-src4",
+            &ElemWrite::Create {
+                key: &[10, 0, 0, 5],
+                data: None,
+                comment: "m1 10.0.0.5/24 n/eth0/c",
+            },
+        );
+        let el = attr(&c.attrs, NFTA_SET_ELEM_LIST_ELEMENTS)
+            .and_then(|l| attr(l, NFTA_LIST_ELEM))
+            .unwrap_or_default();
+        assert_eq!(attr(el, NFTA_SET_ELEM_DATA), None);
+        assert_eq!(elem_info(el).comment, "m1 10.0.0.5/24 n/eth0/c");
+        assert_eq!(udata_comment_tlv("ab"), vec![0, 3, b'a', b'b', 0]);
+        assert_eq!(udata_comment_tlv(&"x".repeat(400)).len(), 257);
+        assert_eq!(udata_comment_tlv("a\0b"), vec![0, 3, b'a', b'b', 0]);
+    }
+
+    #[test]
+    fn batch_frame_bytes() {
+        let m = elem_msg("t", "s", &ElemWrite::Delete { key: &[1, 2, 3, 4] });
+        let alen = m.attrs.len();
+        let b = encode_batch(NFNL_SUBSYS_NFTABLES, 7, &[m.clone(), m]);
+        let one = NLMSG_HDR + 4 + alen;
+        assert_eq!(b.len(), 20 + 2 * one + 20);
+        // BATCH_BEGIN: len 20, type 16, NLM_F_REQUEST, seq 7, pid 0, AF_UNSPEC, v0,
+        // res_id NFNL_SUBSYS_NFTABLES big endian
+        let mut begin = Vec::new();
+        begin.extend(20u32.to_ne_bytes());
+        begin.extend(16u16.to_ne_bytes());
+        begin.extend(1u16.to_ne_bytes());
+        begin.extend(7u32.to_ne_bytes());
+        begin.extend(0u32.to_ne_bytes());
+        begin.extend([0, 0, 0, 10]);
+        assert_eq!(&b[..20], &begin[..]);
+        // the messages: nftables subsystem, REQUEST | ACK, seq 8 and 9, family inet
+        for (i, seq) in [(0usize, 8u32), (1, 9)] {
+            let off = 20 + i * one;
+            assert_eq!(u32_at(&b, off) as usize, one);
+            assert_eq!(u16_at(&b, off + 4), (10 << 8) | NFT_MSG_DELSETELEM);
+            assert_eq!(u16_at(&b, off + 6), NLM_F_REQUEST | NLM_F_ACK);
+            assert_eq!(u32_at(&b, off + 8), seq);
+            assert_eq!(&b[off + 16..off + 20], &[1, 0, 0, 0]);
+        }
+        // BATCH_END, seq 10
+        let end = 20 + 2 * one;
+        assert_eq!(u16_at(&b, end + 4), 17);
+        assert_eq!(u32_at(&b, end + 8), 10);
+        assert_eq!(&b[end + 16..], &[0, 0, 0, 10]);
     }
 }

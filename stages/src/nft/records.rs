@@ -57,7 +57,7 @@ pub fn write(b: &mut Batch, id: &str, records: &[String]) -> Result<(), String> 
         if r.len() > layout::MAX_COMMENT {
             return Err(format!("record too long: {r}"));
         }
-        b.create(elem(id, n).with(None, r));
+        b.create_elem(&elem(id, n), None, r);
     }
     Ok(())
 }
@@ -65,7 +65,7 @@ pub fn write(b: &mut Batch, id: &str, records: &[String]) -> Result<(), String> 
 /// Delete the first `count` records of `id` (as many as [`read`] returned).
 pub fn remove(b: &mut Batch, id: &str, count: usize) {
     for n in (0..=u16::MAX).take(count) {
-        b.delete(elem(id, n).key_only());
+        b.delete_elem(&elem(id, n));
     }
 }
 

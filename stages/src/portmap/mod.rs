@@ -1,8 +1,9 @@
 //! The portmap stage (type `portmap`): forwards host ports to the container, as the
 //! reference plugin does, with nftables (see [`rules`] and [`crate::nft::layout`]):
 //!
-//! * ADD: validate everything, then one nft transaction adding this attachment's map and
-//!   set elements and its records; `route_localnet` on the pod's host interface when
+//! * ADD: validate everything, then one transaction adding this attachment's map and
+//!   set elements and its records (an nfnetlink element batch, no process, once the
+//!   per-prefix / per-bit rules it needs exist; through `nft` when it adds one); `route_localnet` on the pod's host interface when
 //!   `snat` (IPv4); stale UDP conntrack entries of the mapped ports deleted. prevResult
 //!   passes through unchanged. A host port another container holds is an error (code 11).
 //! * DEL: remove exactly this attachment's elements, found from its own records
@@ -59,8 +60,9 @@ impl Stage for Portmap {
         // prevResult is needed, and the rest of the config is not read.
         let network = inv.config.get("name").and_then(|v| v.as_str()).unwrap_or_default();
         let id = rules::owner_id(network, &inv.rt.container_id, &inv.rt.ifname);
-        // The nft process waits ~20 ms in the kernel at exit: let it overlap the chain's
-        // other DEL work (the engine joins it before DEL returns; inline otherwise).
+        // Removing elements leaves the kernel cleanup work (an RCU grace period): let it
+        // overlap the chain's other DEL work (the engine joins it before DEL returns;
+        // inline otherwise).
         cnichain_engine::stage::defer("portmap", move || rules::del(&id))
     }
 

@@ -13,9 +13,12 @@
 //! protocol; masqAll puts the whole family (0.0.0.0 . 255.255.255.255) in the snat set.
 //! The records are the attachment's own list of what it wrote: DEL reads them by key (no
 //! portMappings needed), deletes each element it still owns (read back first) and the
-//! records, in one transaction. Elements are added with `create`: a host port another
-//! attachment holds makes ADD fail as a whole with "File exists", nothing written; a host
-//! port is never silently taken over.
+//! records, in one transaction. Elements are added with `create` (NLM_F_CREATE |
+//! NLM_F_EXCL in the nfnetlink batch): a host port another attachment holds makes ADD
+//! fail as a whole with EEXIST, nothing written; a host port is never silently taken
+//! over. The transactions are nfnetlink element batches sent on our own socket; only an
+//! ADD that needs a per-prefix / per-bit rule for the first time (or finds no table)
+//! runs `nft` (see [`crate::nft::apply_pod`]).
 
 use super::config::{Mapping, PortmapConf};
 use crate::nft::expr::Family;
@@ -167,7 +170,7 @@ impl Plan {
     pub fn write(&self, b: &mut Batch, hint: &str) -> Result<(), CniError> {
         let comment = records::comment(&self.id, hint);
         for (e, data) in self.elements() {
-            b.create(e.with(data.as_ref(), &comment));
+            b.create_elem(&e, data.as_ref(), &comment);
         }
         let recs: Vec<String> = self.dnats.iter().map(Dnat::record).collect();
         records::write(b, &self.id, &recs).map_err(|e| CniError::internal(format!("portmap: {e}")))
@@ -241,7 +244,7 @@ fn delete_owned(nl: &mut Nfnl, b: &mut Batch, id: &str, dnats: &[Dnat]) -> Resul
                 continue;
             }
             if records::owned_by(nl, &e, id).map_err(nl_err)? {
-                b.delete(e.key_only());
+                b.delete_elem(&e);
             }
             seen.push(e);
         }
@@ -270,7 +273,7 @@ pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
     delete_owned(&mut nl, &mut b, &p.id, &old)?;
     records::remove(&mut b, &p.id, old_count);
     p.write(&mut b, hint)?;
-    match nft::apply_pod(&b) {
+    match nft::apply_pod(&mut nl, &b) {
         Ok(()) => Ok(()),
         Err(e) if e.kind == NftErrorKind::Exists => {
             // Name the host ports another attachment holds.
@@ -302,7 +305,7 @@ pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
 }
 
 /// DEL: remove this attachment's elements (those that still carry its id) and its
-/// records, in one transaction. Nothing to do (no process run) when it has no records.
+/// records, in one nfnetlink transaction. Nothing to do when it has no records.
 pub fn del(id: &str) -> Result<(), CniError> {
     let mut last = String::new();
     // A concurrent change between the reads and the transaction (ENOENT): read again and
@@ -316,7 +319,7 @@ pub fn del(id: &str) -> Result<(), CniError> {
         let mut b = Batch::new();
         delete_owned(&mut nl, &mut b, id, &old)?;
         records::remove(&mut b, id, count);
-        match nft::apply(&b) {
+        match nft::apply_on(&mut nl, &b) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.kind, NftErrorKind::NotFound | NftErrorKind::Busy) => last = e.to_string(),
             Err(e) => {
