@@ -477,3 +477,44 @@ fn text_file_busy_is_retried_with_a_new_process() {
     );
     assert_eq!(sb.records().len(), 1);
 }
+
+/// Delegation: the in-process bridge hands its IPAM to an exec'd plugin with delegate
+/// semantics (the whole request config on stdin, the same environment, CNI_COMMAND set
+/// per verb), applies the addresses it returns, and delegates DEL too.
+#[test]
+fn an_in_process_main_stage_delegates_to_an_exec_ipam() {
+    let mut sb = Sandbox::new("deleg");
+    let pod = sb.pod("p");
+    let path = recorder_path(&sb);
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"bridge","bridge":"cncdl0","isGateway":true,
+              "recorderResult":{{"cniVersion":"1.0.0","ips":[{{"address":"10.71.0.9/24","gateway":"10.71.0.1"}}],
+                                 "routes":[{{"dst":"0.0.0.0/0"}}]}},
+              "ipam":{{"type":"rec-ipam"}}}}]}}"#
+        ),
+    );
+    let res: Value = serde_json::from_str(&ok(&sb.cnichain(&path, &["add", &net, &pod]))).unwrap();
+    assert_eq!(res["ips"][0]["address"], "10.71.0.9/24");
+    assert_eq!(res["ips"][0]["interface"], 2);
+    let recs = sb.records();
+    assert_eq!(recs.len(), 1, "only the IPAM is exec'd");
+    let req = stdin_of(&recs[0]);
+    assert_eq!(
+        req["type"], "bridge",
+        "the delegate gets the main plugin's whole config"
+    );
+    assert_eq!(req["name"], json!(net));
+    assert_eq!(req["ipam"]["type"], "rec-ipam");
+    assert_eq!(env_of(&recs[0], "CNI_COMMAND"), "ADD");
+    assert_eq!(env_of(&recs[0], "CNI_IFNAME"), "eth0");
+    assert_eq!(env_of(&recs[0], "CNI_NETNS"), pod);
+    let addrs = stdout(&sb.sh_in(pod.trim_start_matches("/run/netns/"), "ip -o -4 addr show dev eth0"));
+    assert!(addrs.contains("10.71.0.9/24"), "{addrs}");
+    sb.clear_records();
+    ok(&sb.cnichain(&path, &["del", &net, &pod]));
+    let cmds: Vec<String> = sb.records().iter().map(|r| env_of(r, "CNI_COMMAND")).collect();
+    assert_eq!(cmds, ["DEL"]);
+}
