@@ -251,11 +251,53 @@ fn two_pods_on_one_bridge_reach_each_other_and_the_gateway() {
     ] {
         // The bridge's IPv6 address is tentative for a second or two after the first ADD
         // (DAD), with the reference plugin too: retry.
-        let o = sb.sh_in(from, &format!("for i in 1 2 3 4 5 6; do ping -c1 -W1 {to} && exit 0; sleep 0.5; done; exit 1"));
+        let o = sb.sh_in(
+            from,
+            &format!("for i in 1 2 3 4 5 6; do ping -c1 -W1 {to} && exit 0; sleep 0.5; done; exit 1"),
+        );
         assert!(o.status.success(), "{from} -> {to}: {}", stdout(&o));
     }
     ok(&sb.cnichain(REF_PLUGINS, &["del", "bridge-dualstack", &p1]));
     // the other pod keeps working after one leaves
     assert!(sb.sh_in(ns2, &format!("ping -c1 -W2 {}", gw(&r2, 0))).status.success());
     ok(&sb.cnichain(REF_PLUGINS, &["del", "bridge-dualstack", &p2]));
+}
+
+/// macspoofchk: a pod that changes its MAC can no longer send through the bridge; with
+/// its own MAC it can. The same with the reference plugin and in-process; DEL leaves no
+/// element behind.
+#[test]
+fn macspoofchk_drops_frames_from_another_mac() {
+    for exec in ["all", "none"] {
+        let mut sb = Sandbox::new(&format!("msc{}", exec.len()));
+        let pod = sb.pod("p");
+        let ns = ns_name(&pod);
+        sb.write_conflist(
+            "10.conflist",
+            r#"{"cniVersion":"1.0.0","name":"msc","plugins":[{"type":"bridge","bridge":"cncms0","isGateway":true,
+                "macspoofchk":true,"ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.72.0.0/24"}]]}}]}"#,
+        );
+        let res: Value =
+            serde_json::from_str(&ok(&sb.cnichain(REF_PLUGINS, &["--exec", exec, "add", "msc", &pod]))).unwrap();
+        let gw = res["ips"][0]["gateway"].as_str().unwrap().to_string();
+        let mac = res["interfaces"][2]["mac"].as_str().unwrap().to_string();
+        let ping = |sb: &Sandbox| sb.sh_in(&ns, &format!("ping -c1 -W1 {gw}")).status.success();
+        assert!(ping(&sb), "{exec}: the pod reaches its gateway");
+        let flush = format!("ip neigh flush all; ip -n {} neigh flush all", sb.host());
+        sh(
+            &sb,
+            &ns,
+            &format!("ip link set eth0 address 02:00:00:00:00:99 && {flush}"),
+        );
+        assert!(!ping(&sb), "{exec}: a spoofed MAC is dropped");
+        sh(&sb, &ns, &format!("ip link set eth0 address {mac} && {flush}"));
+        assert!(ping(&sb), "{exec}: its own MAC passes again");
+        ok(&sb.cnichain(REF_PLUGINS, &["--exec", exec, "check", "msc", &pod]));
+        ok(&sb.cnichain(REF_PLUGINS, &["--exec", exec, "del", "msc", &pod]));
+        ok(&sb.cnichain(REF_PLUGINS, &["--exec", exec, "del", "msc", &pod]));
+        if exec == "none" {
+            let left = stdout(&sb.sh_in(&sb.host(), "nft -j list set bridge cnichain ms-allowed"));
+            assert!(!left.contains("\"elem\""), "elements left: {left}");
+        }
+    }
 }

@@ -118,6 +118,16 @@ pub fn random_veth_name() -> String {
     format!("veth{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3])
 }
 
+/// A link name made of the characters the kernel and nft accept unquoted (1-15 bytes,
+/// [A-Za-z0-9_.-]): names this crate creates always are.
+pub fn is_ifname_chars(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
 /// The `ipam` object's `type`, if any.
 pub fn ipam_type(config: &Map<String, Value>) -> Option<String> {
     config

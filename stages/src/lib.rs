@@ -10,6 +10,7 @@ pub mod ifaddr;
 pub mod ipam;
 pub mod ipmasq;
 pub mod loopback;
+pub mod macspoof;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

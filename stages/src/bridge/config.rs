@@ -70,14 +70,6 @@ impl BridgeConf {
                 "bridge: unsupported field \"preserveDefaultVlan\": false",
             ));
         }
-        // The reference's MAC spoof check is an nftables bridge-family rule set that
-        // cnichain does not build yet: refuse rather than run without the protection.
-        if c.macspoofchk {
-            return Err(CniError::new(
-                UNSUPPORTED_FIELD,
-                "bridge: unsupported field \"macspoofchk\": true",
-            ));
-        }
         if c.is_default_gw {
             c.is_gw = true;
         }

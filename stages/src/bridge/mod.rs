@@ -6,7 +6,7 @@ mod config;
 
 use crate::netlink::{errno_of, Link, Netlink};
 use crate::netns::{self, NetNs};
-use crate::{conf, ifaddr, ipmasq, sysctl, veth};
+use crate::{conf, ifaddr, ipmasq, macspoof, sysctl, veth};
 use anyhow::{anyhow, Context};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
@@ -95,6 +95,11 @@ impl Stage for Bridge {
                     ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
                 }
             }
+            if c.macspoofchk {
+                let mac = res.interfaces[2].mac.clone();
+                let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+                macspoof::setup(&v.host.name, &mac, &owner).map_err(err)?;
+            }
             // The bridge's MAC may change when the first port joins or an address is set.
             if let Some(b) = host.link_by_index(br.index).map_err(err)? {
                 res.interfaces[0].mac = b.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
@@ -121,6 +126,10 @@ impl Stage for Bridge {
         let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
         if let Some(ipam) = &ipam {
             inv.delegate(ipam, Command::Del)?;
+        }
+        if c.macspoofchk {
+            let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            cnichain_engine::stage::defer("macspoofchk", move || macspoof::teardown(&owner).map_err(err))?;
         }
         if c.ip_masq && ipam.is_some() {
             // Addresses from the link, or from the cached result when the netns is gone
@@ -194,6 +203,10 @@ impl Stage for Bridge {
         }
         ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
+        if c.macspoofchk {
+            let mac = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+            macspoof::check(&macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname), &mac).map_err(err)?;
+        }
         if c.ip_masq {
             let ips: Vec<IpNet> = res
                 .ips

@@ -293,6 +293,24 @@ pub fn apply_nft(batch: &Batch) -> Result<(), NftError> {
     run_nft(&["-j", "-f", "-"], Some(&data)).map(|_| ())
 }
 
+/// `nft -j list set FAMILY TABLE NAME` as JSON, for a table other than the portmap one
+/// (the bridge-family MAC spoof check). Only plain names are accepted.
+pub fn list_set(family: &str, table: &str, name: &str) -> Result<Value, NftError> {
+    for n in [family, table, name] {
+        if !layout::is_plain_name(n) {
+            return Err(NftError {
+                kind: NftErrorKind::Other,
+                msg: format!("refusing to list {n:?}: not a plain name"),
+            });
+        }
+    }
+    let out = run_nft(&["-j", "list", "set", family, table, name], None)?;
+    serde_json::from_slice(&out).map_err(|e| NftError {
+        kind: NftErrorKind::Other,
+        msg: format!("nft printed invalid JSON: {e}"),
+    })
+}
+
 /// Write element `ops` in one nfnetlink transaction on `nl` (NFNL_MSG_BATCH_BEGIN, one
 /// NEWSETELEM / DELSETELEM per element, NFNL_MSG_BATCH_END): all or nothing. Every
 /// message's ACK is read; the first failure names its element and set. EEXIST (a key

@@ -1,0 +1,147 @@
+//! The bridge stage's `macspoofchk`: frames entering the bridge from a pod's host veth
+//! must carry the pod interface's MAC, others are dropped before the bridge sees them
+//! (the reference plugin's check, in the bridge family of nftables). Flat like portmap's
+//! layout: one rule for every pod, and per pod two set elements carrying its owner id,
+//! so adding or removing one pod never touches another's.
+//!
+//! ```text
+//! table bridge cnichain {
+//!   set ms-ports   { type ifname; }                 # protected host veths
+//!   set ms-allowed { type ifname . ether_addr; }    # the MAC each may send from
+//!   chain prerouting { type filter hook prerouting priority -300; policy accept;
+//!     iifname @ms-ports iifname . ether saddr != @ms-allowed drop }
+//! }
+//! ```
+
+use crate::conf;
+use crate::nft::{self, Batch, NftErrorKind};
+use anyhow::{anyhow, Result};
+use serde_json::{json, Value};
+
+const FAMILY: &str = "bridge";
+const TABLE: &str = "cnichain";
+const PORTS: &str = "ms-ports";
+const ALLOWED: &str = "ms-allowed";
+
+/// The attachment's owner id, carried as the elements' comment.
+pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
+    format!(
+        "ms-{}",
+        &conf::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16]
+    )
+}
+
+fn declare(b: &mut Batch) {
+    b.add(json!({"table": {"family": FAMILY, "name": TABLE}}));
+    b.add(json!({"set": {"family": FAMILY, "table": TABLE, "name": PORTS, "type": "ifname"}}));
+    b.add(json!({"set": {"family": FAMILY, "table": TABLE, "name": ALLOWED, "type": ["ifname", "ether_addr"]}}));
+    b.add(json!({"chain": {"family": FAMILY, "table": TABLE, "name": "prerouting",
+        "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}}));
+    b.add(
+        json!({"rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": format!("@{PORTS}")}},
+            {"match": {"op": "!=", "left": {"concat": [{"meta": {"key": "iifname"}},
+                {"payload": {"protocol": "ether", "field": "saddr"}}]}, "right": format!("@{ALLOWED}")}},
+            {"drop": null}
+        ]}}),
+    );
+}
+
+fn elements(b: &mut Batch, verb: &str, host_veth: &str, mac: &str, owner: &str) {
+    let port = json!({"element": {"family": FAMILY, "table": TABLE, "name": PORTS,
+        "elem": [{"elem": {"val": host_veth, "comment": owner}}]}});
+    let allowed = json!({"element": {"family": FAMILY, "table": TABLE, "name": ALLOWED,
+        "elem": [{"elem": {"val": {"concat": [host_veth, mac]}, "comment": owner}}]}});
+    // The allowed pair first, so the port is never protected without it.
+    if verb == "add" {
+        b.add(allowed);
+        b.add(port);
+    } else {
+        b.delete(port);
+        b.delete(allowed);
+    }
+}
+
+/// Protect `host_veth`: only `mac` may send through it. The names and MAC were made by
+/// the bridge stage (validated), never taken from config text.
+pub fn setup(host_veth: &str, mac: &str, owner: &str) -> Result<()> {
+    if !conf::is_ifname_chars(host_veth) || conf::parse_mac(mac).is_none() {
+        return Err(anyhow!("macspoofchk: bad interface {host_veth:?} or MAC {mac:?}"));
+    }
+    let mut b = Batch::new();
+    elements(&mut b, "add", host_veth, mac, owner);
+    match nft::apply_nft(&b) {
+        Ok(()) => Ok(()),
+        // First use on this host: declare the table, sets and rule with the elements.
+        Err(e) if e.kind == NftErrorKind::NotFound => {
+            let mut full = Batch::new();
+            declare(&mut full);
+            elements(&mut full, "add", host_veth, mac, owner);
+            nft::apply_nft(&full).map_err(|e| anyhow!("macspoofchk: {e}"))
+        }
+        Err(e) => Err(anyhow!("macspoofchk: {e}")),
+    }
+}
+
+/// This owner's elements: (port, (port, mac)) pairs found by their comment.
+fn owned(owner: &str) -> Result<Vec<(String, String)>> {
+    let listed = match nft::list_set(FAMILY, TABLE, ALLOWED) {
+        Ok(v) => v,
+        Err(e) if e.kind == NftErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(anyhow!("macspoofchk: {e}")),
+    };
+    let mut out = Vec::new();
+    let sets = listed
+        .get("nftables")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for item in sets {
+        let elems = item
+            .get("set")
+            .and_then(|s| s.get("elem"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for e in elems {
+            let Some(inner) = e.get("elem") else { continue };
+            if inner.get("comment").and_then(Value::as_str) != Some(owner) {
+                continue;
+            }
+            let parts = inner.get("val").and_then(|v| v.get("concat")).and_then(Value::as_array);
+            if let Some([Value::String(port), Value::String(mac)]) = parts.map(|p| p.as_slice()) {
+                out.push((port.clone(), mac.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Remove this attachment's elements (found by owner; nothing to do when gone).
+pub fn teardown(owner: &str) -> Result<()> {
+    let mine = owned(owner)?;
+    if mine.is_empty() {
+        return Ok(());
+    }
+    let mut b = Batch::new();
+    for (port, mac) in &mine {
+        elements(&mut b, "delete", port, mac, owner);
+    }
+    match nft::apply_nft(&b) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind == NftErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow!("macspoofchk: {e}")),
+    }
+}
+
+/// CHECK: this attachment's port is protected with `mac`.
+pub fn check(owner: &str, mac: &str) -> Result<()> {
+    let mine = owned(owner)?;
+    if mine.iter().any(|(_, m)| m.eq_ignore_ascii_case(mac)) {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "macspoofchk: no MAC spoof check for this attachment with MAC {mac}"
+        ))
+    }
+}
