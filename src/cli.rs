@@ -262,25 +262,15 @@ fn run(cli: Cli) -> Result<(), CniError> {
             net, valid, all_stale, ..
         } => {
             let list = load_net(c, net)?;
-            let valid_set: Option<Vec<Attachment>> = if *all_stale {
-                None
+            if *all_stale {
+                engine.gc(&list, None)
             } else if valid.is_empty() {
-                Some(
-                    engine
-                        .cache
-                        .entries()
-                        .into_iter()
-                        .filter(|e| e.network_name == list.name)
-                        .map(|e| Attachment {
-                            container_id: e.container_id,
-                            ifname: e.ifname,
-                        })
-                        .collect(),
-                )
+                // The cached set is read under the GC lock (see gc_keep_cached).
+                engine.gc_keep_cached(&list)
             } else {
-                Some(valid.iter().map(|v| parse_attachment(v)).collect::<Result<_, _>>()?)
-            };
-            engine.gc(&list, valid_set.as_deref())
+                let valid_set: Vec<Attachment> = valid.iter().map(|v| parse_attachment(v)).collect::<Result<_, _>>()?;
+                engine.gc(&list, Some(&valid_set))
+            }
         }
         Cmd::Status { net, .. } => {
             let list = load_net(c, net)?;

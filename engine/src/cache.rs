@@ -111,9 +111,11 @@ impl Cache {
         )
     }
 
-    /// Remove the entry; a missing file is fine.
+    /// Remove the entry; a missing file is fine. So is the temporary file of an ADD
+    /// killed while writing the entry (crash consistency: DEL leaves no file behind).
     pub fn remove(&self, net: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
         let path = self.path(net, container_id, ifname);
+        let _ = std::fs::remove_file(temp_path(&path));
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -205,13 +207,22 @@ pub fn parse_entry(bytes: &[u8]) -> Result<CacheEntry, String> {
     })
 }
 
+/// The temporary file `write_atomic` renames into `path`: `.<name>.tmp` beside it.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
+    dir.join(format!(".{name}.tmp"))
+}
+
 /// Write to a temp file in the same directory, (fsync,) rename over, (fsync the
 /// directory). Directories 0700 and the file 0600, as libcni.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // One temporary name per entry (not per process): a kill -9 between open and
+    // rename leaves it behind, and DEL (`Cache::remove`) removes it by this name.
+    // Writers of one entry are serialized by the attachment lock.
+    let tmp = temp_path(path);
     let res = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)

@@ -8,7 +8,7 @@ use crate::lock::{Held, Locks};
 use crate::request::{self, Attachment};
 use crate::spec::args::RuntimeConf;
 use crate::spec::conflist::{NetConfList, PluginConf};
-use crate::spec::error::{CniError, INCOMPATIBLE_VERSION, INVALID_ENV};
+use crate::spec::error::{CniError, INCOMPATIBLE_VERSION, INVALID_ENV, PLUGIN_NOT_AVAILABLE};
 use crate::spec::ids;
 use crate::spec::result::CniResult;
 use crate::spec::version;
@@ -316,6 +316,37 @@ impl Engine {
             Some(l) => Some(l.gc(true)?),
             None => None,
         };
+        self.gc_locked(list, valid)
+    }
+
+    /// GC keeping every attachment of this network that has a cached result (`cnichain
+    /// gc NET` without `--valid`). The valid set is read from the cache under the GC
+    /// lock: read before it, an ADD finishing while GC waits for the lock would be
+    /// missing from it and GC would DEL that fresh attachment (found by tests/load.rs).
+    pub fn gc_keep_cached(&self, list: &NetConfList) -> Result<(), CniError> {
+        ids::validate_network_name(&list.name)?;
+        if list.disable_gc {
+            return Ok(());
+        }
+        let _gc = match &self.locks {
+            Some(l) => Some(l.gc(true)?),
+            None => None,
+        };
+        let valid: Vec<Attachment> = self
+            .cache
+            .entries()
+            .into_iter()
+            .filter(|e| e.network_name == list.name)
+            .map(|e| Attachment {
+                container_id: e.container_id,
+                ifname: e.ifname,
+            })
+            .collect();
+        self.gc_locked(list, Some(&valid))
+    }
+
+    /// GC's work, with the GC lock held by the caller.
+    fn gc_locked(&self, list: &NetConfList, valid: Option<&[Attachment]>) -> Result<(), CniError> {
         let mut errors: Vec<CniError> = Vec::new();
         for entry in self.cache.entries() {
             if entry.network_name != list.name {
@@ -366,6 +397,12 @@ impl Engine {
         ids::validate_network_name(&list.name)?;
         if !version::at_least(&list.cni_version, "1.1.0")? {
             return Ok(());
+        }
+        // ADD needs the state dir (locks, tuning records): unwritable, it cannot work.
+        if let Some(locks) = &self.locks {
+            locks
+                .probe_writable()
+                .map_err(|e| CniError::new(PLUGIN_NOT_AVAILABLE, e))?;
         }
         let empty = RuntimeConf::default();
         for plugin in &list.plugins {

@@ -92,6 +92,27 @@ impl Locks {
         take(&self.dir.join("gc.lock"), exclusive)
     }
 
+    /// For STATUS: the lock directory can be made and written (a file created, written
+    /// and removed). The message names the path and the error.
+    pub fn probe_writable(&self) -> Result<(), String> {
+        let probe = self.dir.join(format!(".status-probe-{}", std::process::id()));
+        let res = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .and_then(|()| {
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&probe)?;
+                std::io::Write::write_all(&mut f, b"probe")
+            });
+        let _ = std::fs::remove_file(&probe);
+        res.map_err(|e| format!("state directory {} is not writable: {e}", self.dir.display()))
+    }
+
     /// The attachment (network, container, ifname); the ids are validated before this.
     pub fn attachment(&self, net: &str, container_id: &str, ifname: &str) -> Result<Held, CniError> {
         take(&self.dir.join(format!("{net}-{container_id}-{ifname}.lock")), true)

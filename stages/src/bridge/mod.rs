@@ -8,7 +8,7 @@ use crate::netlink::{errno_of, Link, Netlink};
 use crate::netns::{self, NetNs};
 use crate::{conf, ifaddr, ipmasq, macspoof, sysctl, veth};
 use anyhow::{anyhow, Context};
-use cnichain_engine::spec::error::CniError;
+use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100, Route};
 use cnichain_engine::stage::{Command, Invocation, Stage};
@@ -226,11 +226,49 @@ impl Stage for Bridge {
         }
     }
 
+    /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,
+    /// the bridge name is taken by another kind of link); 51 when pods hold addresses
+    /// (host-local) but their bridge is gone or down.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        match conf::ipam_type(inv.config) {
-            Some(ipam) => inv.delegate(&ipam, Command::Status).map(|_| ()),
-            None => Ok(()),
+        let (c, _) = BridgeConf::load(inv)?;
+        let ipam = conf::ipam_type(inv.config);
+        if c.ip_masq && ipam.is_some() && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
+            return Err(CniError::new(
+                PLUGIN_NOT_AVAILABLE,
+                "bridge: ipMasq needs nft, which was not found (install nftables)",
+            ));
         }
+        if let Some(ipam) = &ipam {
+            inv.delegate(ipam, Command::Status)?;
+        }
+        let mut host = Netlink::new().map_err(err)?;
+        let br = host.link_by_name(&c.br_name).map_err(err)?;
+        let lost = match &br {
+            Some(l) if l.kind.as_deref() != Some("bridge") => {
+                return Err(CniError::new(
+                    PLUGIN_NOT_AVAILABLE,
+                    format!("bridge: {:?} exists but is not a bridge", c.br_name),
+                ))
+            }
+            Some(l) if l.up => return Ok(()),
+            Some(_) => "down",
+            None => "gone",
+        };
+        // Pods are known only through an in-process host-local store; with another
+        // IPAM (or none) a missing bridge is simply made by the next ADD.
+        let pods = ipam.as_deref() == Some("host-local")
+            && inv.registry.is_in_process("host-local")
+            && crate::ipam::host_local::has_reservations(inv.config, inv.version)?;
+        if pods {
+            return Err(CniError::new(
+                LIMITED_CONNECTIVITY,
+                format!(
+                    "bridge: {:?} is {lost} while network {:?} has pods: they lost connectivity",
+                    c.br_name, c.name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn describe(&self) -> String {

@@ -183,6 +183,19 @@ fn check_attachment(inv: &Invocation) -> Result<(), CniError> {
     ids::validate_ifname(&inv.rt.ifname)
 }
 
+/// Whether the store of the network in `config` (a request config carrying host-local's
+/// `ipam`) holds any reservation: pods exist that depend on the network. For a main
+/// stage's STATUS (51 when what they depend on is gone). Creates nothing.
+pub fn has_reservations(config: &Map<String, Value>, version: &str) -> Result<bool, CniError> {
+    let conf = HostLocalConf::load(config, &[], version)?;
+    Ok(
+        match Store::open(&conf.data_dir, &conf.name, Mode::Existing { exclusive: false })? {
+            Some(store) => !store.reserved().is_empty(),
+            None => false,
+        },
+    )
+}
+
 fn open_store(conf: &HostLocalConf) -> Result<Store, CniError> {
     Store::open(&conf.data_dir, &conf.name, Mode::Write)?
         .ok_or_else(|| CniError::new(INTERNAL, "IPAM store was not created"))

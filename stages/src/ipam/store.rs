@@ -159,10 +159,10 @@ impl Store {
         out
     }
 
-    fn release_by_key(&self, key: &str) -> bool {
+    fn release_by_key(entries: &[(PathBuf, String)], key: &str) -> bool {
         let mut found = false;
-        for (path, content) in self.entries() {
-            if content == key && fs::remove_file(&path).is_ok() {
+        for (path, content) in entries {
+            if content == key && fs::remove_file(path).is_ok() {
                 found = true;
             }
         }
@@ -174,8 +174,18 @@ impl Store {
     /// much as possible is released.
     pub fn release_by_id(&self, id: &str, ifname: &str) {
         let id = id.trim();
-        if !self.release_by_key(&format!("{id}{LINE_BREAK}{ifname}")) {
-            self.release_by_key(id);
+        let entries = self.entries();
+        if !Self::release_by_key(&entries, &format!("{id}{LINE_BREAK}{ifname}")) {
+            Self::release_by_key(&entries, id);
+        }
+        // An empty reservation is one whose ADD was killed between creating the file
+        // and writing its owner (both happen under the exclusive lock we hold now, so
+        // its writer is gone): it names nobody, so no DEL would ever match it. Release
+        // it here, so that a DEL after a crash leaves no address behind.
+        for (path, content) in &entries {
+            if content.is_empty() && file_ip(path).is_some() {
+                let _ = fs::remove_file(path);
+            }
         }
     }
 

@@ -183,8 +183,11 @@ impl Batch {
 /// The `nft` binary: `CNICHAIN_NFT` if set, else the first `nft` on PATH, else the usual
 /// sbin locations (runtimes often call plugins with a short PATH).
 pub fn nft_binary() -> Option<PathBuf> {
+    // An explicit binary that is not there means nft is missing (STATUS says so), not
+    // a search elsewhere.
     if let Some(p) = std::env::var_os("CNICHAIN_NFT").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
+        let p = PathBuf::from(p);
+        return is_executable(&p).then_some(p);
     }
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).collect())

@@ -109,6 +109,8 @@ impl Stage for Tuning {
         let Some(path) = record::path(&dir, &inv.rt.container_id, &inv.rt.ifname) else {
             return Ok(());
         };
+        // An ADD killed while writing the record leaves its temporary file.
+        record::remove_temp(&path);
         let rec = match record::read(&path) {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(()),

@@ -137,7 +137,10 @@ pub fn write(path: &Path, rec: &Record) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    // One temporary name per record (not per process): an ADD killed between open and
+    // rename leaves it behind, and `remove` (DEL) takes it away by this name. ADDs and
+    // DELs of one attachment do not overlap (the attachment lock, or the runtime).
+    let tmp = temp_path(dir, &name);
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -158,6 +161,17 @@ pub fn write(path: &Path, rec: &Record) -> anyhow::Result<()> {
         return Err(anyhow::Error::new(e).context(format!("failed to write tuning record {}", path.display())));
     }
     Ok(())
+}
+
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.tmp"))
+}
+
+/// Remove the temporary file a killed ADD may have left for the record at `path`.
+pub fn remove_temp(path: &Path) {
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let _ = std::fs::remove_file(temp_path(dir, &name.to_string_lossy()));
+    }
 }
 
 /// Remove a record; a missing one is fine.
