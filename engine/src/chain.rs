@@ -115,9 +115,32 @@ impl Engine {
 
     /// ADD, then cache the final result (libcni's AddNetworkList).
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
-        let _held = self.lock_attachment(list, rt)?;
+        let held = self.lock_attachment(list, rt)?;
+        let out = self.add_and_cache(list, rt);
+        // A failed ADD that was rolled back left nothing: not even its lock file.
+        if out.is_err() && self.rollback {
+            if let Some((_gc, att)) = held {
+                att.remove();
+            }
+        }
+        out
+    }
+
+    fn add_and_cache(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         let result = self.add_uncached(list, rt)?;
-        self.cache.write(&list.name, rt, &list.bytes, &result)?;
+        let cached = crate::fault::point("chain.before-cache")
+            .and_then(|_| self.cache.write(&list.name, rt, &list.bytes, &result))
+            .and_then(|_| crate::fault::point("chain.after-cache"));
+        if let Err(e) = cached {
+            // The chain is in place but the runtime would not know its result: undo it
+            // (rollback on) and drop the cache entry, so a failed ADD leaves nothing.
+            if self.rollback {
+                let e = self.roll_back(list, rt, list.plugins.len().saturating_sub(1), Some(&result), e);
+                let _ = self.cache.remove(&list.name, &rt.container_id, &rt.ifname);
+                return Err(e);
+            }
+            return Err(e);
+        }
         Ok(result)
     }
 

@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod chain;
 pub mod exec;
+pub mod fault;
 pub mod load;
 pub mod lock;
 pub mod request;

@@ -215,6 +215,7 @@ fn shape_pod(
         host.add_tbf(veth.index, s.rate, s.burst, s.limit)
             .with_context(|| format!("create ingress qdisc on {}", veth.name))?;
         made.push(Made::RootTbf(veth.index));
+        cnichain_engine::fault::point("bandwidth.after-ingress").map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     if let Some(s) = &c.egress {
         let ifb_name = config::ifb_name(&c.name, container_id);
@@ -224,6 +225,7 @@ fn shape_pod(
             .link_by_name(&ifb_name)?
             .ok_or_else(|| anyhow::anyhow!("ifb {ifb_name} vanished after creation"))?;
         made.push(Made::Ifb(ifb.index));
+        cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
         if ifb.txqlen != veth.txqlen {
@@ -243,6 +245,7 @@ fn shape_pod(
         made.push(Made::IngressQdisc(veth.index));
         host.add_redirect_filter(veth.index, ifb.index)
             .with_context(|| format!("add egress filter on {}", veth.name))?;
+        cnichain_engine::fault::point("bandwidth.after-redirect").map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use crate::netlink::{errno_of, Link, Netlink};
 use crate::netns::{self, NetNs};
 use crate::{conf, ifaddr, ipmasq, macspoof, sysctl, veth};
 use anyhow::{anyhow, Context};
+use cnichain_engine::fault;
 use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100, Route};
@@ -34,11 +35,13 @@ impl Stage for Bridge {
         let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
 
         let br = ensure_bridge(&mut host, &c).map_err(err)?;
+        fault::point("bridge.after-bridge")?;
         let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
         let v = veth::create(&mut host, &mut pod_nl, &pod, &inv.rt.ifname, &host_name, c.mtu(), mac).map_err(err)?;
         // From here on a failure removes what this ADD made (the reference leaves it).
         let mut ipam_done = false;
         let out = (|| -> Result<CniResult, CniError> {
+            fault::point("bridge.after-veth")?;
             host.set_master(v.host.index, br.index)
                 .with_context(|| format!("failed to connect {:?} to bridge {}", v.host.name, c.br_name))
                 .map_err(err)?;
@@ -63,6 +66,7 @@ impl Stage for Bridge {
                     .delegate(ipam, Command::Add)?
                     .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
                 ipam_done = true;
+                fault::point("bridge.after-ipam")?;
                 let r = r.to_v1()?;
                 res.ips = r.ips;
                 res.routes = r.routes;
@@ -84,15 +88,18 @@ impl Stage for Bridge {
                 })
                 .map_err(err)?;
                 ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res).map_err(err)?;
+                fault::point("bridge.after-addrs")?;
                 if c.is_gw {
                     for gw in &gws {
                         ensure_addr(&mut host, &br, gw, c.force_address).map_err(err)?;
                     }
                     enable_forwarding(&gws).map_err(err)?;
                 }
+                fault::point("bridge.after-gateway")?;
                 if c.ip_masq {
                     let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
                     ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+                    fault::point("bridge.after-masq")?;
                 }
             }
             if c.macspoofchk {
@@ -110,6 +117,13 @@ impl Stage for Bridge {
             CniResult::from_v1(res, inv.version)
         })();
         if out.is_err() {
+            if c.ip_masq {
+                // Its records name what was made, whatever step failed.
+                let _ = ipmasq::teardown(&c.name, &inv.rt.container_id, &inv.rt.ifname, &[]);
+            }
+            if c.macspoofchk {
+                let _ = macspoof::teardown(&macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname));
+            }
             let _ = veth::delete_container_end(pod_nl, &inv.rt.ifname);
             if ipam_done {
                 if let Some(ipam) = &ipam {

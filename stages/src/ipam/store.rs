@@ -117,6 +117,10 @@ impl Store {
             return Err(io_err("cannot write", &path, e));
         }
         drop(f);
+        if let Err(e) = cnichain_engine::fault::point("host-local.after-reserve") {
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
         let last = self.dir.join(format!("{LAST_IP_PREFIX}{range_id}"));
         OpenOptions::new()
             .write(true)

@@ -273,8 +273,9 @@ pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
     delete_owned(&mut nl, &mut b, &p.id, &old)?;
     records::remove(&mut b, &p.id, old_count);
     p.write(&mut b, hint)?;
+    cnichain_engine::fault::point("portmap.before-commit")?;
     match nft::apply_pod(&mut nl, &b) {
-        Ok(()) => Ok(()),
+        Ok(()) => cnichain_engine::fault::point("portmap.after-commit"),
         Err(e) if e.kind == NftErrorKind::Exists => {
             // Name the host ports another attachment holds.
             let mut taken = Vec::new();

@@ -70,7 +70,13 @@ impl Stage for Tuning {
             keep.netns = inv.rt.netns.clone();
             keep.netns_id = pod_id;
             record::write(&path, &keep).map_err(err)?;
-            if let Err(e) = pod::apply(&pod, nl.as_mut(), &c, &resolved, link.as_ref()) {
+            let applied = cnichain_engine::fault::point("tuning.after-record")
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .and_then(|_| pod::apply(&pod, nl.as_mut(), &c, &resolved, link.as_ref()))
+                .and_then(|_| {
+                    cnichain_engine::fault::point("tuning.after-sysctls").map_err(|e| anyhow::anyhow!("{e}"))
+                });
+            if let Err(e) = applied {
                 let left = pod::restore(&pod, nl.as_mut(), ifname, &undo, true);
                 let _ = match &earlier {
                     Some(r) => record::write(&path, r),
