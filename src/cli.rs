@@ -220,6 +220,9 @@ fn print_timings(engine: &Engine) {
 
 fn run(cli: Cli) -> Result<(), CniError> {
     let c = &cli.common;
+    // Stages that keep records (tuning) find the state dir in the environment, as they do
+    // when a runtime executes them as plugins. Set before any thread is started.
+    std::env::set_var("CNICHAIN_STATE_DIR", &c.state_dir);
     if let Cmd::Version = cli.cmd {
         println!("cnichain {}", env!("CARGO_PKG_VERSION"));
         println!("CNI spec versions: {}", version::SUPPORTED.join(", "));

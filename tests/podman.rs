@@ -123,6 +123,9 @@ network_config_dir = "{net}"
             .args(args)
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
             .env("TMPDIR", self.dir.join("tmp"))
+            // cnichain's drop-ins inherit podman's environment: keep their locks and
+            // records in the sandbox too
+            .env("CNICHAIN_STATE_DIR", self.dir.join("cnichain-state"))
             .env_remove("CONTAINERS_STORAGE_CONF")
             .env_remove("CNI_PATH")
             .env_remove("NETCONFPATH");
