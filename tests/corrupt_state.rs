@@ -72,19 +72,7 @@ fn leftovers(sb: &Sandbox, pod: &str) -> Vec<String> {
                 }
             }
         }
-        for f in sb.files_in("ipam") {
-            let base = f.rsplit('/').next().unwrap_or("");
-            if base != "lock" && !base.starts_with("last_reserved_ip.") {
-                out.push(format!("ipam {f}"));
-            }
-        }
-        out.extend(
-            sb.files_in("state")
-                .into_iter()
-                .filter(|f| f != "locks/gc.lock")
-                .map(|f| format!("state {f}")),
-        );
-        out.extend(sb.files_in("cache").into_iter().map(|f| format!("cache {f}")));
+        out.extend(leftover_files(sb));
         if out.is_empty() || Instant::now() > deadline {
             return out;
         }

@@ -49,19 +49,7 @@ fn host_links(sb: &Sandbox) -> Vec<String> {
 /// State that must be gone once every attachment is DELeted.
 fn leftovers(sb: &Sandbox) -> Vec<String> {
     let mut out: Vec<String> = host_links(sb).into_iter().map(|l| format!("host link {l}")).collect();
-    for f in sb.files_in("ipam") {
-        let base = f.rsplit('/').next().unwrap_or("");
-        if base != "lock" && !base.starts_with("last_reserved_ip.") {
-            out.push(format!("ipam {f}"));
-        }
-    }
-    out.extend(
-        sb.files_in("state")
-            .into_iter()
-            .filter(|f| f != "locks/gc.lock")
-            .map(|f| format!("state {f}")),
-    );
-    out.extend(sb.files_in("cache").into_iter().map(|f| format!("cache {f}")));
+    out.extend(leftover_files(sb));
     out
 }
 

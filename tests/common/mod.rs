@@ -194,6 +194,28 @@ impl Drop for Sandbox {
     }
 }
 
+/// Files an attachment may leave in this sandbox's state paths, which must be gone once
+/// every attachment is DELeted: reservations (not the store's `lock` and
+/// `last_reserved_ip.N`, which stay by design), state-dir files (not `locks/gc.lock`) and
+/// cache entries.
+pub fn leftover_files(sb: &Sandbox) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in sb.files_in("ipam") {
+        let base = f.rsplit('/').next().unwrap_or("");
+        if base != "lock" && !base.starts_with("last_reserved_ip.") {
+            out.push(format!("ipam {f}"));
+        }
+    }
+    out.extend(
+        sb.files_in("state")
+            .into_iter()
+            .filter(|f| f != "locks/gc.lock")
+            .map(|f| format!("state {f}")),
+    );
+    out.extend(sb.files_in("cache").into_iter().map(|f| format!("cache {f}")));
+    out
+}
+
 /// Removes what libcni-based tools (the peer cnitool, podman) leave in libcni's fixed
 /// cache dir for one network: they have no option to point it elsewhere.
 pub struct ResultsCleanup(pub String);
