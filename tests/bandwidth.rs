@@ -37,8 +37,6 @@ fn chain(sb: &Sandbox, exec: &str, verb: &str, net: &str, pod: &str, cap_args: O
     c.output().expect("run cnichain")
 }
 
-
-
 /// cnitool's container ID for a netns path (what `cnichain add` uses).
 fn container_id(netns: &str) -> String {
     format!("cnitool-{}", &sha512_hex(netns)[..20])
@@ -469,8 +467,8 @@ fn bandwidth_check_tamper_and_del() {
     ok(&chain(&sb, &main_exec(), "del", "bwchk", &pod, None));
 }
 
-/// Bad rates and bursts: code 7 naming the field (code 2 for the subnet lists cnichain
-/// does not offer), and no ifb and no qdisc made. DEL of the same config succeeds.
+/// Bad rates, bursts and subnet lists (a bad CIDR, not a list of strings, both lists at
+/// once): code 7 naming the field, and no ifb and no qdisc made. DEL of the same config succeeds.
 #[test]
 fn bandwidth_bad_input() {
     if !is_root() {
@@ -529,16 +527,35 @@ fn bandwidth_bad_input() {
             "runtimeConfig.bandwidth.egressBurst",
         ),
         (
-            json!({"ingressRate": 1000000, "ingressBurst": 100000, "shapedSubnets": ["10.0.0.0/8"]}),
+            json!({"ingressRate": 1000000, "ingressBurst": 100000, "shapedSubnets": ["10.0.0.0/33"]}),
             None,
-            2,
+            7,
+            "shapedSubnets[0]",
+        ),
+        (
+            json!({"unshapedSubnets": "10.0.0.0/8", "egressRate": 1000000, "egressBurst": 100000}),
+            None,
+            7,
+            "unshapedSubnets",
+        ),
+        (
+            json!({"unshapedSubnets": ["10.0.0.0/8", 5], "egressRate": 1000000, "egressBurst": 100000}),
+            None,
+            7,
+            "unshapedSubnets[1]",
+        ),
+        (
+            json!({"unshapedSubnets": ["10.0.0.0/8"], "shapedSubnets": ["10.1.0.0/16"],
+                   "egressRate": 1000000, "egressBurst": 100000}),
+            None,
+            7,
             "shapedSubnets",
         ),
         (
-            json!({"unshapedSubnets": ["10.0.0.0/8"], "egressRate": 1000000, "egressBurst": 100000}),
-            None,
-            2,
-            "unshapedSubnets",
+            cap_conf.clone(),
+            Some(r#"{"bandwidth": {"egressRate": 1000000, "egressBurst": 100000, "unshapedSubnets": ["fd00::/200"]}}"#),
+            7,
+            "runtimeConfig.bandwidth.unshapedSubnets[0]",
         ),
     ];
     for (i, (bw, cap, code, field)) in cases.into_iter().enumerate() {
@@ -558,7 +575,10 @@ fn bandwidth_bad_input() {
         );
         for veth in host_veths(&sb) {
             let q = sh(&sb, &host, &format!("tc qdisc show dev {veth}"));
-            assert!(!q.contains("tbf") && !q.contains("ingress"), "case {i}: {q}");
+            assert!(
+                !q.contains("tbf") && !q.contains("ingress") && !q.contains("htb"),
+                "case {i}: {q}"
+            );
         }
         ok(&chain(&sb, &main_exec(), "del", "bwbad", &pod, cap));
     }
@@ -592,7 +612,8 @@ fn fetch_seconds(sb: &Sandbox, from: &str, url: &str, out: &Path, want_len: u64)
     for _ in 0..50 {
         let _ = std::fs::remove_file(out);
         let t = Instant::now();
-        let o = sb.sh_in(from, &format!("busybox wget -q -O {} {url}", out.display()));
+        // Bounded: a broken path must fail the test, not hang the suite.
+        let o = sb.sh_in(from, &format!("timeout 20 busybox wget -q -O {} {url}", out.display()));
         let secs = t.elapsed().as_secs_f64();
         if o.status.success() {
             let len = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
@@ -659,4 +680,139 @@ fn bandwidth_shapes_real_traffic() {
     drop(_h);
     drop(_p);
     ok(&chain(&sb, &main_exec(), "del", "bwtp", &pod, None));
+}
+
+/// Upstream's subnet lists with real traffic out of the pod (through the ifb's htb) to
+/// two destinations in the sandbox host netns: the bridge's own address (10.95.x.1) and
+/// a second address 192.0.2.1/32 added on the bridge (picked as the source of the
+/// host's connection by a /32 route to the pod with `src 192.0.2.1`). With
+/// `unshapedSubnets: [192.0.2.1/32]` (plugin config) traffic to 192.0.2.1 is not
+/// shaped and traffic to the gateway is; with `shapedSubnets: [192.0.2.1/32]`
+/// (runtimeConfig) the reverse. The in-process bridge and host-local run the main plugin.
+fn subnet_shaping(tag: &str, subnet: &str, shaped_listed: bool) {
+    let mut sb = Sandbox::new(tag);
+    let pod = sb.pod("p");
+    let host = sb.host();
+    let list = json!(["192.0.2.1/32"]);
+    let rates = json!({"ingressRate": 1000000, "ingressBurst": 100000, "egressRate": 1000000, "egressBurst": 100000});
+    let (bw, cap) = if shaped_listed {
+        let mut entry = rates.clone();
+        entry["shapedSubnets"] = list;
+        (
+            json!({"capabilities": {"bandwidth": true}}),
+            Some(json!({ "bandwidth": entry }).to_string()),
+        )
+    } else {
+        let mut bw = rates.clone();
+        bw["unshapedSubnets"] = list;
+        (bw, None)
+    };
+    let text = conflist(tag, subnet, bw);
+    sb.write_conflist("bw.conflist", &text);
+    let cap = cap.as_deref();
+    let res: Value = serde_json::from_str(&ok(&chain(&sb, "none", "add", tag, &pod, cap))).unwrap();
+    let pod_ip = res["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let gw = res["ips"][0]["gateway"].as_str().unwrap().to_string();
+    let ifb = ifb_name(tag, &container_id(&pod));
+    let veths = host_veths(&sb);
+    assert_eq!(veths.len(), 1, "{veths:?}");
+    let veth = &veths[0];
+
+    // the layout: htb on the veth and on the ifb, default class and filter as upstream
+    let (defcls, target) = if shaped_listed { ("1", "1:30") } else { ("30", "1:1") };
+    for dev in [veth.as_str(), ifb.as_str()] {
+        let q = sh(&sb, &host, &format!("tc qdisc show dev {dev} root"));
+        assert!(
+            q.contains("htb 1: root") && q.contains(&format!("default 0x{defcls}")),
+            "{dev}: {q}"
+        );
+        let c = sh(&sb, &host, &format!("tc class show dev {dev}"));
+        assert!(
+            c.contains("class htb 1:30 root") && c.contains("rate 1Mbit ceil 2Mbit"),
+            "{dev}: {c}"
+        );
+        assert!(
+            c.contains("class htb 1:1 root") && c.contains("rate 800Gbit ceil 800Gbit"),
+            "{dev}: {c}"
+        );
+        let f = sh(&sb, &host, &format!("tc filter show dev {dev} parent 1:"));
+        assert!(
+            f.contains(&format!("flowid {target}")) && f.contains("match c0000201/ffffffff at 16"),
+            "{dev}: {f}"
+        );
+    }
+    ok(&chain(&sb, "none", "check", tag, &pod, cap));
+
+    sh(&sb, &host, "ip addr add 192.0.2.1/32 dev cni-bw0");
+    // the pod has no default route (isGateway without isDefaultGateway)
+    sh(&sb, &ns_name(&pod), &format!("ip route add 192.0.2.1/32 via {gw}"));
+    let www: PathBuf = sb.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let size: u64 = 300_000;
+    std::fs::write(www.join("blob"), vec![0x5au8; size as usize]).unwrap();
+    let _p = http_server(&pod, 8083, &www);
+    let url = format!("http://{pod_ip}:8083/blob");
+
+    let to_gw = fetch_seconds(&sb, &host, &url, &sb.dir.join("a"), size);
+    sh(
+        &sb,
+        &host,
+        &format!("ip route add {pod_ip}/32 dev cni-bw0 src 192.0.2.1"),
+    );
+    let to_other = fetch_seconds(&sb, &host, &url, &sb.dir.join("b"), size);
+    sh(&sb, &host, &format!("ip route del {pod_ip}/32"));
+    let (shaped_t, unshaped_t) = if shaped_listed {
+        (to_other, to_gw)
+    } else {
+        (to_gw, to_other)
+    };
+    let expected = (size as f64 - 12_500.0) / 125_000.0;
+    eprintln!(
+        "{tag}: out of the pod, {size} B: to {gw} {to_gw:.2} s, to 192.0.2.1 {to_other:.2} s (shaped expected ~{expected:.2} s)"
+    );
+    assert!(
+        shaped_t >= expected * 0.5 && shaped_t <= expected * 3.0,
+        "shaped: {shaped_t:.2} s, expected {expected:.2} s (0.5x - 3x)"
+    );
+    assert!(unshaped_t < 0.3, "unshaped: {unshaped_t:.2} s, want < 0.3 s");
+    drop(_p);
+
+    // CHECK notices a missing subnet filter on the ifb
+    let prio = sh(
+        &sb,
+        &host,
+        &format!("tc filter del dev {ifb} parent 1: prio 16 && echo done"),
+    );
+    assert_eq!(prio, "done");
+    let e = cni_err(&chain(&sb, "none", "check", tag, &pod, cap));
+    assert!(e["msg"].as_str().unwrap_or("").contains("192.0.2.1/32"), "{e}");
+
+    ok(&chain(&sb, "none", "del", tag, &pod, cap));
+    assert_eq!(sh(&sb, &host, "ip -o link show type ifb | wc -l"), "0");
+    assert!(host_veths(&sb).is_empty());
+    ok(&chain(&sb, "none", "del", tag, &pod, cap));
+}
+
+#[test]
+fn bandwidth_unshaped_subnets_real_traffic() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    subnet_shaping("bwuns", "10.95.6.0/24", false);
+}
+
+#[test]
+fn bandwidth_shaped_subnets_real_traffic() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    subnet_shaping("bwshp", "10.95.7.0/24", true);
 }

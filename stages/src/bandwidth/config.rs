@@ -7,8 +7,9 @@
 //! when the plugin config has none. The two are never merged field by field.
 
 use crate::conf;
+use crate::netlink::htb::Subnet;
 use crate::netlink::tbf;
-use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, UNSUPPORTED_FIELD};
+use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::stage::Invocation;
 use serde::Deserialize;
 use serde_json::Value;
@@ -80,6 +81,37 @@ pub struct BandwidthConf {
     pub name: String,
     pub ingress: Option<Shape>,
     pub egress: Option<Shape>,
+    /// Upstream's subnet lists: with one of them, both directions use the htb layout.
+    pub subnets: Option<Subnets>,
+}
+
+/// `shapedSubnets` (only traffic to these is shaped) or `unshapedSubnets` (traffic to
+/// these is not shaped, all else is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnets {
+    /// true for `shapedSubnets`
+    pub shaped: bool,
+    pub nets: Vec<Subnet>,
+}
+
+/// A subnet list: absent, null or empty is None; else an array of CIDR strings.
+fn subnet_list(v: &Option<Value>, field: &str) -> Result<Option<Vec<Subnet>>, CniError> {
+    let a = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) => a,
+        Some(other) => return Err(invalid(field, format!("{other} is not a list of CIDR strings"))),
+    };
+    if a.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(a.len());
+    for (i, e) in a.iter().enumerate() {
+        let Some(s) = e.as_str() else {
+            return Err(invalid(&format!("{field}[{i}]"), format!("{e} is not a CIDR string")));
+        };
+        out.push(Subnet::parse(s).map_err(|why| invalid(&format!("{field}[{i}]"), why))?);
+    }
+    Ok(Some(out))
 }
 
 fn invalid(field: &str, msg: impl std::fmt::Display) -> CniError {
@@ -145,17 +177,9 @@ fn shape(rate: u64, burst: u64, rate_field: &str, burst_field: &str) -> Result<O
     }))
 }
 
-fn non_empty(v: &Option<Value>) -> bool {
-    match v {
-        None | Some(Value::Null) => false,
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(_) => true,
-    }
-}
-
 impl BandwidthConf {
-    /// Read and check the request. Bad numbers are code 7 naming the field; upstream's
-    /// `shapedSubnets` / `unshapedSubnets` (htb classes) are code 2.
+    /// Read and check the request. Bad numbers, bad subnet lists and both subnet lists
+    /// at once are code 7 naming the field.
     pub fn load(inv: &Invocation) -> Result<BandwidthConf, CniError> {
         let plain: Entry = conf::parse(inv.config, "bandwidth")?;
         let rt: RawRuntime = conf::parse(inv.config, "bandwidth")?;
@@ -176,21 +200,20 @@ impl BandwidthConf {
             ..Default::default()
         };
         let Some(e) = entry else { return Ok(c) };
-        for (v, key) in [
-            (&e.shaped_subnets, "shapedSubnets"),
-            (&e.unshaped_subnets, "unshapedSubnets"),
-        ] {
-            if non_empty(v) {
-                return Err(CniError::new(
-                    UNSUPPORTED_FIELD,
-                    format!(
-                        "bandwidth: unsupported field \"{prefix}{key}\": cnichain shapes all traffic (tbf) and does \
-                         not offer per-subnet shaping"
-                    ),
-                ));
-            }
-        }
         let f = |k: &str| format!("{prefix}{k}");
+        let unshaped = subnet_list(&e.unshaped_subnets, &f("unshapedSubnets"))?;
+        let shaped = subnet_list(&e.shaped_subnets, &f("shapedSubnets"))?;
+        c.subnets = match (unshaped, shaped) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &f("shapedSubnets"),
+                    format!("cannot be set together with \"{}\"", f("unshapedSubnets")),
+                ))
+            }
+            (Some(nets), None) => Some(Subnets { shaped: false, nets }),
+            (None, Some(nets)) => Some(Subnets { shaped: true, nets }),
+            (None, None) => None,
+        };
         c.ingress = shape(
             e.ingress_rate.unwrap_or(0),
             e.ingress_burst.unwrap_or(0),
@@ -255,5 +278,35 @@ mod tests {
         assert_eq!(n.len(), 15);
         assert!(n.starts_with("bwp"));
         assert_eq!(&n[3..], &conf::hash_hex(&["netcid"])[..12]);
+    }
+}
+
+#[cfg(test)]
+mod subnet_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn subnet_lists() {
+        assert_eq!(subnet_list(&None, "f").unwrap(), None);
+        assert_eq!(subnet_list(&Some(Value::Null), "f").unwrap(), None);
+        assert_eq!(subnet_list(&Some(json!([])), "f").unwrap(), None);
+        let l = subnet_list(&Some(json!(["10.0.0.0/8", "fd00::/64"])), "f")
+            .unwrap()
+            .unwrap();
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[1].to_string(), "fd00::/64");
+        for (v, field) in [
+            (json!("10.0.0.0/8"), "\"f\""),
+            (json!({"a": 1}), "\"f\""),
+            (json!([1]), "\"f[0]\""),
+            (json!(["10.0.0.0/8", "10.0.0.0/40"]), "\"f[1]\""),
+            (json!(["nonsense"]), "\"f[0]\""),
+            (json!([["10.0.0.0/8"]]), "\"f[0]\""),
+        ] {
+            let e = subnet_list(&Some(v.clone()), "f").unwrap_err();
+            assert_eq!(e.code, 7, "{v}");
+            assert!(e.msg.contains(field), "{v}: {}", e.msg);
+        }
     }
 }

@@ -6,19 +6,27 @@
 //!   `bwp<hash>` that carries its own root tbf `1:`.
 //!
 //! Latency 25 ms, limit = rate x 25 ms + burst, rates and bursts in bits as configured.
+//!
+//! With upstream's (1.4+) `shapedSubnets` or `unshapedSubnets`, the root tbf of either
+//! device (host veth, ifb) is replaced by upstream's htb layout (see
+//! [`crate::netlink::htb`]): classes `1:48` (shaped) and `1:1` (unshaped), and one u32
+//! filter per listed subnet matching the destination address.
 //! ADD undoes its own partial work on failure; DEL removes the ifb and, when it can find
 //! the host veth, the qdiscs this stage put there.
 
 pub mod config;
 pub mod host;
 
-use crate::netlink::{errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
+use crate::netlink::htb::{self, HtbState};
+use crate::netlink::{
+    errno_of, format_mac, tbf, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT,
+};
 use crate::netns::NetNs;
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
-use config::{BandwidthConf, Shape};
+use config::{BandwidthConf, Shape, Subnets};
 
 pub struct Bandwidth;
 
@@ -32,6 +40,7 @@ fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
 
 /// Something ADD made, to be removed again if a later step fails.
 enum Made {
+    /// The root qdisc `1:` (tbf or htb).
     RootTbf(u32),
     IngressQdisc(u32),
     Ifb(u32),
@@ -72,6 +81,115 @@ fn tbf_matches(q: &Qdisc, s: &Shape) -> Result<(), String> {
     let slack = (u128::from(p.rate) * 1064).div_ceil(1_000_000_000) + 1;
     if u128::from(p.burst.abs_diff(s.burst)) > slack {
         return Err(format!("burst {} B, want {} B", p.burst, s.burst));
+    }
+    Ok(())
+}
+
+/// The shortest tx queue a device shaped by htb gets (upstream's ifb minimum).
+const HTB_MIN_QLEN: u32 = 1000;
+
+/// The htb buffer of the shaped class: the burst's duration at the rate, psched ticks.
+fn htb_buffer(s: &Shape) -> u32 {
+    tbf::buffer_ticks(s.rate, s.burst)
+}
+
+/// Build upstream's htb layout on link `index`: qdisc, shaped class, unshaped class, one
+/// filter per subnet. Once the qdisc is made it is recorded in `made` (removing it removes
+/// the rest).
+fn add_htb_layout(
+    host: &mut Netlink,
+    index: u32,
+    s: &Shape,
+    subnets: &Subnets,
+    made: &mut Vec<Made>,
+) -> anyhow::Result<()> {
+    let (defcls, target) = htb::class_targets(subnets.shaped);
+    host.add_htb_qdisc(index, defcls)?;
+    made.push(Made::RootTbf(index));
+    let buffer = htb_buffer(s);
+    host.add_htb_class(
+        index,
+        htb::SHAPED_MINOR,
+        s.rate,
+        s.rate.saturating_mul(2),
+        buffer,
+        buffer,
+    )?;
+    host.add_htb_class(index, htb::UNSHAPED_MINOR, htb::UNCAPPED_RATE, htb::UNCAPPED_RATE, 0, 0)?;
+    for n in &subnets.nets {
+        host.add_subnet_filter(index, n, target)?;
+    }
+    Ok(())
+}
+
+/// Whether `st` is upstream's htb layout for `s` and `subnets`. The buffer may differ by
+/// the rounding of upstream's computation (whole microseconds, 15.625 ticks each).
+fn htb_matches(st: &HtbState, s: &Shape, subnets: &Subnets) -> Result<(), String> {
+    let Some((handle, defcls)) = st.qdisc else {
+        return Err("no htb qdisc".into());
+    };
+    if handle != htb::HTB_HANDLE {
+        return Err(format!("htb handle {handle:#x}, want 0x10000"));
+    }
+    let (want_def, target) = htb::class_targets(subnets.shaped);
+    if defcls != u32::from(want_def) {
+        return Err(format!("default class 1:{defcls}, want 1:{want_def}"));
+    }
+    let class = |minor: u16| {
+        st.classes
+            .iter()
+            // a class right under the qdisc reads back with parent root
+            .find(|c| {
+                c.classid == htb::HTB_HANDLE | u32::from(minor)
+                    && (c.parent == htb::HTB_HANDLE || c.parent == TC_H_ROOT)
+            })
+            .ok_or_else(|| format!("no htb class 1:{minor}"))
+    };
+    let shaped = class(htb::SHAPED_MINOR)?;
+    if shaped.rate != s.rate || shaped.ceil != s.rate.saturating_mul(2) {
+        return Err(format!(
+            "class 1:{} rate {} B/s ceil {} B/s, want {} B/s and {} B/s",
+            htb::SHAPED_MINOR,
+            shaped.rate,
+            shaped.ceil,
+            s.rate,
+            s.rate.saturating_mul(2)
+        ));
+    }
+    let want_buf = htb_buffer(s);
+    if shaped.buffer.abs_diff(want_buf) > 16 || shaped.cbuffer.abs_diff(want_buf) > 16 {
+        return Err(format!(
+            "class 1:{} buffer {}/{} ticks, want {want_buf}",
+            htb::SHAPED_MINOR,
+            shaped.buffer,
+            shaped.cbuffer
+        ));
+    }
+    let unshaped = class(htb::UNSHAPED_MINOR)?;
+    if unshaped.rate != htb::UNCAPPED_RATE || unshaped.ceil != htb::UNCAPPED_RATE {
+        return Err(format!(
+            "class 1:{} rate {} B/s ceil {} B/s, want {} B/s",
+            htb::UNSHAPED_MINOR,
+            unshaped.rate,
+            unshaped.ceil,
+            htb::UNCAPPED_RATE
+        ));
+    }
+    for n in &subnets.nets {
+        let (proto, prio, keys) = n.filter_keys();
+        let mut want: Vec<(u32, u32, i32)> = keys.iter().map(|k| (k.mask, k.val, k.off)).collect();
+        if want.is_empty() {
+            want.push((0, 0, 0));
+        }
+        let found = st.filters.iter().any(|f| {
+            f.protocol == proto
+                && f.priority == prio
+                && f.classid == htb::HTB_HANDLE | u32::from(target)
+                && f.keys == want
+        });
+        if !found {
+            return Err(format!("no filter sends traffic to {n} to class 1:{target}"));
+        }
     }
     Ok(())
 }
@@ -125,12 +243,21 @@ impl Stage for Bandwidth {
                     }
                 }
             }
-            let ingress = BandwidthConf::load(inv).ok().and_then(|c| c.ingress);
-            if let (Some(s), Some(q)) = (ingress, root_tbf(&qdiscs)) {
-                if q.handle == TBF_HANDLE && tbf_matches(q, &s).is_ok() {
-                    if let Err(e) = host.del_qdisc(veth.index, TC_H_ROOT, TBF_HANDLE) {
-                        tracing::warn!("bandwidth: {e:#}");
-                    }
+            let conf = BandwidthConf::load(inv).ok();
+            let ingress = conf.as_ref().and_then(|c| c.ingress);
+            let subnets = conf.as_ref().and_then(|c| c.subnets.clone());
+            let ours = match (ingress, &subnets) {
+                (Some(s), None) => {
+                    root_tbf(&qdiscs).is_some_and(|q| q.handle == TBF_HANDLE && tbf_matches(q, &s).is_ok())
+                }
+                (Some(s), Some(n)) => host
+                    .htb_state(veth.index)
+                    .is_ok_and(|st| htb_matches(&st, &s, n).is_ok()),
+                (None, _) => false,
+            };
+            if ours {
+                if let Err(e) = host.del_qdisc(veth.index, TC_H_ROOT, TBF_HANDLE) {
+                    tracing::warn!("bandwidth: {e:#}");
                 }
             }
         }
@@ -158,7 +285,11 @@ impl Stage for Bandwidth {
         let mut host = Netlink::new().map_err(err)?;
         let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
 
-        if let Some(s) = &c.ingress {
+        if let (Some(s), Some(n)) = (&c.ingress, &c.subnets) {
+            let st = host.htb_state(veth.index).map_err(err)?;
+            htb_matches(&st, s, n)
+                .map_err(|why| CniError::internal(format!("htb on {} does not match: {why}", veth.name)))?;
+        } else if let Some(s) = &c.ingress {
             let qdiscs = host.qdiscs(veth.index).map_err(err)?;
             let q = root_tbf(&qdiscs)
                 .ok_or_else(|| CniError::internal(format!("Failed to find qdisc: no tbf on {}", veth.name)))?;
@@ -171,10 +302,17 @@ impl Stage for Bandwidth {
                 .link_by_name(&ifb_name)
                 .map_err(err)?
                 .ok_or_else(|| CniError::internal(format!("get ifb device: link {ifb_name} not found")))?;
-            let qdiscs = host.qdiscs(ifb.index).map_err(err)?;
-            let q = root_tbf(&qdiscs)
-                .ok_or_else(|| CniError::internal(format!("Failed to find qdisc: no tbf on {ifb_name}")))?;
-            tbf_matches(q, s).map_err(|why| CniError::internal(format!("tbf on {ifb_name} does not match: {why}")))?;
+            if let Some(n) = &c.subnets {
+                let st = host.htb_state(ifb.index).map_err(err)?;
+                htb_matches(&st, s, n)
+                    .map_err(|why| CniError::internal(format!("htb on {ifb_name} does not match: {why}")))?;
+            } else {
+                let qdiscs = host.qdiscs(ifb.index).map_err(err)?;
+                let q = root_tbf(&qdiscs)
+                    .ok_or_else(|| CniError::internal(format!("Failed to find qdisc: no tbf on {ifb_name}")))?;
+                tbf_matches(q, s)
+                    .map_err(|why| CniError::internal(format!("tbf on {ifb_name} does not match: {why}")))?;
+            }
             let redirected = host
                 .filters(veth.index, INGRESS_HANDLE)
                 .map_err(err)?
@@ -211,7 +349,21 @@ fn shape_pod(
     made: &mut Vec<Made>,
     result: &mut Result100,
 ) -> anyhow::Result<()> {
-    if let Some(s) = &c.ingress {
+    if let (Some(s), Some(n)) = (&c.ingress, &c.subnets) {
+        // htb's leaf queues (default pfifo) are as long as the device's tx queue: on a
+        // veth made with queue length 0 (as the reference 1.1.1 bridge makes them) they
+        // would drop every packet.
+        if veth.txqlen == 0 {
+            tracing::warn!(
+                "bandwidth: {} has tx queue length 0: setting {HTB_MIN_QLEN} for htb",
+                veth.name
+            );
+            host.set_txqlen(veth.index, HTB_MIN_QLEN)
+                .with_context(|| format!("set the tx queue length of {}", veth.name))?;
+        }
+        add_htb_layout(host, veth.index, s, n, made).with_context(|| format!("create ingress htb on {}", veth.name))?;
+        cnichain_engine::fault::point("bandwidth.after-ingress").map_err(|e| anyhow::anyhow!("{e}"))?;
+    } else if let Some(s) = &c.ingress {
         host.add_tbf(veth.index, s.rate, s.burst, s.limit)
             .with_context(|| format!("create ingress qdisc on {}", veth.name))?;
         made.push(Made::RootTbf(veth.index));
@@ -228,8 +380,14 @@ fn shape_pod(
         cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
-        if ifb.txqlen != veth.txqlen {
-            host.set_txqlen(ifb.index, veth.txqlen)
+        // With htb (upstream 1.4+) at least 1000: the leaf queues are that long.
+        let want_qlen = if c.subnets.is_some() {
+            veth.txqlen.max(HTB_MIN_QLEN)
+        } else {
+            veth.txqlen
+        };
+        if ifb.txqlen != want_qlen {
+            host.set_txqlen(ifb.index, want_qlen)
                 .with_context(|| format!("set the tx queue length of {ifb_name}"))?;
         }
         result.interfaces.push(Interface {
@@ -238,8 +396,14 @@ fn shape_pod(
             ..Default::default()
         });
         // Shape the ifb before any traffic is sent there.
-        host.add_tbf(ifb.index, s.rate, s.burst, s.limit)
-            .with_context(|| format!("create ifb qdisc on {ifb_name}"))?;
+        match &c.subnets {
+            Some(n) => {
+                add_htb_layout(host, ifb.index, s, n, made).with_context(|| format!("create ifb htb on {ifb_name}"))?
+            }
+            None => host
+                .add_tbf(ifb.index, s.rate, s.burst, s.limit)
+                .with_context(|| format!("create ifb qdisc on {ifb_name}"))?,
+        }
         host.add_ingress_qdisc(veth.index)
             .with_context(|| format!("create ingress qdisc on {}", veth.name))?;
         made.push(Made::IngressQdisc(veth.index));

@@ -10,6 +10,7 @@
 //! - `tc`: qdiscs and filters for the bandwidth stage; `tbf` builds the tbf options
 
 mod addr;
+pub mod htb;
 mod link;
 mod route;
 pub mod tbf;
