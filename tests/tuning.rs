@@ -29,7 +29,10 @@ fn main_exec() -> String {
 
 /// The tuning records in the sandbox's state dir (its locks/ are the engine's).
 fn tuning_records(sb: &Sandbox) -> Vec<String> {
-    sb.files_in("state").into_iter().filter(|f| f.starts_with("tuning/")).collect()
+    sb.files_in("state")
+        .into_iter()
+        .filter(|f| f.starts_with("tuning/"))
+        .collect()
 }
 
 fn state_dir(sb: &Sandbox) -> PathBuf {
@@ -84,8 +87,6 @@ fn chain(sb: &Sandbox, exec: &str, verb: &str, net: &str, pod: &str, env: &[(&st
     c.args(["--exec", exec, verb, net, pod]);
     c.output().expect("run cnichain")
 }
-
-
 
 /// A pod with an `eth0` (MAC 02:00:00:00:00:01, MTU 1500), up: one end of a veth pair
 /// whose other end stays in the pod (this kernel has no dummy driver).
@@ -455,11 +456,7 @@ fn tuning_in_chain_ifname_txqlen_check_and_del() {
         before_somaxconn,
         "somaxconn restored"
     );
-    assert!(
-        tuning_records(&sb).is_empty(),
-        "record left: {:?}",
-        tuning_records(&sb)
-    );
+    assert!(tuning_records(&sb).is_empty(), "record left: {:?}", tuning_records(&sb));
     ok(&chain(&sb, &main_exec(), "del", "tuchain", &pod, &env));
 }
 
@@ -496,11 +493,7 @@ fn tuning_del_without_record_or_netns() {
     let _ = Command::new("ip").args(["netns", "del", &podn]).output();
     sb.netns.retain(|n| *n != podn);
     ok(&plugin(&sb, &ours, "DEL", &pod, "cid-gone", &conf, &[]));
-    assert!(
-        tuning_records(&sb).is_empty(),
-        "record left: {:?}",
-        tuning_records(&sb)
-    );
+    assert!(tuning_records(&sb).is_empty(), "record left: {:?}", tuning_records(&sb));
 }
 
 /// A record left by a pod that some other tool tore down (the reference's DEL does not

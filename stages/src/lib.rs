@@ -4,6 +4,7 @@
 
 use cnichain_engine::stage::Registry;
 
+pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod ifaddr;
@@ -17,9 +18,8 @@ pub mod nft;
 pub mod portmap;
 pub mod ptp;
 pub mod sysctl;
-pub mod veth;
 pub mod tuning;
-pub mod bandwidth;
+pub mod veth;
 
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
