@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use std::path::PathBuf;
 
 /// A CNI_PATH dir in the sandbox with the recorder under several type names.
 fn recorder_path(sb: &Sandbox) -> String {
@@ -370,7 +369,6 @@ fn gc_deletes_stale_cached_attachments_and_sends_both_keys() {
     ok(&sb.cnichain(&path, &["status", &net]));
     assert_eq!(sb.records().len(), 2);
     assert!(sb.records().iter().all(|r| env_of(r, "CNI_COMMAND") == "STATUS"));
-    let _ = PathBuf::new();
 }
 
 #[test]

@@ -21,9 +21,10 @@
 //! The rate specs say linklayer ethernet, so the kernel needs no rate tables. A rate of
 //! 2^32 B/s or more is written as 0xffffffff and carried in TCA_HTB_RATE64 / CEIL64.
 
+use super::tc::kind_and_options;
 use super::Netlink;
 use anyhow::{bail, Result};
-use netlink_packet_core::{DefaultNla, Nla, NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_core::{DefaultNla, NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::tc::{
     TcAttribute, TcFilterU32Option, TcHandle, TcMessage, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
 };
@@ -267,35 +268,6 @@ fn tc_index(index: u32) -> Result<i32> {
         Ok(i) if i > 0 => Ok(i),
         _ => bail!("invalid ifindex {index}"),
     }
-}
-
-fn nla_value(nla: &DefaultNla) -> Vec<u8> {
-    let mut v = vec![0u8; nla.value_len()];
-    nla.emit_value(&mut v);
-    v
-}
-
-/// The kind and the raw TCA_OPTIONS content of a qdisc or class message of an
-/// untyped kind (htb).
-fn kind_and_options(m: &TcMessage) -> (String, Option<Vec<u8>>) {
-    let mut kind = String::new();
-    let mut opts = None;
-    for a in &m.attributes {
-        match a {
-            TcAttribute::Kind(k) => kind = k.clone(),
-            TcAttribute::Options(os) => {
-                for o in os {
-                    if let TcOption::Other(nla) = o {
-                        if nla.kind() & netlink_packet_core::NLA_TYPE_MASK == 2 {
-                            opts = Some(nla_value(nla));
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    (kind, opts)
 }
 
 fn options_attr(opts: Vec<(u16, Vec<u8>)>) -> TcAttribute {

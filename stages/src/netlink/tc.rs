@@ -89,8 +89,9 @@ fn nla_value(nla: &DefaultNla) -> Vec<u8> {
     v
 }
 
-fn qdisc_from_msg(m: &TcMessage) -> Option<Qdisc> {
-    let index = u32::try_from(m.header.index).ok()?;
+/// The kind and the raw TCA_OPTIONS content of a qdisc or class message: an untyped
+/// kind (tbf, htb) comes back as TCA_OPTIONS whole.
+pub(super) fn kind_and_options(m: &TcMessage) -> (String, Option<Vec<u8>>) {
     let mut kind = String::new();
     let mut opts: Option<Vec<u8>> = None;
     for a in &m.attributes {
@@ -99,7 +100,6 @@ fn qdisc_from_msg(m: &TcMessage) -> Option<Qdisc> {
             TcAttribute::Options(os) => {
                 for o in os {
                     if let TcOption::Other(nla) = o {
-                        // An untyped kind (tbf) comes back as TCA_OPTIONS whole.
                         if nla.kind() & netlink_packet_core::NLA_TYPE_MASK == 2 {
                             opts = Some(nla_value(nla));
                         }
@@ -109,6 +109,12 @@ fn qdisc_from_msg(m: &TcMessage) -> Option<Qdisc> {
             _ => {}
         }
     }
+    (kind, opts)
+}
+
+fn qdisc_from_msg(m: &TcMessage) -> Option<Qdisc> {
+    let index = u32::try_from(m.header.index).ok()?;
+    let (kind, opts) = kind_and_options(m);
     let tbf = if kind == "tbf" {
         opts.as_deref().and_then(tbf::parse_options)
     } else {
