@@ -5,6 +5,7 @@
 
 use crate::runtime::{self, Settings};
 use cnichain_engine::chain::Engine;
+use cnichain_engine::lock::{self, Locks};
 use cnichain_engine::request::Attachment;
 use cnichain_engine::spec::args::RuntimeConf;
 use cnichain_engine::spec::conflist::{parse_object, NetConfList};
@@ -14,6 +15,7 @@ use cnichain_engine::spec::{ids, version};
 use cnichain_engine::stage::{Command, DeferScope, ExecPolicy, Invocation};
 use serde_json::{Map, Value};
 use std::io::{Read, Write};
+use std::path::PathBuf;
 
 struct Env {
     command: String,
@@ -172,14 +174,16 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
         ids::validate_container_id(&env.rt.container_id)?;
         ids::validate_ifname(&env.rt.ifname)?;
     }
+    let locks = Locks::new(&state_dir());
+    let held = lock(&locks, command, &config, &env.rt)?;
     let engine = runtime::engine(&Settings {
         cni_path: env.cni_path.clone(),
         cache_dir: std::path::PathBuf::from(cnichain_engine::cache::DEFAULT_CACHE_DIR),
         exec: ExecPolicy::InProcess,
         plugin_timeout: Some(std::time::Duration::from_secs(120)),
         cache_fsync: false,
-        // The runtime serializes calls for one attachment; the meta-plugin undoes its
-        // inner chain when an inner ADD fails.
+        // Locked here, around the whole call; the meta-plugin undoes its inner chain
+        // when an inner ADD fails.
         state_dir: None,
         rollback: true,
     });
@@ -193,9 +197,79 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
                 .map_err(|e| e.context("could not parse prevResult"))?,
         ),
     };
-    match stage {
+    let out = match stage {
         Some(t) => drop_in(&engine, t, command, &config, prev.as_ref(), &env, &effective),
         None => meta(&engine, command, &config, stdin, prev.as_ref(), env, &effective),
+    };
+    if let Some(Held::Attachment(_gc, att)) = held {
+        // Lock files exist only while an operation runs.
+        att.remove();
+    }
+    out
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("CNICHAIN_STATE_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(lock::DEFAULT_STATE_DIR))
+}
+
+/// Held until the call returns (dropping releases).
+enum Held {
+    Attachment(lock::Held, lock::Held),
+    Gc(#[allow(dead_code)] lock::Held),
+}
+
+/// The same locks as the CLI: ADD/CHECK/DEL share the node's GC lock and hold the
+/// attachment's alone; GC holds the GC lock alone, and afterwards removes the lock files
+/// of attachments that are not valid. Runtimes serialize calls themselves, but several
+/// runtimes (or a runtime and the CLI) can share a node.
+fn lock(
+    locks: &Locks,
+    command: Command,
+    config: &Map<String, Value>,
+    rt: &RuntimeConf,
+) -> Result<Option<Held>, CniError> {
+    let net = config.get("name").and_then(Value::as_str).unwrap_or_default();
+    match command {
+        Command::Add | Command::Check | Command::Del => {
+            let gc = locks.gc(false)?;
+            Ok(Some(Held::Attachment(
+                gc,
+                locks.attachment(net, &rt.container_id, &rt.ifname)?,
+            )))
+        }
+        Command::Gc => {
+            let gc = locks.gc(true)?;
+            if let Some(valid) = valid_attachments(config) {
+                let keep: Vec<(&str, &str)> = valid
+                    .iter()
+                    .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+                    .collect();
+                locks.sweep(net, &keep);
+            }
+            Ok(Some(Held::Gc(gc)))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `cni.dev/valid-attachments` (or the older key) of a GC request; None without either.
+fn valid_attachments(config: &Map<String, Value>) -> Option<Vec<Attachment>> {
+    match config
+        .get("cni.dev/valid-attachments")
+        .or_else(|| config.get("cni.dev/attachments"))
+    {
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|v| Attachment {
+                    container_id: v.get("containerID").and_then(Value::as_str).unwrap_or_default().into(),
+                    ifname: v.get("ifname").and_then(Value::as_str).unwrap_or_default().into(),
+                })
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
@@ -303,20 +377,7 @@ fn meta(
             engine.check_with(&list, &env.rt, prev).map(|_| None)
         }
         Command::Gc => {
-            let valid = match config
-                .get("cni.dev/valid-attachments")
-                .or_else(|| config.get("cni.dev/attachments"))
-            {
-                Some(Value::Array(a)) => Some(
-                    a.iter()
-                        .map(|v| Attachment {
-                            container_id: v.get("containerID").and_then(Value::as_str).unwrap_or_default().into(),
-                            ifname: v.get("ifname").and_then(Value::as_str).unwrap_or_default().into(),
-                        })
-                        .collect::<Vec<_>>(),
-                ),
-                _ => None,
-            };
+            let valid = valid_attachments(config);
             engine.gc_plugins(&list, valid.as_deref()).map(|_| None)
         }
         Command::Status => engine.status(&list).map(|_| None),

@@ -124,6 +124,8 @@ fn libcni_drives_the_meta_plugin() {
 fn plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> Output {
     let mut c = Command::new(bin.join(name));
     c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    // The sandbox's state dir (bin is <sandbox>/cnibin).
+    c.env("CNICHAIN_STATE_DIR", bin.with_file_name("state"));
     for (k, v) in env {
         c.env(k, v);
     }

@@ -117,12 +117,7 @@ impl Engine {
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
-        // A failed ADD that was rolled back left nothing: not even its lock file.
-        if out.is_err() && self.rollback {
-            if let Some((_gc, att)) = held {
-                att.remove();
-            }
-        }
+        release(held);
         out
     }
 
@@ -226,9 +221,12 @@ impl Engine {
         if list.disable_check {
             return Ok(());
         }
-        let _held = self.lock_attachment(list, rt)?;
-        let cached = self.cached_for_check(list, rt)?;
-        self.check_with(list, rt, cached.as_ref())
+        let held = self.lock_attachment(list, rt)?;
+        let out = self
+            .cached_for_check(list, rt)
+            .and_then(|cached| self.check_with(list, rt, cached.as_ref()));
+        release(held);
+        out
     }
 
     fn cached_for_check(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<Option<CniResult>, CniError> {
@@ -269,12 +267,9 @@ impl Engine {
     pub fn del(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         validate_attachment(list, rt, Command::Del)?;
         let held = self.lock_attachment(list, rt)?;
-        self.del_unlocked(list, rt)?;
-        // The attachment is gone: so is its lock file.
-        if let Some((_gc, att)) = held {
-            att.remove();
-        }
-        Ok(())
+        let out = self.del_unlocked(list, rt);
+        release(held);
+        out
     }
 
     /// DEL with the cached result as prevResult, then drop the cache (libcni's
@@ -396,6 +391,13 @@ impl Engine {
         if let Err(e) = self.gc_plugins(list, valid) {
             errors.push(e);
         }
+        if let (Some(locks), Some(valid)) = (&self.locks, valid) {
+            let keep: Vec<(&str, &str)> = valid
+                .iter()
+                .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
+                .collect();
+            locks.sweep(&list.name, &keep);
+        }
         join_errors(errors)
     }
 
@@ -439,6 +441,14 @@ impl Engine {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// Release an attachment's locks and remove its lock file: lock files exist only while
+/// an operation runs (one a killed process left goes with the next operation or GC).
+fn release(held: Option<(Held, Held)>) {
+    if let Some((_gc, att)) = held {
+        att.remove();
     }
 }
 

@@ -80,6 +80,11 @@ pub fn run(path: &Path, stdin: &[u8], env: &[(String, String)], timeout: Option<
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // Locks held for this attachment: the plugin may exec cnichain again.
+        match crate::lock::held_env() {
+            Some(v) => cmd.env(crate::lock::HELD_ENV, v),
+            None => cmd.env_remove(crate::lock::HELD_ENV),
+        };
         match cmd.spawn() {
             Ok(c) => break c,
             Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < TXTBSY_TRIES => {

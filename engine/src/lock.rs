@@ -1,29 +1,82 @@
 //! Node-local locks: one per attachment (operations on the same attachment are
 //! serialized) and one node-wide GC lock (ADD/DEL/CHECK share it, GC takes it alone, as
 //! the spec asks). flock, so a crashed holder never blocks the next caller. Lock files
-//! live under the state dir (tmpfs /run by default) and the attachment's is removed when
-//! its DEL finishes, so locks leave nothing behind.
+//! live under the state dir (tmpfs /run by default); an attachment's is removed when
+//! the operation holding it ends (one a killed process left goes with the next
+//! operation on that attachment, or with GC), so locks leave nothing behind.
+//!
+//! A plugin this process execs may exec cnichain again for the same attachment (a
+//! foreign main plugin delegating to cnichain's host-local drop-in), or during GC. That
+//! child must not wait for locks its parent holds for it: the holder passes their paths
+//! in `CNICHAIN_HELD_LOCKS` (one per line) and a taker finding its path there goes on
+//! without locking.
 
 use crate::spec::error::CniError;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 pub const DEFAULT_STATE_DIR: &str = "/run/cnichain";
 
-/// A held flock; released on drop.
+/// The variable passing held lock paths to exec'd plugins.
+pub const HELD_ENV: &str = "CNICHAIN_HELD_LOCKS";
+
+/// Locks this process holds now.
+static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Locks the process that exec'd this one holds for it.
+fn inherited() -> &'static [PathBuf] {
+    static INHERITED: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    INHERITED.get_or_init(|| {
+        std::env::var_os(HELD_ENV)
+            .map(|v| {
+                v.to_string_lossy()
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .map(PathBuf::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+/// The value of [`HELD_ENV`] for a plugin exec'd now: the locks held by this process
+/// and those held for it. None when there are none.
+pub fn held_env() -> Option<String> {
+    let mut all: Vec<String> = inherited().iter().map(|p| p.display().to_string()).collect();
+    if let Ok(h) = HELD.lock() {
+        all.extend(h.iter().map(|p| p.display().to_string()));
+    }
+    (!all.is_empty()).then(|| all.join("\n"))
+}
+
+/// A held flock; released on drop. `file` is None for a lock the parent holds for us.
 pub struct Held {
-    file: File,
+    file: Option<File>,
     path: PathBuf,
 }
 
 impl Held {
     /// Remove the lock file while still holding it. Later takers that opened the old
-    /// file notice it was unlinked and retry on a fresh one.
-    pub fn remove(self) {
-        let _ = std::fs::remove_file(&self.path);
-        drop(self.file);
+    /// file notice it was unlinked and retry on a fresh one. A lock held by the parent is
+    /// the parent's to remove.
+    pub fn remove(mut self) {
+        if let Some(f) = self.file.take() {
+            let _ = std::fs::remove_file(&self.path);
+            drop(f);
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut h) = HELD.lock() {
+            if let Some(i) = h.iter().position(|p| *p == self.path) {
+                h.remove(i);
+            }
+        }
     }
 }
 
@@ -34,6 +87,12 @@ fn lock_err(path: &Path, e: std::io::Error) -> CniError {
 /// Open (creating) and flock `path`. Retries when the file was unlinked between open
 /// and lock, so a removed lock file never splits the lock in two.
 pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
+    if inherited().iter().any(|p| p == path) {
+        return Ok(Held {
+            file: None,
+            path: path.to_path_buf(),
+        });
+    }
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -65,10 +124,13 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
         let held = file.metadata().map_err(|e| lock_err(path, e))?;
         match std::fs::metadata(path) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
+                if let Ok(mut h) = HELD.lock() {
+                    h.push(path.to_path_buf());
+                }
                 return Ok(Held {
-                    file,
+                    file: Some(file),
                     path: path.to_path_buf(),
-                })
+                });
             }
             _ => continue,
         }
@@ -115,7 +177,27 @@ impl Locks {
 
     /// The attachment (network, container, ifname); the ids are validated before this.
     pub fn attachment(&self, net: &str, container_id: &str, ifname: &str) -> Result<Held, CniError> {
-        take(&self.dir.join(format!("{net}-{container_id}-{ifname}.lock")), true)
+        take(&self.attachment_path(net, container_id, ifname), true)
+    }
+
+    /// One directory per network, so that GC can tell its own lock files.
+    fn attachment_path(&self, net: &str, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir.join(net).join(format!("{container_id}-{ifname}.lock"))
+    }
+
+    /// GC, with the GC lock held alone (no attachment lock is held by anyone): remove the
+    /// lock files of `net`'s attachments that are not in `valid` (those an ADD killed
+    /// before its DEL left).
+    pub fn sweep(&self, net: &str, valid: &[(&str, &str)]) {
+        let keep: Vec<PathBuf> = valid.iter().map(|(c, i)| self.attachment_path(net, c, i)).collect();
+        let Ok(rd) = std::fs::read_dir(self.dir.join(net)) else {
+            return;
+        };
+        for p in rd.flatten().map(|e| e.path()) {
+            if p.extension().is_some_and(|e| e == "lock") && !keep.contains(&p) {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
     }
 }
 
@@ -143,7 +225,20 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("taken after release");
         t.join().unwrap();
-        assert!(!dir.join("locks/n-c-eth0.lock").exists(), "removed by the last holder");
+        assert!(!dir.join("locks/n/c-eth0.lock").exists(), "removed by the last holder");
+        // held locks are passed to exec'd plugins; released ones are not
+        let h = locks.attachment("n", "c", "eth1").unwrap();
+        assert!(held_env().is_some_and(|v| v.lines().any(|l| l.ends_with("locks/n/c-eth1.lock"))));
+        drop(h);
+        assert!(held_env().is_none_or(|v| !v.contains("c-eth1")));
+        // sweep removes the stale attachment's lock file only
+        drop(locks.attachment("n", "old", "eth0").unwrap());
+        drop(locks.attachment("n", "live", "eth0").unwrap());
+        drop(locks.attachment("n2", "old", "eth0").unwrap());
+        locks.sweep("n", &[("live", "eth0")]);
+        assert!(!dir.join("locks/n/old-eth0.lock").exists());
+        assert!(dir.join("locks/n/live-eth0.lock").exists());
+        assert!(dir.join("locks/n2/old-eth0.lock").exists(), "another network's");
         // shared GC locks coexist
         let s1 = locks.gc(false).unwrap();
         let s2 = locks.gc(false).unwrap();
