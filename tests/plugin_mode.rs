@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -349,4 +350,63 @@ fn mixed_chains_with_reference_plugins_work_in_both_forms() {
             }
         }
     }
+}
+
+/// A drop-in waits for the attachment's lock (held here by util-linux `flock`, as
+/// another cnichain process would hold it), and goes on at once when the process that
+/// exec'd it says it holds that lock for it (CNICHAIN_HELD_LOCKS).
+#[test]
+fn drop_ins_take_the_attachment_lock() {
+    let mut sb = Sandbox::new("lockd");
+    let pod = sb.pod("p");
+    let bin = install(&sb);
+    let state = sb.dir.join("state");
+    let lock = state.join("locks/lk/c-eth0.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let ready = sb.dir.join("held");
+    // Its own process group: killing it must also end the shell that inherited the lock.
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["-c", &format!("touch {} && sleep 30", ready.display())])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    while !ready.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let start = |held: Option<&Path>| {
+        let mut c = Command::new(bin.join("loopback"));
+        c.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNICHAIN_STATE_DIR", &state)
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", "c")
+            .env("CNI_NETNS", &pod)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", &bin);
+        if let Some(h) = held {
+            c.env("CNICHAIN_HELD_LOCKS", h);
+        }
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let conf = r#"{"cniVersion":"1.0.0","name":"lk","type":"loopback"}"#;
+        child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+        child
+    };
+    // Held for it by its parent: done while the lock is held.
+    ok(&start(Some(&lock)).wait_with_output().unwrap());
+    // Not held for it: it waits as long as the lock is held, then finishes.
+    let mut waiting = start(None);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(waiting.try_wait().unwrap().is_none(), "ran while the lock was held");
+    // SAFETY: a signal to the process group we made.
+    unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
+    holder.wait().unwrap();
+    ok(&waiting.wait_with_output().unwrap());
+    assert!(!lock.exists(), "the lock file is removed when the operation ends");
 }
