@@ -8,7 +8,8 @@
 //! ```text
 //! mq-src4: 10.88.0.5                                  comment "<id> 10.88.0.5/16 <hint>"
 //! mq-own4: 10.88.0.5 . 10.88.0.0 . 10.88.255.255      comment "<id> <hint>"
-//! records: "<id>" . 0                                 comment "ipmasq 10.88.0.5/16"
+//! records: "<id>" . 0                                 comment "net <network hash>"
+//! records: "<id>" . 1                                 comment "ipmasq 10.88.0.5/16"
 //! ```
 //!
 //! and postrouting does `ip daddr 224.0.0.0/4 return; ip saddr @mq-src4 jump mq-own-v4`
@@ -24,15 +25,17 @@
 //! teardown deletes only its own elements (read back over nfnetlink first), and setup
 //! takes over an address another attachment still holds (the address was handed out
 //! again), so a late teardown of the old holder cannot remove the new holder's
-//! masquerade.
+//! masquerade. GC finds the attachments of a network by their first record.
 //!
 //! Everything runs in the calling thread's network namespace (the host's).
 
+use crate::gc::{self, ValidSet};
 use crate::nft::expr::Family;
 use crate::nft::layout::{self, Elem};
 use crate::nft::netlink::Nfnl;
 use crate::nft::{self, records, Batch, NftErrorKind};
 use anyhow::{anyhow, bail, Context};
+use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
 
 const RECORD: &str = "ipmasq";
@@ -114,14 +117,31 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
         b.create_elem(&layout::mq_own_elem(n), None, &records::comment(&id, &hint));
     }
     let recs: Vec<String> = ips.iter().map(record).collect();
-    records::write(&mut b, &id, &recs).map_err(|e| anyhow!("ipMasq: {e}"))?;
+    records::write(&mut b, &id, network, &recs).map_err(|e| anyhow!("ipMasq: {e}"))?;
     nft::apply_pod(&mut nl, &b).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
 }
 
 /// Remove this attachment's masquerading. `ips` may be empty: the addresses are read
 /// back from the attachment's records. Succeeds when nothing is left (also twice).
 pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
-    let id = owner_id(network, container_id, ifname);
+    teardown_id(&owner_id(network, container_id, ifname), ips)
+}
+
+/// GC: remove the masquerading of every attachment of the network that the valid set
+/// does not list (found by their network record).
+pub fn gc(valid: &ValidSet) -> Result<(), CniError> {
+    let keep = valid.keys(owner_id);
+    let mut nl = Nfnl::open().map_err(|e| CniError::internal(format!("ipMasq: nfnetlink: {e}")))?;
+    let owners = records::owners_of(&mut nl, 'm', &valid.network)
+        .map_err(|e| CniError::internal(format!("ipMasq: nfnetlink: {e}")))?;
+    gc::each_stale(owners.iter().filter(|id| !keep.contains(id)), |id| {
+        tracing::debug!(network = %valid.network, id = %id, "ipMasq gc: removing stale masquerading");
+        teardown_id(id, &[]).map_err(|e| CniError::internal(format!("{e:#}")))
+    })
+}
+
+fn teardown_id(id: &str, ips: &[IpNet]) -> anyhow::Result<()> {
+    let id = id.to_string();
     let mut last = None;
     // A concurrent change between our reads and the transaction shows up as ENOENT;
     // read again and retry once.

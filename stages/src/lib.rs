@@ -7,6 +7,7 @@ use cnichain_engine::stage::Registry;
 pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
+pub mod gc;
 pub mod ifaddr;
 pub mod ipam;
 pub mod ipmasq;

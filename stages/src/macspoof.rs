@@ -23,11 +23,13 @@ const TABLE: &str = "cnichain";
 const PORTS: &str = "ms-ports";
 const ALLOWED: &str = "ms-allowed";
 
-/// The attachment's owner id, carried as the elements' comment.
+/// The attachment's owner id, carried as the elements' comment: the attachment's hash,
+/// then its network's (GC finds a network's attachments by the second word).
 pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
     format!(
-        "ms-{}",
-        &conf::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16]
+        "ms-{} {}",
+        &conf::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16],
+        conf::network_word(network)
     )
 }
 
@@ -83,8 +85,17 @@ pub fn setup(host_veth: &str, mac: &str, owner: &str) -> Result<()> {
     }
 }
 
-/// This owner's elements: (port, (port, mac)) pairs found by their comment.
+/// This owner's elements: (port, mac) pairs found by their comment.
 fn owned(owner: &str) -> Result<Vec<(String, String)>> {
+    Ok(listed()?
+        .into_iter()
+        .filter(|(o, _, _)| o == owner)
+        .map(|(_, p, m)| (p, m))
+        .collect())
+}
+
+/// Every protected port: (owner comment, port, mac).
+fn listed() -> Result<Vec<(String, String, String)>> {
     let listed = match nft::list_set(FAMILY, TABLE, ALLOWED) {
         Ok(v) => v,
         Err(e) if e.kind == NftErrorKind::NotFound => return Ok(Vec::new()),
@@ -105,12 +116,10 @@ fn owned(owner: &str) -> Result<Vec<(String, String)>> {
             .unwrap_or_default();
         for e in elems {
             let Some(inner) = e.get("elem") else { continue };
-            if inner.get("comment").and_then(Value::as_str) != Some(owner) {
-                continue;
-            }
+            let comment = inner.get("comment").and_then(Value::as_str).unwrap_or_default();
             let parts = inner.get("val").and_then(|v| v.get("concat")).and_then(Value::as_array);
             if let Some([Value::String(port), Value::String(mac)]) = parts.map(|p| p.as_slice()) {
-                out.push((port.clone(), mac.clone()));
+                out.push((comment.to_string(), port.clone(), mac.clone()));
             }
         }
     }
@@ -132,6 +141,24 @@ pub fn teardown(owner: &str) -> Result<()> {
         Err(e) if e.kind == NftErrorKind::NotFound => Ok(()),
         Err(e) => Err(anyhow!("macspoofchk: {e}")),
     }
+}
+
+/// GC: unprotect the ports of every attachment of `network` that is not in `keep` (the
+/// owners of the valid attachments).
+pub fn gc(network: &str, keep: &[String]) -> Result<()> {
+    let word = conf::network_word(network);
+    let stale: Vec<(String, String, String)> = listed()?
+        .into_iter()
+        .filter(|(o, _, _)| o.split_whitespace().nth(1) == Some(word.as_str()) && !keep.contains(o))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let mut b = Batch::new();
+    for (owner, port, mac) in &stale {
+        elements(&mut b, "delete", port, mac, owner);
+    }
+    nft::apply_nft(&b).map_err(|e| anyhow!("macspoofchk gc: {e}"))
 }
 
 /// CHECK: this attachment's port is protected with `mac`.

@@ -93,8 +93,9 @@ impl Stage for Ptp {
             let mut host = Netlink::new().map_err(err)?;
             let pnl = pod_nl.insert(Netlink::new_in(&pod).map_err(err)?);
             let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            let alias = conf::owner_alias("ptp", &c.name, &inv.rt.container_id, &inv.rt.ifname);
             let mtu = (c.mtu > 0).then_some(c.mtu as u32);
-            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, mtu, None).map_err(err)?;
+            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None).map_err(err)?;
             made_link = true;
             for ipc in res.ips.iter_mut() {
                 ipc.interface = Some(CONT_INDEX);
@@ -223,9 +224,17 @@ impl Stage for Ptp {
         Ok(())
     }
 
+    /// The masquerading and host veths of attachments the runtime no longer lists
+    /// (cached or not; a veth is still there when its pod netns is), then the IPAM's GC.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         let (_, ipam) = load(inv)?;
-        inv.delegate(&ipam, Command::Gc).map(|_| ())
+        let mut errors = Vec::new();
+        if let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? {
+            errors.extend(ipmasq::gc(&valid).err());
+            errors.extend(crate::gc::links(&valid, "veth", "ptp").err());
+        }
+        errors.extend(inv.delegate(&ipam, Command::Gc).err());
+        crate::gc::join(errors)
     }
 
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {

@@ -15,13 +15,16 @@ pub struct Veth {
     pub cont: Link,
 }
 
-/// Create the pair, both ends up. Fails if `ifname` already exists in the pod.
+/// Create the pair, both ends up, the host end with `alias` (its owner, for GC; see
+/// [`conf::owner_alias`]). Fails if `ifname` already exists in the pod.
+#[allow(clippy::too_many_arguments)]
 pub fn create(
     host_nl: &mut Netlink,
     pod_nl: &mut Netlink,
     pod: &NetNs,
     ifname: &str,
     host_name: &str,
+    alias: &str,
     mtu: Option<u32>,
     mac: Option<[u8; 6]>,
 ) -> Result<Veth> {
@@ -53,7 +56,7 @@ pub fn create(
         .link_by_name(ifname)?
         .ok_or_else(|| anyhow!("veth {ifname} vanished after creation"))?;
     // The reference creates both ends with txqueuelen 0 (netlink's TxQLen 0 is sent).
-    host_nl.set_txqlen(host.index, 0)?;
+    host_nl.set_txqlen_alias(host.index, 0, alias)?;
     pod_nl.set_txqlen(cont.index, 0)?;
     pod_nl
         .set_up(cont.index)

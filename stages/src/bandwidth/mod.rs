@@ -17,6 +17,7 @@
 pub mod config;
 pub mod host;
 
+use crate::conf;
 use crate::netlink::htb::{self, HtbState};
 use crate::netlink::{
     errno_of, format_mac, tbf, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT,
@@ -212,7 +213,15 @@ impl Stage for Bandwidth {
         let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
 
         let mut made = Vec::new();
-        let out = shape_pod(&mut host, &veth, &c, &inv.rt.container_id, &mut made, &mut result);
+        let out = shape_pod(
+            &mut host,
+            &veth,
+            &c,
+            &inv.rt.container_id,
+            &inv.rt.ifname,
+            &mut made,
+            &mut result,
+        );
         if let Err(e) = out {
             undo(&mut host, &made);
             return Err(err(e));
@@ -273,6 +282,15 @@ impl Stage for Bandwidth {
             })?;
         }
         Ok(())
+    }
+
+    /// The ifb devices of attachments the runtime no longer lists (cached or not). The
+    /// qdiscs on host veths went with the veths.
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        match crate::gc::ValidSet::from_config(inv.config)? {
+            Some(valid) => crate::gc::links(&valid, "ifb", "bandwidth"),
+            None => Ok(()),
+        }
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
@@ -346,6 +364,7 @@ fn shape_pod(
     veth: &Link,
     c: &BandwidthConf,
     container_id: &str,
+    ifname: &str,
     made: &mut Vec<Made>,
     result: &mut Result100,
 ) -> anyhow::Result<()> {
@@ -377,6 +396,12 @@ fn shape_pod(
             .link_by_name(&ifb_name)?
             .ok_or_else(|| anyhow::anyhow!("ifb {ifb_name} vanished after creation"))?;
         made.push(Made::Ifb(ifb.index));
+        // Named for GC (the kernel takes no alias at creation).
+        host.set_alias(
+            ifb.index,
+            &conf::owner_alias("bandwidth", &c.name, container_id, ifname),
+        )
+        .with_context(|| format!("set the alias of {ifb_name}"))?;
         cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).

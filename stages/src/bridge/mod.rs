@@ -37,7 +37,18 @@ impl Stage for Bridge {
         let br = ensure_bridge(&mut host, &c).map_err(err)?;
         fault::point("bridge.after-bridge")?;
         let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-        let v = veth::create(&mut host, &mut pod_nl, &pod, &inv.rt.ifname, &host_name, c.mtu(), mac).map_err(err)?;
+        let alias = conf::owner_alias("bridge", &c.name, &inv.rt.container_id, &inv.rt.ifname);
+        let v = veth::create(
+            &mut host,
+            &mut pod_nl,
+            &pod,
+            &inv.rt.ifname,
+            &host_name,
+            &alias,
+            c.mtu(),
+            mac,
+        )
+        .map_err(err)?;
         // From here on a failure removes what this ADD made (the reference leaves it).
         let mut ipam_done = false;
         let out = (|| -> Result<CniResult, CniError> {
@@ -233,11 +244,21 @@ impl Stage for Bridge {
         Ok(())
     }
 
+    /// The masquerading, MAC spoof checks and host veths of attachments the runtime no
+    /// longer lists (found by their network, cached or not; a veth is still there when
+    /// its pod netns is), then the IPAM's GC.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        match conf::ipam_type(inv.config) {
-            Some(ipam) => inv.delegate(&ipam, Command::Gc).map(|_| ()),
-            None => Ok(()),
+        let mut errors = Vec::new();
+        if let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? {
+            errors.extend(ipmasq::gc(&valid).err());
+            let keep = valid.keys(macspoof::owner);
+            errors.extend(macspoof::gc(&valid.network, &keep).map_err(err).err());
+            errors.extend(crate::gc::links(&valid, "veth", "bridge").err());
         }
+        if let Some(ipam) = conf::ipam_type(inv.config) {
+            errors.extend(inv.delegate(&ipam, Command::Gc).err());
+        }
+        crate::gc::join(errors)
     }
 
     /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,

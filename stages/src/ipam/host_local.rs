@@ -201,30 +201,6 @@ fn open_store(conf: &HostLocalConf) -> Result<Store, CniError> {
         .ok_or_else(|| CniError::new(INTERNAL, "IPAM store was not created"))
 }
 
-/// `cni.dev/valid-attachments` (or the older `cni.dev/attachments`): `None` when
-/// neither key is present.
-fn valid_attachments(config: &Map<String, Value>) -> Result<Option<Vec<(String, String)>>, CniError> {
-    let (key, v) = match field(config, "cni.dev/valid-attachments") {
-        Some(v) => ("cni.dev/valid-attachments", v),
-        None => match field(config, "cni.dev/attachments") {
-            Some(v) => ("cni.dev/attachments", v),
-            None => return Ok(None),
-        },
-    };
-    if v.is_null() {
-        return Ok(Some(Vec::new()));
-    }
-    let mut out = Vec::new();
-    for (i, a) in config::as_array(v, key)?.iter().enumerate() {
-        let path = format!("{key}[{i}]");
-        let m = as_object(a, &path)?;
-        let cid = string_field(m, "containerID", &path)?.unwrap_or_default();
-        let ifname = string_field(m, "ifname", &path)?.unwrap_or_default();
-        out.push((cid, ifname));
-    }
-    Ok(Some(out))
-}
-
 pub struct HostLocal;
 
 impl Stage for HostLocal {
@@ -327,7 +303,7 @@ impl Stage for HostLocal {
     }
 
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        let Some(valid) = valid_attachments(inv.config)? else {
+        let Some(valid) = crate::gc::valid_attachments(inv.config)? else {
             return Ok(());
         };
         let conf = HostLocalConf::load(inv.config, &[], inv.version)?;

@@ -34,6 +34,8 @@ pub struct Link {
     pub txqlen: u32,
     /// IFF_ALLMULTI as set by the user.
     pub allmulti: bool,
+    /// IFLA_IFALIAS ("" when unset): cnichain names the owner of an ifb there.
+    pub alias: String,
 }
 
 impl Link {
@@ -51,6 +53,7 @@ impl Link {
             peer_index: None,
             txqlen: 0,
             allmulti: m.header.flags.contains(LinkFlags::Allmulti),
+            alias: String::new(),
         };
         for a in &m.attributes {
             match a {
@@ -61,6 +64,7 @@ impl Link {
                 LinkAttribute::LinkNetNsId(v) => l.link_netnsid = Some(*v),
                 LinkAttribute::Link(v) if *v != 0 => l.peer_index = Some(*v),
                 LinkAttribute::TxQueueLen(v) => l.txqlen = *v,
+                LinkAttribute::IfAlias(a) => l.alias = a.clone(),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {
                         if let LinkInfo::Kind(k) = i {
@@ -218,6 +222,20 @@ impl Netlink {
             b = b.mtu(mtu);
         }
         self.new_link(b.build(), format!("add ifb {name:?}"))
+    }
+
+    /// Set the link's alias (at most 255 bytes; the kernel ignores one given at creation).
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(m, format!("set alias of link {index}"))
+    }
+
+    /// [`Netlink::set_txqlen`] and [`Netlink::set_alias`] in one request.
+    pub fn set_txqlen_alias(&mut self, index: u32, qlen: u32, alias: &str) -> Result<()> {
+        let mut m = LinkUnspec::new_with_index(index).txqueuelen(qlen).build();
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.set_link(m, format!("set txqueuelen {qlen} and alias on link {index}"))
     }
 
     /// Delete a link (a veth takes its peer along; an ifb must be deleted on its own).

@@ -506,6 +506,43 @@ pub fn get_elem(nl: &mut Nfnl, table: &str, set: &str, key: &[u8]) -> io::Result
     Ok(None)
 }
 
+/// Every element of set or map `set` of `inet <table>`: its key bytes and what
+/// [`get_elem`] gives. Empty when the table or set does not exist. A dump, so GC only:
+/// its cost grows with the set.
+pub fn dump_elems(nl: &mut Nfnl, table: &str, set: &str) -> io::Result<Vec<(Vec<u8>, ElemInfo)>> {
+    let mut a = Vec::new();
+    put_str(&mut a, NFTA_SET_ELEM_LIST_TABLE, table);
+    put_str(&mut a, NFTA_SET_ELEM_LIST_SET, set);
+    let msgs = match nl.request(
+        NFNL_SUBSYS_NFTABLES,
+        NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        NFPROTO_INET,
+        &a,
+    ) {
+        Ok(m) => m,
+        Err(e) if is_enoent(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for m in msgs {
+        let Some(elems) = attr(&m, NFTA_SET_ELEM_LIST_ELEMENTS) else {
+            continue;
+        };
+        for (t, e, _) in attrs(elems) {
+            if t != NFTA_LIST_ELEM {
+                continue;
+            }
+            let key = attr(e, NFTA_SET_ELEM_KEY)
+                .and_then(|k| attr(k, NFTA_DATA_VALUE))
+                .map(|v| v.to_vec())
+                .unwrap_or_default();
+            out.push((key, elem_info(e)));
+        }
+    }
+    Ok(out)
+}
+
 /// What one element message of a batch does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ElemWrite<'a> {

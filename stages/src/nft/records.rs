@@ -12,6 +12,9 @@
 //!   first missing index: no portMappings or addresses are needed, and nothing of another
 //!   attachment is listed. Records are written and removed with the elements they
 //!   describe, in the same transaction, so they are always contiguous.
+//! * Record 0 names the network (`net <tag>`, see [`network_record`]): the owner id is a
+//!   one-way hash, and GC must find the attachments of its own network that are not in
+//!   the runtime's valid set without touching any other network's.
 
 use super::layout::{self, Elem, Field};
 use super::netlink::Nfnl;
@@ -47,17 +50,26 @@ pub fn read(nl: &mut Nfnl, id: &str) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Add `records` as the records of `id` (their old ones must be removed in the same
-/// batch first). Each record is at most [`layout::MAX_COMMENT`] bytes of our own text.
-pub fn write(b: &mut Batch, id: &str, records: &[String]) -> Result<(), String> {
-    if records.len() > usize::from(u16::MAX) {
+/// The record that says which network an attachment belongs to: `net` and 32 hex
+/// digits of a hash of the name (names may be longer than a comment).
+pub fn network_record(network: &str) -> String {
+    let h = crate::conf::hash_hex(&["cnichain-network", "\0", network]);
+    format!("net {}", &h[..32])
+}
+
+/// Add the network record and `records` as the records of `id` (their old ones must be
+/// removed in the same batch first). Each record is at most [`layout::MAX_COMMENT`]
+/// bytes of our own text.
+pub fn write(b: &mut Batch, id: &str, network: &str, records: &[String]) -> Result<(), String> {
+    if records.len() >= usize::from(u16::MAX) {
         return Err(format!("too many records ({})", records.len()));
     }
-    for (n, r) in (0..=u16::MAX).zip(records) {
+    let all = std::iter::once(network_record(network)).chain(records.iter().cloned());
+    for (n, r) in (0..=u16::MAX).zip(all) {
         if r.len() > layout::MAX_COMMENT {
             return Err(format!("record too long: {r}"));
         }
-        b.create_elem(&elem(id, n), None, r);
+        b.create_elem(&elem(id, n), None, &r);
     }
     Ok(())
 }
@@ -67,6 +79,26 @@ pub fn remove(b: &mut Batch, id: &str, count: usize) {
     for n in (0..=u16::MAX).take(count) {
         b.delete_elem(&elem(id, n));
     }
+}
+
+/// The owner ids starting with `prefix` whose network record is `network`'s: one dump
+/// of the records set (GC only). Attachments written before records named their network
+/// are not listed: they cannot be told apart from another network's.
+pub fn owners_of(nl: &mut Nfnl, prefix: char, network: &str) -> io::Result<Vec<String>> {
+    let want = network_record(network);
+    let mut out = Vec::new();
+    for (key, info) in super::netlink::dump_elems(nl, layout::TABLE, layout::SET_RECORDS)? {
+        // The key is the id as an ifname (16 bytes, NUL padded), then the index.
+        let name = key.get(..16).unwrap_or_default();
+        let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+        let Ok(id) = std::str::from_utf8(&name[..end]) else {
+            continue;
+        };
+        if info.comment == want && id.starts_with(prefix) && !out.iter().any(|o| o == id) {
+            out.push(id.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Whether element `e` exists and carries `id` as its owner.
@@ -92,15 +124,16 @@ mod tests {
     #[test]
     fn batches() {
         let mut b = Batch::new();
-        write(&mut b, "p1", &["a".to_string(), "b".to_string()]).unwrap();
-        remove(&mut b, "p1", 2);
+        write(&mut b, "p1", "net1", &["a".to_string(), "b".to_string()]).unwrap();
+        remove(&mut b, "p1", 3);
         let v = b.to_json();
-        assert_eq!(v["nftables"][1]["create"]["element"]["elem"][0]["elem"]["comment"], "b");
-        assert_eq!(
-            v["nftables"][1]["create"]["element"]["elem"][0]["elem"]["val"]["concat"][1],
-            1
-        );
-        assert_eq!(v["nftables"][3]["delete"]["element"]["name"], layout::SET_RECORDS);
-        assert!(write(&mut b, "p1", &["x".repeat(200)]).is_err());
+        let made = |i: usize| v["nftables"][i]["create"]["element"]["elem"][0]["elem"].clone();
+        assert_eq!(made(0)["comment"], network_record("net1"));
+        assert_eq!(made(2)["comment"], "b");
+        assert_eq!(made(2)["val"]["concat"][1], 2);
+        assert_eq!(v["nftables"][5]["delete"]["element"]["name"], layout::SET_RECORDS);
+        assert!(write(&mut b, "p1", "net1", &["x".repeat(200)]).is_err());
+        let r = network_record(&"n".repeat(300));
+        assert!(r.len() < layout::MAX_COMMENT && r != network_record("net1"));
     }
 }

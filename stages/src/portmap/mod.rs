@@ -10,6 +10,8 @@
 //!   (portMappings need not be passed again); succeeds when already gone.
 //! * CHECK: every host port leads to this attachment's address and port, through elements
 //!   it owns.
+//! * GC: what DEL removes, for every attachment of the network missing from the valid
+//!   set (a result cache is not needed).
 //!
 //! Differences from the reference: `conditionsV4/V6` (rule text) and
 //! `externalSetMarkChain` (an iptables chain) are refused with code 2, and so is
@@ -81,6 +83,14 @@ impl Stage for Portmap {
             return Ok(());
         }
         rules::check(&plan)
+    }
+
+    /// Port mappings of attachments the runtime no longer lists, cached or not.
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        match crate::gc::ValidSet::from_config(inv.config)? {
+            Some(valid) => rules::gc(&valid),
+            None => Ok(()),
+        }
     }
 
     fn status(&self, _inv: &Invocation) -> Result<(), CniError> {

@@ -21,6 +21,7 @@
 //! runs `nft` (see [`crate::nft::apply_pod`]).
 
 use super::config::{Mapping, PortmapConf};
+use crate::gc::{self, ValidSet};
 use crate::nft::expr::Family;
 use crate::nft::layout::{self, DynRule, Elem, Field, HostPort};
 use crate::nft::netlink::Nfnl;
@@ -143,6 +144,8 @@ impl Dnat {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub id: String,
+    /// The network's name, for the records (GC finds a network's attachments by it).
+    pub network: String,
     /// One per distinct host port (the first mapping of a host port wins, as the first
     /// matching rule does in the reference).
     pub dnats: Vec<Dnat>,
@@ -173,7 +176,7 @@ impl Plan {
             b.create_elem(&e, data.as_ref(), &comment);
         }
         let recs: Vec<String> = self.dnats.iter().map(Dnat::record).collect();
-        records::write(b, &self.id, &recs).map_err(|e| CniError::internal(format!("portmap: {e}")))
+        records::write(b, &self.id, &self.network, &recs).map_err(|e| CniError::internal(format!("portmap: {e}")))
     }
 }
 
@@ -206,7 +209,11 @@ pub fn plan(c: &PortmapConf, id: String, v4: Option<IpNet>, v6: Option<IpNet>) -
             }
         }
     }
-    Plan { id, dnats }
+    Plan {
+        id,
+        network: c.network.clone(),
+        dnats,
+    }
 }
 
 fn host_port(m: &Mapping, f: Family) -> Option<HostPort> {
@@ -333,6 +340,17 @@ pub fn del(id: &str) -> Result<(), CniError> {
     Err(CniError::internal(format!(
         "portmap: failed to remove port mappings: {last}"
     )))
+}
+
+/// GC: remove the port mappings of every attachment of the network that the valid set
+/// does not list (found by their network record; their records say what to remove).
+pub fn gc(valid: &ValidSet) -> Result<(), CniError> {
+    let keep = valid.keys(owner_id);
+    let owners = records::owners_of(&mut Nfnl::open().map_err(nl_err)?, 'p', &valid.network).map_err(nl_err)?;
+    gc::each_stale(owners.iter().filter(|id| !keep.contains(id)), |id| {
+        tracing::debug!(network = %valid.network, id = %id, "portmap gc: removing stale port mappings");
+        del(id)
+    })
 }
 
 /// CHECK: every expected host port leads to the expected address and port, its masquerade

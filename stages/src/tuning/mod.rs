@@ -65,6 +65,12 @@ impl Stage for Tuning {
             let earlier = record::read(&path).ok().flatten().filter(|r| r.is_for(&pod_id));
             let undo = pod::undo_record(&c, &resolved, link.as_ref());
             let mut keep = pod::merge(earlier.as_ref(), &undo);
+            keep.network = inv
+                .config
+                .get("name")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_string();
             keep.container_id = inv.rt.container_id.clone();
             keep.ifname = ifname.to_string();
             keep.netns = inv.rt.netns.clone();
@@ -105,52 +111,36 @@ impl Stage for Tuning {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         // DEL needs only the record; a config it cannot read still names no other one.
-        let data_dir = inv
-            .config
-            .get("dataDir")
-            .and_then(|v| v.as_str())
-            .filter(|d| d.starts_with('/'))
-            .map(std::path::PathBuf::from);
-        let dir = record::dir(data_dir.as_deref());
+        let dir = record::dir(data_dir_of(inv).as_deref());
         let Some(path) = record::path(&dir, &inv.rt.container_id, &inv.rt.ifname) else {
             return Ok(());
         };
-        // An ADD killed while writing the record leaves its temporary file.
-        record::remove_temp(&path);
         let rec = match record::read(&path) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(()),
+            Ok(r) => r,
             Err(e) => {
                 tracing::warn!("tuning: {e:#}; removing it");
-                return record::remove(&path).map_err(err);
+                None
             }
         };
-        let pod = match NetNs::open(&inv.rt.netns) {
-            Ok(p) => p,
-            Err(e) => {
-                // No netns (gone, or never given): nothing left to restore.
-                if !inv.rt.netns.is_empty() {
-                    tracing::warn!("tuning: cannot enter {:?} to restore: {e:#}", inv.rt.netns);
-                }
-                return record::remove(&path).map_err(err);
-            }
+        restore_and_forget(&path, rec, &inv.rt.netns, &inv.rt.ifname)
+    }
+
+    /// The records of attachments of this network the runtime no longer lists (cached
+    /// or not): restored like DEL when their netns is still there, then removed.
+    fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
+        let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? else {
+            return Ok(());
         };
-        if !rec.netns_id.is_empty() && !rec.is_for(&pod::identity(&pod)) {
-            tracing::warn!(
-                "tuning: {} was made for another network namespace; removing it",
-                path.display()
-            );
-            return record::remove(&path).map_err(err);
-        }
-        let left = pod::restore(&pod, None, &inv.rt.ifname, &rec, false);
-        if left.is_empty() {
-            record::remove(&path).map_err(err)
-        } else {
-            // As the reference: DEL does not fail over what it could not put back. The
-            // record stays for a later DEL.
-            tracing::warn!("tuning: DEL left some changes in place: {}", left.join("; "));
-            Ok(())
-        }
+        let stale: Vec<_> = record::list(&record::dir(data_dir_of(inv).as_deref()))
+            .into_iter()
+            .filter_map(|p| record::read(&p).ok().flatten().map(|r| (p, r)))
+            .filter(|(_, r)| r.network == valid.network && !valid.contains(&r.container_id, &r.ifname))
+            .collect();
+        crate::gc::each_stale(stale, |(path, rec)| {
+            tracing::debug!(network = %valid.network, record = %path.display(), "tuning gc: stale record");
+            let (netns, ifname) = (rec.netns.clone(), rec.ifname.clone());
+            restore_and_forget(&path, Some(rec), &netns, &ifname)
+        })
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
@@ -219,5 +209,55 @@ impl Stage for Tuning {
 
     fn describe(&self) -> String {
         "in-process".into()
+    }
+}
+
+/// `dataDir` when it is an absolute path (DEL and GC need no otherwise valid config).
+fn data_dir_of(inv: &Invocation) -> Option<std::path::PathBuf> {
+    inv.config
+        .get("dataDir")
+        .and_then(|v| v.as_str())
+        .filter(|d| d.starts_with('/'))
+        .map(std::path::PathBuf::from)
+}
+
+/// Put back what the record says ADD changed, while the netns it was made for is still
+/// there, then remove the record (and a temporary file an ADD killed while writing it
+/// left). Nothing to restore without a record, a netns, or in another netns.
+fn restore_and_forget(
+    path: &std::path::Path,
+    rec: Option<record::Record>,
+    netns: &str,
+    ifname: &str,
+) -> Result<(), CniError> {
+    record::remove_temp(path);
+    let Some(rec) = rec else {
+        return record::remove(path).map_err(err);
+    };
+    let pod = match NetNs::open(netns) {
+        Ok(p) => p,
+        Err(e) => {
+            // No netns (gone, or never given): nothing left to restore.
+            if !netns.is_empty() {
+                tracing::warn!("tuning: cannot enter {netns:?} to restore: {e:#}");
+            }
+            return record::remove(path).map_err(err);
+        }
+    };
+    if !rec.netns_id.is_empty() && !rec.is_for(&pod::identity(&pod)) {
+        tracing::warn!(
+            "tuning: {} was made for another network namespace; removing it",
+            path.display()
+        );
+        return record::remove(path).map_err(err);
+    }
+    let left = pod::restore(&pod, None, ifname, &rec, false);
+    if left.is_empty() {
+        record::remove(path).map_err(err)
+    } else {
+        // As the reference: DEL does not fail over what it could not put back. The
+        // record stays for a later DEL.
+        tracing::warn!("tuning: DEL left some changes in place: {}", left.join("; "));
+        Ok(())
     }
 }

@@ -47,7 +47,9 @@ pub struct Record {
     pub txqlen: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sysctls: Vec<SysctlRecord>,
-    /// For people reading the file: whose record this is.
+    /// Whose record this is: GC removes those of its network that are not valid.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub network: String,
     #[serde(rename = "containerID", default, skip_serializing_if = "String::is_empty")]
     pub container_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -165,6 +167,22 @@ pub fn write(path: &Path, rec: &Record) -> anyhow::Result<()> {
 
 fn temp_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!(".{name}.tmp"))
+}
+
+/// The records in `dir` (file names ending in `.json`; temporary files start with a dot
+/// and are left out). A missing directory has none.
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".json") && !n.starts_with('.'))
+        })
+        .collect()
 }
 
 /// Remove the temporary file a killed ADD may have left for the record at `path`.
