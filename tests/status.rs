@@ -1,7 +1,8 @@
 //! STATUS (issue 7) of 1.1.0 lists: code 50 when the chain cannot serve ADD (IPAM range
 //! exhausted, state dir unwritable, `nft` missing for ipMasq or portmap, the bridge name
-//! taken by another link kind), 51 when existing pods may have lost connectivity (their
-//! bridge is gone or down), success otherwise.
+//! taken by another link kind, the kernel lacking a feature ADD uses), 51 when existing
+//! pods may have lost connectivity (their bridge is gone or down, ptp's forwarding is
+//! off), success otherwise.
 
 mod common;
 
@@ -108,8 +109,9 @@ fn unwritable_state_dir_is_50() {
     std::fs::remove_file(sb.dir.join("state")).expect("rm");
     std::fs::create_dir(sb.dir.join("state")).expect("mkdir");
     ok(&status(&sb, "ststate"));
-    // No leftover of the probe.
-    assert_eq!(sb.files_in("state"), Vec::<String>::new());
+    // No leftover of the probe (the kernel feature cache is kept on purpose).
+    let left: Vec<String> = sb.files_in("state").into_iter().filter(|f| f != FEATURES).collect();
+    assert_eq!(left, Vec::<String>::new());
 }
 
 /// `nft` hidden in a private mount namespace (an empty, non-executable file bound over
@@ -181,4 +183,196 @@ fn portmap_status_with_cnichain_nft_naming_a_missing_file() {
         .output()
         .expect("run");
     want_code(&o, 50);
+}
+
+/// The kernel feature cache, relative to the state dir.
+const FEATURES: &str = "kernel-features.json";
+
+/// The host netns's link names and nft tables: what a probe must never change.
+fn host_objects(sb: &Sandbox) -> (String, String) {
+    let links = sh(sb, &sb.host(), "ip -o link show | cut -d: -f2");
+    let tables = sh(sb, &sb.host(), "nft list tables");
+    (links, tables)
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .expect("boot_id")
+        .trim()
+        .to_string()
+}
+
+/// The cache's present list, checked to be of this boot.
+fn cached_features(sb: &Sandbox) -> Vec<String> {
+    let text = std::fs::read_to_string(sb.dir.join("state").join(FEATURES)).expect("feature cache");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("cache is JSON");
+    assert_eq!(v["bootId"].as_str(), Some(boot_id().as_str()), "{v}");
+    v["present"]
+        .as_array()
+        .expect("present list")
+        .iter()
+        .map(|s| s.as_str().expect("name").to_string())
+        .collect()
+}
+
+/// A 4-stage chain using every probed feature: bridge with ipMasq and macspoofchk,
+/// tuning, portmap, bandwidth both ways (tbf), or with shapedSubnets (htb).
+fn full_chain(name: &str, subnet: &str, subnets: bool) -> String {
+    let shaped = if subnets {
+        r#", "shapedSubnets": ["10.9.0.0/16"]"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
+    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": true, "macspoofchk": true,
+      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
+    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512" }} }},
+    {{ "type": "portmap", "capabilities": {{ "portMappings": true }} }},
+    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000,
+      "egressRate": 4000000, "egressBurst": 400000{shaped} }}
+  ] }}"#
+    )
+}
+
+/// Every feature is really probed (in a throwaway netns: the host netns is unchanged),
+/// the positive answers land in the state dir's cache, and a warm STATUS succeeds too.
+#[test]
+fn kernel_features_are_probed_and_cached() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new("stfeat");
+    sb.write_conflist("a.conflist", &full_chain("stfa", "10.243.7.0/24", false));
+    sb.write_conflist("b.conflist", &full_chain("stfb", "10.243.8.0/24", true));
+    let before = host_objects(&sb);
+    ok(&status(&sb, "stfa"));
+    let got = cached_features(&sb);
+    for f in ["bridge", "veth", "ifb", "tbf", "redirect", "nft-inet", "nft-bridge"] {
+        assert!(got.iter().any(|g| g == f), "{f} not cached: {got:?}");
+    }
+    assert!(!got.iter().any(|g| g == "htb"), "htb is not used by stfa: {got:?}");
+    ok(&status(&sb, "stfb"));
+    assert!(cached_features(&sb).iter().any(|g| g == "htb"));
+    // Warm: answered from the cache.
+    ok(&status(&sb, "stfa"));
+    ok(&status(&sb, "stfb"));
+    assert_eq!(host_objects(&sb), before);
+    assert_eq!(before.1, "", "the sandbox host netns has no nft table");
+}
+
+/// A cache that is not ours (garbage, another boot, wrong shapes) is ignored, never a
+/// panic, and replaced by a good one.
+#[test]
+fn garbage_feature_cache_is_ignored() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new("stgarb");
+    sb.write_conflist("n.conflist", &chain("stgarb", "10.243.10.0/24", true, true));
+    let path = sb.dir.join("state").join(FEATURES);
+    let garbage: Vec<Vec<u8>> = vec![
+        b"\xff\x00\x01garbage".to_vec(),
+        b"".to_vec(),
+        b"[1, 2, 3]".to_vec(),
+        br#"{"bootId": 7, "present": {}}"#.to_vec(),
+        br#"{"bootId": "not-this-boot", "present": ["bridge", "veth", "ifb", "tbf"]}"#.to_vec(),
+        format!(r#"{{"bootId": "{}", "present": ["bogus", 3, null]"#, boot_id()).into_bytes(),
+        vec![b'{'; 200_000],
+    ];
+    for g in garbage {
+        std::fs::write(&path, &g).expect("write garbage");
+        ok(&status(&sb, "stgarb"));
+        let got = cached_features(&sb);
+        assert!(got.iter().any(|f| f == "ifb"), "{got:?}");
+    }
+    // A cache directory in place of the file: STATUS still works (the cache is optional).
+    std::fs::remove_file(&path).expect("rm");
+    std::fs::create_dir(&path).expect("mkdir");
+    ok(&status(&sb, "stgarb"));
+    std::fs::remove_dir(&path).expect("rmdir");
+}
+
+/// ptp's ADD turns forwarding on in the host netns; off again while pods exist, STATUS
+/// says 51 (for each family the ranges use). Only the sandbox's host netns is touched.
+#[test]
+fn ptp_forwarding_off_is_51() {
+    if !is_root() {
+        return;
+    }
+    let mut sb = Sandbox::new("stfwd");
+    sb.write_conflist(
+        "n.conflist",
+        r#"{ "cniVersion": "1.1.0", "name": "stfwd", "plugins": [
+    { "type": "ptp", "ipam": { "type": "host-local", "dataDir": "@IPAM@",
+      "ranges": [[{ "subnet": "10.243.11.0/24" }], [{ "subnet": "fd00:243:11::/64" }]] } }
+  ] }"#,
+    );
+    // No pod yet: ADD turns forwarding on, nothing is lost.
+    sh(
+        &sb,
+        &sb.host(),
+        "sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0",
+    );
+    ok(&status(&sb, "stfwd"));
+    let pod = sb.pod("p");
+    ok(&sb.cnichain("", &["add", "stfwd", &pod]));
+    ok(&status(&sb, "stfwd"));
+
+    sh(&sb, &sb.host(), "sysctl -qw net.ipv4.ip_forward=0");
+    let msg = want_code(&status(&sb, "stfwd"), 51);
+    assert!(msg.contains("net.ipv4.ip_forward"), "{msg}");
+    sh(&sb, &sb.host(), "sysctl -qw net.ipv4.ip_forward=1");
+    ok(&status(&sb, "stfwd"));
+
+    sh(&sb, &sb.host(), "sysctl -qw net.ipv6.conf.all.forwarding=0");
+    let msg = want_code(&status(&sb, "stfwd"), 51);
+    assert!(msg.contains("net.ipv6.conf.all.forwarding"), "{msg}");
+
+    // The pod is gone: nothing depends on forwarding until the next ADD turns it on.
+    ok(&sb.cnichain("", &["del", "stfwd", &pod]));
+    ok(&status(&sb, "stfwd"));
+}
+
+/// A feature the kernel lacks (made missing with the test-only fault point
+/// `probe.ifb`: nothing can be unloaded from this kernel) is code 50 naming the feature
+/// and its user, cached or not; the probes leave nothing on the host.
+#[test]
+fn missing_kernel_feature_is_50() {
+    if !is_root() {
+        return;
+    }
+    let sb = Sandbox::new("stmiss");
+    sb.write_conflist("n.conflist", &chain("stmiss", "10.243.12.0/24", true, true));
+    let faulted = || {
+        let o = sb
+            .in_host(&cnichain_bin())
+            .env("CNI_PATH", "")
+            .env("CNICHAIN_FAULT", "probe.ifb")
+            .args(["status", "stmiss"])
+            .output()
+            .expect("run");
+        assert_ne!(o.status.code(), Some(101), "panicked: {}", stderr(&o));
+        o
+    };
+    let before = host_objects(&sb);
+    // Cold: every other feature is probed and cached, ifb is not.
+    let msg = want_code(&faulted(), 50);
+    assert!(
+        msg.contains("bandwidth: the kernel has no ifb device support (needed for egressRate); load module ifb"),
+        "{msg}"
+    );
+    let got = cached_features(&sb);
+    assert!(!got.iter().any(|f| f == "ifb"), "{got:?}");
+    assert!(
+        got.iter().any(|f| f == "veth") && got.iter().any(|f| f == "nft-inet"),
+        "{got:?}"
+    );
+    // Warm, ifb cached as present: the fault still wins (it is probed again).
+    ok(&status(&sb, "stmiss"));
+    assert!(cached_features(&sb).iter().any(|f| f == "ifb"));
+    let msg = want_code(&faulted(), 50);
+    assert!(msg.contains("ifb device"), "{msg}");
+    assert_eq!(host_objects(&sb), before);
+    assert_eq!(before.1, "", "the sandbox host netns has no nft table");
 }

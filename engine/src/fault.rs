@@ -29,6 +29,21 @@ pub const POINTS: &[&str] = &[
     "chain.after-cache",
 ];
 
+/// STATUS's kernel feature probes (stages/src/probe.rs): `probe.<feature>` makes that
+/// feature report missing (the real probe still runs), so a test can see STATUS's code
+/// 50 on a kernel where nothing can be unloaded. Kept apart from [`POINTS`]: ADD never
+/// reaches them.
+pub const PROBE_POINTS: &[&str] = &[
+    "probe.bridge",
+    "probe.veth",
+    "probe.ifb",
+    "probe.tbf",
+    "probe.htb",
+    "probe.redirect",
+    "probe.nft-inet",
+    "probe.nft-bridge",
+];
+
 #[cfg(feature = "fault-points")]
 pub fn point(name: &str) -> Result<(), CniError> {
     let Ok(spec) = std::env::var("CNICHAIN_FAULT") else {

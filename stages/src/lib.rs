@@ -17,6 +17,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod portmap;
+pub mod probe;
 pub mod ptp;
 pub mod sysctl;
 pub mod tuning;

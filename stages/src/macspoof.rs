@@ -33,7 +33,8 @@ pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
     )
 }
 
-fn declare(b: &mut Batch) {
+/// The table, sets and rule (also STATUS's probe of the bridge family, see `probe`).
+pub(crate) fn declare(b: &mut Batch) {
     b.add(json!({"table": {"family": FAMILY, "name": TABLE}}));
     b.add(json!({"set": {"family": FAMILY, "table": TABLE, "name": PORTS, "type": "ifname"}}));
     b.add(json!({"set": {"family": FAMILY, "table": TABLE, "name": ALLOWED, "type": ["ifname", "ether_addr"]}}));

@@ -237,12 +237,79 @@ impl Stage for Ptp {
         crate::gc::join(errors)
     }
 
+    /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,
+    /// the kernel lacks a feature ADD uses); 51 when pods hold addresses (host-local) but
+    /// the forwarding ADD turned on is off again.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        let (_, ipam) = load(inv)?;
-        inv.delegate(&ipam, Command::Status).map(|_| ())
+        use crate::probe::{self, Feature};
+        let (c, ipam) = load(inv)?;
+        if c.ip_masq && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
+            return Err(CniError::new(
+                cnichain_engine::spec::error::PLUGIN_NOT_AVAILABLE,
+                "ptp: ipMasq needs nft, which was not found (install nftables)",
+            ));
+        }
+        inv.delegate(&ipam, Command::Status)?;
+        let mut needs = vec![(Feature::Veth, "the pods' veth pairs")];
+        if c.ip_masq {
+            needs.push((Feature::NftInet, "ipMasq"));
+        }
+        probe::require("ptp", &needs)?;
+        forwarding_status(inv, &c.name, &ipam)
     }
 
     fn describe(&self) -> String {
         "in-process".into()
     }
+}
+
+/// STATUS's 51: ADD turned forwarding on for the families of the pods' gateways (in the
+/// host netns, where STATUS runs); off again, those pods cannot reach beyond the host.
+/// Pods are known only through an in-process host-local store.
+fn forwarding_status(inv: &Invocation, net: &str, ipam: &str) -> Result<(), CniError> {
+    let pods = ipam == "host-local"
+        && inv.registry.is_in_process("host-local")
+        && crate::ipam::host_local::has_reservations(inv.config, inv.version)?;
+    if !pods {
+        return Ok(());
+    }
+    let (v4, v6) = ipam_families(inv.config);
+    for (used, key) in [(v4, "net.ipv4.ip_forward"), (v6, "net.ipv6.conf.all.forwarding")] {
+        if used && crate::sysctl::read(key).is_ok_and(|v| v.trim() == "0") {
+            return Err(CniError::new(
+                cnichain_engine::spec::error::LIMITED_CONNECTIVITY,
+                format!(
+                    "ptp: {key} is 0 while network {net:?} has pods: they lost connectivity beyond the host (ADD turns it back on)"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The address families (v4, v6) of the IPAM's subnets (`ipam.ranges`, or the legacy
+/// `ipam.subnet`), read from the config without allocating anything; IPv4 when it names
+/// none (another IPAM's layout).
+fn ipam_families(config: &serde_json::Map<String, serde_json::Value>) -> (bool, bool) {
+    use serde_json::Value;
+    let ipam = config.get("ipam");
+    let mut subnets: Vec<&str> = Vec::new();
+    subnets.extend(ipam.and_then(|i| i.get("subnet")).and_then(Value::as_str));
+    for set in ipam
+        .and_then(|i| i.get("ranges"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        for r in set.as_array().into_iter().flatten() {
+            subnets.extend(r.get("subnet").and_then(Value::as_str));
+        }
+    }
+    if subnets.is_empty() {
+        return (true, false);
+    }
+    (
+        subnets.iter().any(|s| !s.contains(':')),
+        subnets.iter().any(|s| s.contains(':')),
+    )
 }

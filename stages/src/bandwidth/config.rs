@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// The keys of a bandwidth entry (upstream's subnet lists included: their presence also
 /// makes the plugin config's entry the one that counts).
-const ENTRY_KEYS: &[&str] = &[
+pub(crate) const ENTRY_KEYS: &[&str] = &[
     "ingressRate",
     "ingressBurst",
     "egressRate",

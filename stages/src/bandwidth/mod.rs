@@ -346,6 +346,41 @@ impl Stage for Bandwidth {
         Ok(())
     }
 
+    /// 50 when the kernel lacks what this config's shaping uses: tbf (ingress), an ifb
+    /// device and the ingress redirect (egress), htb in place of tbf with a subnet list.
+    /// Rates the runtime may pass (the `bandwidth` capability and no rates in the config)
+    /// need tbf, ifb and the redirect.
+    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
+        use crate::probe::{self, Feature};
+        let c = BandwidthConf::load(inv)?;
+        let htb = c
+            .subnets
+            .as_ref()
+            .map(|s| if s.shaped { "shapedSubnets" } else { "unshapedSubnets" });
+        let mut needs = Vec::new();
+        if c.ingress.is_some() {
+            needs.push(htb.map_or((Feature::Tbf, "ingressRate"), |k| (Feature::Htb, k)));
+        }
+        if c.egress.is_some() {
+            needs.push((Feature::Ifb, "egressRate"));
+            needs.push((Feature::Redirect, "egressRate"));
+            needs.push(htb.map_or((Feature::Tbf, "egressRate"), |k| (Feature::Htb, k)));
+        }
+        let plain = config::ENTRY_KEYS.iter().any(|k| inv.config.contains_key(*k));
+        let capability = inv
+            .config
+            .get("capabilities")
+            .and_then(|v| v.get("bandwidth"))
+            .and_then(|v| v.as_bool())
+            == Some(true);
+        if capability && !plain && c.is_zero() {
+            for f in [Feature::Tbf, Feature::Ifb, Feature::Redirect] {
+                needs.push((f, "the bandwidth capability"));
+            }
+        }
+        probe::require("bandwidth", &needs)
+    }
+
     fn supported_versions(&self) -> Vec<String> {
         ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
             .iter()

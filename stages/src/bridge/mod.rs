@@ -6,6 +6,7 @@ mod config;
 
 use crate::netlink::{errno_of, Link, Netlink};
 use crate::netns::{self, NetNs};
+use crate::probe::{self, Feature};
 use crate::{conf, ifaddr, ipmasq, macspoof, sysctl, veth};
 use anyhow::{anyhow, Context};
 use cnichain_engine::fault;
@@ -261,16 +262,24 @@ impl Stage for Bridge {
         crate::gc::join(errors)
     }
 
-    /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,
-    /// the bridge name is taken by another kind of link); 51 when pods hold addresses
-    /// (host-local) but their bridge is gone or down.
+    /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq or
+    /// macspoofchk, the kernel lacks a feature ADD uses, the bridge name is taken by
+    /// another kind of link); 51 when pods hold addresses (host-local) but their bridge
+    /// is gone or down.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = conf::ipam_type(inv.config);
-        if c.ip_masq && ipam.is_some() && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
+        let has_nft = || crate::nft::nft_binary().is_some_and(|p| p.is_file());
+        if c.ip_masq && ipam.is_some() && !has_nft() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
                 "bridge: ipMasq needs nft, which was not found (install nftables)",
+            ));
+        }
+        if c.macspoofchk && !has_nft() {
+            return Err(CniError::new(
+                PLUGIN_NOT_AVAILABLE,
+                "bridge: macspoofchk needs nft, which was not found (install nftables)",
             ));
         }
         if let Some(ipam) = &ipam {
@@ -278,6 +287,19 @@ impl Stage for Bridge {
         }
         let mut host = Netlink::new().map_err(err)?;
         let br = host.link_by_name(&c.br_name).map_err(err)?;
+        // What ADD asks of the kernel; an existing bridge needs no bridge probe.
+        let br_use = format!("bridge {:?}", c.br_name);
+        let mut needs = vec![(Feature::Veth, "the pods' veth pairs")];
+        if br.is_none() {
+            needs.push((Feature::Bridge, br_use.as_str()));
+        }
+        if c.ip_masq && ipam.is_some() {
+            needs.push((Feature::NftInet, "ipMasq"));
+        }
+        if c.macspoofchk {
+            needs.push((Feature::NftBridge, "macspoofchk"));
+        }
+        probe::require("bridge", &needs)?;
         let lost = match &br {
             Some(l) if l.kind.as_deref() != Some("bridge") => {
                 return Err(CniError::new(
