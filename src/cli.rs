@@ -230,7 +230,8 @@ fn run(cli: Cli) -> Result<(), CniError> {
         println!("in-process stages: {}", engine.registry.in_process_types().join(", "));
         return Ok(());
     }
-    let engine = runtime::engine(&settings(c));
+    let mut engine = runtime::engine(&settings(c));
+    engine.record_timings = c.timings;
     match &cli.cmd {
         Cmd::Install {
             bin_dir,

@@ -12,7 +12,7 @@ use crate::spec::error::{CniError, INCOMPATIBLE_VERSION, INVALID_ENV, PLUGIN_NOT
 use crate::spec::ids;
 use crate::spec::result::CniResult;
 use crate::spec::version;
-use crate::stage::{Command, DeferScope, Invocation, Registry};
+use crate::stage::{Command, DeferScope, Invocation, Registry, Stage};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,9 @@ pub struct Engine {
     /// Undo the plugins that already ran when an ADD fails (libcni leaves that to the
     /// runtime's DEL).
     pub rollback: bool,
+    /// Keep each plugin call's wall time for [`Engine::take_timings`]. Off by default:
+    /// kept and never taken, they would grow a long-lived process without bound.
+    pub record_timings: bool,
     timings: Mutex<Vec<Timing>>,
 }
 
@@ -44,6 +47,7 @@ impl Engine {
             cache,
             locks: None,
             rollback: false,
+            record_timings: false,
             timings: Mutex::new(Vec::new()),
         }
     }
@@ -66,7 +70,11 @@ impl Engine {
             .unwrap_or_default()
     }
 
-    fn record(&self, plugin: &PluginConf, command: Command, how: String, started: Instant) {
+    fn record(&self, plugin: &PluginConf, command: Command, stage: &dyn Stage, started: Instant) {
+        if !self.record_timings {
+            return;
+        }
+        let how = stage.describe();
         if let Ok(mut t) = self.timings.lock() {
             t.push(Timing {
                 plugin_type: plugin.plugin_type.clone(),
@@ -109,7 +117,7 @@ impl Engine {
             Command::Status => stage.status(&inv).map(|_| None),
             Command::Version => Ok(None),
         };
-        self.record(plugin, command, stage.describe(), started);
+        self.record(plugin, command, stage.as_ref(), started);
         out
     }
 
