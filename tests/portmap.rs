@@ -22,6 +22,7 @@ use cnichain_stages::portmap::rules;
 use cnichain_stages::{ipmasq, portmap};
 use common::*;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -261,10 +262,21 @@ fn chains_of(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// The owner ids of the records (one per DNAT or masqueraded address).
+/// The owner ids of the records (one per DNAT or masqueraded address), without each
+/// attachment's network record (`net <hash>`, record 0, which GC reads).
 fn record_owners(sb: &Sandbox) -> Vec<String> {
-    map_elems(sb, layout::SET_RECORDS)
+    let all = map_elems(sb, layout::SET_RECORDS);
+    let network_records = all
         .iter()
+        .filter(|e| e["elem"]["comment"].as_str().is_some_and(|c| c.starts_with("net ")))
+        .count();
+    let owners: BTreeSet<&str> = all
+        .iter()
+        .filter_map(|e| e["elem"]["val"]["concat"][0].as_str())
+        .collect();
+    assert_eq!(network_records, owners.len(), "one network record per attachment");
+    all.iter()
+        .filter(|e| !e["elem"]["comment"].as_str().is_some_and(|c| c.starts_with("net ")))
         .filter_map(|e| e["elem"]["val"]["concat"][0].as_str().map(String::from))
         .collect()
 }
@@ -981,14 +993,17 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
                 .any(|e| e.0["concat"][0] == json!("10.71.0.0") && e.0["concat"][1] == json!("10.71.0.255")),
             "{cid}: {snat:?}"
         );
-        // the record: "<id>" . 0 with the record text as its comment
-        let recs: Vec<_> = elems_listed(&sb, layout::SET_RECORDS)
+        // the records: "<id>" . 0 naming the network, "<id>" . 1 with the mapping
+        let mut recs: Vec<_> = elems_listed(&sb, layout::SET_RECORDS)
             .into_iter()
             .filter(|e| e.0["concat"][0] == json!(id))
             .collect();
-        assert_eq!(recs.len(), 1, "{cid}: {recs:?}");
+        recs.sort_by_key(|e| e.0["concat"][1].as_u64());
+        assert_eq!(recs.len(), 2, "{cid}: {recs:?}");
         assert_eq!(recs[0].0["concat"][1], json!(0));
-        assert_eq!(recs[0].2, format!("port4 tcp {hp} {ip}/24 {cp} hairpin 13"));
+        assert!(recs[0].2.starts_with("net "), "{cid}: {recs:?}");
+        assert_eq!(recs[1].0["concat"][1], json!(1));
+        assert_eq!(recs[1].2, format!("port4 tcp {hp} {ip}/24 {cp} hairpin 13"));
         let c = call(&sb, Command::Check, conf(hp, cp), Some(prev_for(ip)), cid);
         assert!(c.is_ok(), "{cid}: {c:?}");
     }
