@@ -88,7 +88,9 @@ enum Cmd {
     Check { net: String, netns: String },
     /// DEL the attachment (idempotent; the netns may be gone)
     Del { net: String, netns: String },
-    /// GC: DEL cached attachments of NET that are not valid, then GC each plugin
+    /// GC: DEL cached attachments of NET that are not valid, then GC each plugin (which
+    /// removes what invalid attachments left without a cache: veths, reservations, nft
+    /// elements, ifbs, tuning records, lock files)
     Gc {
         net: String,
         /// Accepted for cnitool compatibility; unused
