@@ -123,6 +123,12 @@ fn libcni_drives_the_meta_plugin() {
 }
 
 fn plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> Output {
+    spawn_plugin(bin, name, env, stdin).wait_with_output().unwrap()
+}
+
+/// The drop-in `name` started with only `env` (and PATH, and the sandbox's state dir),
+/// `stdin` written.
+fn spawn_plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> std::process::Child {
     let mut c = Command::new(bin.join(name));
     c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     // The sandbox's state dir (bin is <sandbox>/cnibin).
@@ -138,7 +144,7 @@ fn plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> Output {
         .unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    child
 }
 
 #[test]
@@ -375,28 +381,27 @@ fn drop_ins_take_the_attachment_lock() {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let start = |held: Option<&Path>| {
-        let mut c = Command::new(bin.join("loopback"));
-        c.env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("CNICHAIN_STATE_DIR", &state)
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", "c")
-            .env("CNI_NETNS", &pod)
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &bin);
-        if let Some(h) = held {
-            c.env("CNICHAIN_HELD_LOCKS", h);
+        let (pod, binp, held) = (
+            pod.as_str(),
+            bin.display().to_string(),
+            held.map(|h| h.display().to_string()),
+        );
+        let mut env = vec![
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "c"),
+            ("CNI_NETNS", pod),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", binp.as_str()),
+        ];
+        if let Some(h) = &held {
+            env.push(("CNICHAIN_HELD_LOCKS", h.as_str()));
         }
-        let mut child = c
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        let conf = r#"{"cniVersion":"1.0.0","name":"lk","type":"loopback"}"#;
-        child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
-        child
+        spawn_plugin(
+            &bin,
+            "loopback",
+            &env,
+            r#"{"cniVersion":"1.0.0","name":"lk","type":"loopback"}"#,
+        )
     };
     // Held for it by its parent: done while the lock is held.
     ok(&start(Some(&lock)).wait_with_output().unwrap());

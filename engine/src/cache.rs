@@ -217,24 +217,29 @@ pub fn temp_path(path: &Path) -> PathBuf {
 /// Write to a temp file in the same directory, (fsync,) rename over, (fsync the
 /// directory). Directories 0700 and the file 0600, as libcni.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     // One temporary name per entry (not per process): a kill -9 between open and
     // rename leaves it behind, and DEL (`Cache::remove`) removes it by this name.
     // Writers of one entry are serialized by the attachment lock.
-    let tmp = temp_path(path);
+    write_atomic_via(path, &temp_path(path), bytes, fsync)
+}
+
+/// [`write_atomic`] through the temporary file `tmp` (in the same directory), for
+/// writers that are not serialized and need one temporary name each.
+pub fn write_atomic_via(path: &Path, tmp: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let res = (|| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
-            .open(&tmp)?;
+            .open(tmp)?;
         f.write_all(bytes)?;
         if fsync {
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, path)?;
+        std::fs::rename(tmp, path)?;
         if fsync {
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
@@ -243,7 +248,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<(
         Ok(())
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     res
 }

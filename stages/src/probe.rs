@@ -23,8 +23,7 @@ use crate::nft::{self, Batch, NftErrorKind};
 use crate::tuning::record::{DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Something ADD asks of the kernel.
@@ -398,24 +397,12 @@ fn write_cache(path: &Path, boot: &str, mut present: Vec<Feature>) -> std::io::R
     };
     let data = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     let tmp = dir.join(format!(
         ".{CACHE_FILE}.{}.{:?}",
         std::process::id(),
         std::thread::current().id()
     ));
-    let res = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(&data))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    cnichain_engine::cache::write_atomic_via(path, &tmp, &data, false)
 }
 
 #[cfg(test)]

@@ -421,23 +421,28 @@ pub fn chain_exists(nl: &mut Nfnl, table: &str, chain: &str) -> io::Result<bool>
     }
 }
 
+/// An `inet` dump request: every answer message's attributes; none when what it names
+/// (table, chain, set) does not exist.
+fn dump(nl: &mut Nfnl, msg: u16, attrs: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    match nl.request(
+        NFNL_SUBSYS_NFTABLES,
+        msg,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        NFPROTO_INET,
+        attrs,
+    ) {
+        Err(e) if is_enoent(&e) => Ok(Vec::new()),
+        r => r,
+    }
+}
+
 /// The comments of the rules of one chain, in order (rules without a comment give an
 /// empty string). A missing table or chain gives no rules.
 pub fn rule_comments(nl: &mut Nfnl, table: &str, chain: &str) -> io::Result<Vec<String>> {
     let mut a = Vec::new();
     put_str(&mut a, NFTA_RULE_TABLE, table);
     put_str(&mut a, NFTA_RULE_CHAIN, chain);
-    let msgs = match nl.request(
-        NFNL_SUBSYS_NFTABLES,
-        NFT_MSG_GETRULE,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        NFPROTO_INET,
-        &a,
-    ) {
-        Ok(m) => m,
-        Err(e) if is_enoent(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+    let msgs = dump(nl, NFT_MSG_GETRULE, &a)?;
     let mut out = Vec::new();
     for m in msgs {
         // The dump filters on table and chain names; check anyway.
@@ -513,19 +518,8 @@ pub fn dump_elems(nl: &mut Nfnl, table: &str, set: &str) -> io::Result<Vec<(Vec<
     let mut a = Vec::new();
     put_str(&mut a, NFTA_SET_ELEM_LIST_TABLE, table);
     put_str(&mut a, NFTA_SET_ELEM_LIST_SET, set);
-    let msgs = match nl.request(
-        NFNL_SUBSYS_NFTABLES,
-        NFT_MSG_GETSETELEM,
-        NLM_F_REQUEST | NLM_F_DUMP,
-        NFPROTO_INET,
-        &a,
-    ) {
-        Ok(m) => m,
-        Err(e) if is_enoent(&e) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
     let mut out = Vec::new();
-    for m in msgs {
+    for m in dump(nl, NFT_MSG_GETSETELEM, &a)? {
         let Some(elems) = attr(&m, NFTA_SET_ELEM_LIST_ELEMENTS) else {
             continue;
         };

@@ -11,7 +11,6 @@
 //! the first change and removed after a DEL that restored everything.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The environment variable naming cnichain's state directory.
@@ -125,48 +124,12 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Record>> {
 /// Write a record atomically: a temporary file in the same directory, fsynced, renamed
 /// over the record. The directory is made (mode 0700) when missing.
 pub fn write(path: &Path, rec: &Record) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let dir = path
-        .parent()
-        .ok_or_else(|| anyhow::anyhow!("tuning record path {} has no directory", path.display()))?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| anyhow::Error::new(e).context(format!("failed to create {}", dir.display())))?;
     let body = serde_json::to_vec_pretty(rec)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     // One temporary name per record (not per process): an ADD killed between open and
-    // rename leaves it behind, and `remove` (DEL) takes it away by this name. ADDs and
-    // DELs of one attachment do not overlap (the attachment lock, or the runtime).
-    let tmp = temp_path(dir, &name);
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow::Error::new(e).context(format!("failed to write tuning record {}", path.display())));
-    }
-    Ok(())
-}
-
-fn temp_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join(format!(".{name}.tmp"))
+    // rename leaves it behind, and `remove_temp` (DEL) takes it away by this name. ADDs
+    // and DELs of one attachment do not overlap (the attachment lock, or the runtime).
+    cnichain_engine::cache::write_atomic(path, &body, true)
+        .map_err(|e| anyhow::Error::new(e).context(format!("failed to write tuning record {}", path.display())))
 }
 
 /// The records in `dir` (file names ending in `.json`; temporary files start with a dot
@@ -187,9 +150,7 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
 
 /// Remove the temporary file a killed ADD may have left for the record at `path`.
 pub fn remove_temp(path: &Path) {
-    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
-        let _ = std::fs::remove_file(temp_path(dir, &name.to_string_lossy()));
-    }
+    let _ = std::fs::remove_file(cnichain_engine::cache::temp_path(path));
 }
 
 /// Remove a record; a missing one is fine.
