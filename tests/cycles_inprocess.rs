@@ -400,10 +400,7 @@ fn inprocess_add_del_cycles_do_not_grow_anything() {
         eprintln!("skipped: needs root");
         return;
     }
-    let cycles: usize = std::env::var("CNICHAIN_LOAD_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let cycles = load_cycles();
     let mut sb = Sandbox::new("inproc");
     let pods: Vec<String> = (0..PODS).map(|k| sb.pod(&format!("p{k}"))).collect();
     // The tuning stage keeps its records under $CNICHAIN_STATE_DIR/tuning: set before

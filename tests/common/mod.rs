@@ -282,6 +282,14 @@ pub fn cni_err(o: &Output) -> serde_json::Value {
     v
 }
 
+/// ADD/DEL cycles of the no-growth tests: `CNICHAIN_LOAD_CYCLES`, default 1000.
+pub fn load_cycles() -> usize {
+    std::env::var("CNICHAIN_LOAD_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
