@@ -92,6 +92,9 @@ runtime = "runc"
 lock_type = "file"
 tmp_dir = "{libpod}"
 image_copy_tmp_dir = "{tmp}"
+# conmon's exit command (podman container cleanup, which DELs again) runs with conmon's
+# environment, not ours: keep cnichain's locks in the sandbox there too.
+conmon_env_vars = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "CNICHAIN_STATE_DIR={state}"]
 [network]
 network_backend = "cni"
 cni_plugin_dirs = [{dirs}]
@@ -99,6 +102,7 @@ network_config_dir = "{net}"
 "#,
             libpod = p.dir.join("libpod").display(),
             tmp = p.dir.join("tmp").display(),
+            state = p.dir.join("cnichain-state").display(),
             dirs = dirs.join(", "),
             net = p.net_dir().display(),
         );
