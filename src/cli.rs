@@ -96,8 +96,8 @@ enum Cmd {
         /// Accepted for cnitool compatibility; unused
         netns: Option<String>,
         /// A valid attachment CONTAINERID/IFNAME (repeatable). Without any, every
-        /// attachment that has a cached result is valid, so only state with no cache
-        /// behind it is collected.
+        /// attachment that has a cached result or a lock file (an ADD under way) is
+        /// valid, so only state with neither behind it is collected.
         #[arg(long = "valid", value_name = "CONTAINERID/IFNAME")]
         valid: Vec<String>,
         /// Treat every cached attachment as stale (cnitool's gc: removes them all)

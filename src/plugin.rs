@@ -202,8 +202,16 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
         None => meta(&engine, command, &config, stdin, prev.as_ref(), env, &effective),
     };
     if let Some(Held::Attachment(_gc, att)) = held {
-        // Lock files exist only while an operation runs.
-        att.remove();
+        // The lock file stays with the attachment (see engine/src/lock.rs): gone after
+        // DEL, a meta ADD rolled back, or a CHECK that made it.
+        let gone = match command {
+            Command::Del => out.is_ok(),
+            Command::Add => stage.is_none() && out.is_err(),
+            _ => att.created,
+        };
+        if gone {
+            att.remove();
+        }
     }
     out
 }

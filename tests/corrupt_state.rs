@@ -220,7 +220,7 @@ fn stale_locks_block_nobody() {
     let (sb, pod) = setup();
     let locks = sb.dir.join("state/locks");
     std::fs::create_dir_all(locks.join(NET)).expect("mkdir");
-    let att = locks.join(format!("{NET}/{CID}-eth0.lock"));
+    let att = locks.join(format!("{NET}/{CID}:eth0.lock"));
     let gc = locks.join("gc.lock");
     for (f, content) in [(&att, &b"garbage"[..]), (&gc, &b"\x00"[..])] {
         std::fs::write(f, content).expect("write lock");

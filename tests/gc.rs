@@ -199,6 +199,9 @@ fn gc_removes_every_trace_of_stale_attachments_without_their_cache() {
 
 /// Without a valid set (libcni's GC with no arguments: every cached attachment is
 /// stale) the stages cannot know what is valid and remove nothing that has no cache.
+/// `cnichain gc NET` (the cached attachments are the valid set) keeps an uncached
+/// attachment that has its lock file: a runtime's chain of drop-ins is cached only
+/// after its last plugin, and GC must not take it apart half-way.
 #[test]
 fn gc_without_a_valid_set_leaves_uncached_attachments_alone() {
     if !is_root() {
@@ -211,6 +214,12 @@ fn gc_without_a_valid_set_leaves_uncached_attachments_alone() {
     drop_cache(&sb, NET, "p");
     let before = traces(&sb);
     ok(&cnichain(&sb, &["gc", NET, "--all-stale"], ""));
+    assert_eq!(traces(&sb), before);
+    assert!(
+        before.contains(&format!("state locks/{NET}/p:eth0.lock")),
+        "{before:#?}"
+    );
+    ok(&cnichain(&sb, &["gc", NET], ""));
     assert_eq!(traces(&sb), before);
     ok(&cnichain(
         &sb,

@@ -367,7 +367,7 @@ fn drop_ins_take_the_attachment_lock() {
     let pod = sb.pod("p");
     let bin = install(&sb);
     let state = sb.dir.join("state");
-    let lock = state.join("locks/lk/c-eth0.lock");
+    let lock = state.join("locks/lk/c:eth0.lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     let ready = sb.dir.join("held");
     // Its own process group: killing it must also end the shell that inherited the lock.
@@ -413,5 +413,21 @@ fn drop_ins_take_the_attachment_lock() {
     unsafe { libc::kill(-(holder.id() as i32), libc::SIGKILL) };
     holder.wait().unwrap();
     ok(&waiting.wait_with_output().unwrap());
-    assert!(!lock.exists(), "the lock file is removed when the operation ends");
+    // The lock file stays with the attachment until its DEL.
+    assert!(lock.exists(), "ADD keeps the attachment's lock file");
+    let binp = bin.display().to_string();
+    let env = [
+        ("CNI_COMMAND", "DEL"),
+        ("CNI_CONTAINERID", "c"),
+        ("CNI_NETNS", pod.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", binp.as_str()),
+    ];
+    ok(&plugin(
+        &bin,
+        "loopback",
+        &env,
+        r#"{"cniVersion":"1.0.0","name":"lk","type":"loopback"}"#,
+    ));
+    assert!(!lock.exists(), "DEL removes the attachment's lock file");
 }

@@ -125,7 +125,9 @@ impl Engine {
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
-        release(held);
+        // The lock file stays with the attachment (see lock.rs) unless the failed ADD
+        // was rolled back.
+        release(held, out.is_err() && self.rollback);
         out
     }
 
@@ -233,7 +235,9 @@ impl Engine {
         let out = self
             .cached_for_check(list, rt)
             .and_then(|cached| self.check_with(list, rt, cached.as_ref()));
-        release(held);
+        // CHECK of an attachment without a lock file leaves none.
+        let made = held.as_ref().is_some_and(|(_, att)| att.created);
+        release(held, made);
         out
     }
 
@@ -276,7 +280,7 @@ impl Engine {
         validate_attachment(list, rt, Command::Del)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.del_unlocked(list, rt);
-        release(held);
+        release(held, out.is_ok());
         out
     }
 
@@ -345,8 +349,8 @@ impl Engine {
         self.gc_locked(list, valid)
     }
 
-    /// GC keeping every attachment of this network that has a cached result (`cnichain
-    /// gc NET` without `--valid`). The valid set is read from the cache under the GC
+    /// GC keeping every attachment of this network that has a cached result or a lock
+    /// file (`cnichain gc NET` without `--valid`). The valid set is read from the cache under the GC
     /// lock: read before it, an ADD finishing while GC waits for the lock would be
     /// missing from it and GC would DEL that fresh attachment (found by tests/load.rs).
     pub fn gc_keep_cached(&self, list: &NetConfList) -> Result<(), CniError> {
@@ -358,7 +362,7 @@ impl Engine {
             Some(l) => Some(l.gc(true)?),
             None => None,
         };
-        let valid: Vec<Attachment> = self
+        let mut valid: Vec<Attachment> = self
             .cache
             .entries()
             .into_iter()
@@ -368,6 +372,20 @@ impl Engine {
                 ifname: e.ifname,
             })
             .collect();
+        // An attachment with a lock file but no cached result yet may be half-way
+        // through a runtime's chain of drop-ins (libcni caches after the last plugin):
+        // valid too. Only an explicit valid set collects those.
+        for (container_id, ifname) in self
+            .locks
+            .as_ref()
+            .map(|l| l.attachments(&list.name))
+            .unwrap_or_default()
+        {
+            let a = Attachment { container_id, ifname };
+            if !valid.contains(&a) {
+                valid.push(a);
+            }
+        }
         self.gc_locked(list, Some(&valid))
     }
 
@@ -452,11 +470,13 @@ impl Engine {
     }
 }
 
-/// Release an attachment's locks and remove its lock file: lock files exist only while
-/// an operation runs (one a killed process left goes with the next operation or GC).
-fn release(held: Option<(Held, Held)>) {
+/// Release an attachment's locks, removing its lock file when `remove` (the attachment
+/// is gone, or was never made).
+fn release(held: Option<(Held, Held)>, remove: bool) {
     if let Some((_gc, att)) = held {
-        att.remove();
+        if remove {
+            att.remove();
+        }
     }
 }
 

@@ -1,9 +1,11 @@
 //! Node-local locks: one per attachment (operations on the same attachment are
 //! serialized) and one node-wide GC lock (ADD/DEL/CHECK share it, GC takes it alone, as
 //! the spec asks). flock, so a crashed holder never blocks the next caller. Lock files
-//! live under the state dir (tmpfs /run by default); an attachment's is removed when
-//! the operation holding it ends (one a killed process left goes with the next
-//! operation on that attachment, or with GC), so locks leave nothing behind.
+//! live under the state dir (/run by default). An attachment's lock file is made by its
+//! ADD and stays until its DEL (or a rolled-back ADD, or GC of a stale attachment): it
+//! also says "this attachment exists or is being added", which GC without an explicit
+//! valid set respects (a runtime's chain of drop-ins has no cached result until its
+//! last plugin returns). Locks leave nothing behind once every attachment is DELeted.
 //!
 //! A plugin this process execs may exec cnichain again for the same attachment (a
 //! foreign main plugin delegating to cnichain's host-local drop-in), or during GC. That
@@ -56,6 +58,8 @@ pub fn held_env() -> Option<String> {
 pub struct Held {
     file: Option<File>,
     path: PathBuf,
+    /// This taker made the lock file (it did not exist before).
+    pub created: bool,
 }
 
 impl Held {
@@ -91,6 +95,7 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
         return Ok(Held {
             file: None,
             path: path.to_path_buf(),
+            created: false,
         });
     }
     if let Some(dir) = path.parent() {
@@ -101,14 +106,25 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
             .map_err(|e| lock_err(path, e))?;
     }
     loop {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| lock_err(path, e))?;
+        let open = |new: bool| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(new)
+                .mode(0o600)
+                .open(path)
+        };
+        // Made here, or opened as it was: so a caller knows whether it made the file.
+        let (file, created) = match open(true) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match open(false) {
+                Ok(f) => (f, false),
+                // Removed since: make it again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(lock_err(path, e)),
+            },
+            Err(e) => return Err(lock_err(path, e)),
+        };
         let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
         loop {
             // SAFETY: a valid open fd.
@@ -130,6 +146,7 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
                 return Ok(Held {
                     file: Some(file),
                     path: path.to_path_buf(),
+                    created,
                 });
             }
             _ => continue,
@@ -180,9 +197,31 @@ impl Locks {
         take(&self.attachment_path(net, container_id, ifname), true)
     }
 
-    /// One directory per network, so that GC can tell its own lock files.
+    /// One directory per network, so that GC can tell its own lock files; `:` is in
+    /// neither a container ID nor an interface name, so the name can be read back.
     fn attachment_path(&self, net: &str, container_id: &str, ifname: &str) -> PathBuf {
-        self.dir.join(net).join(format!("{container_id}-{ifname}.lock"))
+        self.dir.join(net).join(format!("{container_id}:{ifname}.lock"))
+    }
+
+    /// Whether `(net, container, ifname)` has a lock file.
+    pub fn has_attachment(&self, net: &str, container_id: &str, ifname: &str) -> bool {
+        self.attachment_path(net, container_id, ifname).exists()
+    }
+
+    /// The (containerID, ifname) of every lock file of `net`: an ADD left it (it stays
+    /// until the attachment's DEL), so each names an attachment that exists or whose
+    /// ADD is under way, cached or not yet.
+    pub fn attachments(&self, net: &str) -> Vec<(String, String)> {
+        let Ok(rd) = std::fs::read_dir(self.dir.join(net)) else {
+            return Vec::new();
+        };
+        rd.flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let (cid, ifname) = name.strip_suffix(".lock")?.split_once(':')?;
+                Some((cid.to_string(), ifname.to_string()))
+            })
+            .collect()
     }
 
     /// GC, with the GC lock held alone (no attachment lock is held by anyone): remove the
@@ -225,20 +264,30 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(5))
             .expect("taken after release");
         t.join().unwrap();
-        assert!(!dir.join("locks/n/c-eth0.lock").exists(), "removed by the last holder");
+        assert!(!dir.join("locks/n/c:eth0.lock").exists(), "removed by the last holder");
         // held locks are passed to exec'd plugins; released ones are not
         let h = locks.attachment("n", "c", "eth1").unwrap();
-        assert!(held_env().is_some_and(|v| v.lines().any(|l| l.ends_with("locks/n/c-eth1.lock"))));
+        assert!(held_env().is_some_and(|v| v.lines().any(|l| l.ends_with("locks/n/c:eth1.lock"))));
         drop(h);
-        assert!(held_env().is_none_or(|v| !v.contains("c-eth1")));
+        assert!(held_env().is_none_or(|v| !v.contains("c:eth1")));
         // sweep removes the stale attachment's lock file only
         drop(locks.attachment("n", "old", "eth0").unwrap());
         drop(locks.attachment("n", "live", "eth0").unwrap());
         drop(locks.attachment("n2", "old", "eth0").unwrap());
+        let mut listed = locks.attachments("n");
+        listed.sort();
+        assert_eq!(
+            listed,
+            [
+                ("c".into(), "eth1".into()),
+                ("live".into(), "eth0".into()),
+                ("old".into(), "eth0".into())
+            ]
+        );
         locks.sweep("n", &[("live", "eth0")]);
-        assert!(!dir.join("locks/n/old-eth0.lock").exists());
-        assert!(dir.join("locks/n/live-eth0.lock").exists());
-        assert!(dir.join("locks/n2/old-eth0.lock").exists(), "another network's");
+        assert!(!dir.join("locks/n/old:eth0.lock").exists());
+        assert!(dir.join("locks/n/live:eth0.lock").exists() && locks.has_attachment("n", "live", "eth0"));
+        assert!(dir.join("locks/n2/old:eth0.lock").exists(), "another network's");
         // shared GC locks coexist
         let s1 = locks.gc(false).unwrap();
         let s2 = locks.gc(false).unwrap();
