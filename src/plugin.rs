@@ -203,10 +203,11 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
     };
     if let Some(Held::Attachment(_gc, att)) = held {
         // The lock file stays with the attachment (see engine/src/lock.rs): gone after
-        // DEL, a meta ADD rolled back, or a CHECK that made it.
+        // DEL, a failed ADD that made it (a drop-in undoes its own partial work; the
+        // meta-plugin rolls back), or a CHECK that made it.
         let gone = match command {
             Command::Del => out.is_ok(),
-            Command::Add => stage.is_none() && out.is_err(),
+            Command::Add => out.is_err() && (stage.is_none() || att.created),
             _ => att.created,
         };
         if gone {

@@ -225,6 +225,13 @@ fn the_skeleton_contract() {
         let text = format!("{} {}", e["msg"], e["details"]);
         assert!(text.contains(needle), "{env:?}: {text} lacks {needle}");
     }
+    // Refused requests leave no attachment lock file behind.
+    let locks: Vec<String> = sb
+        .files_in("state")
+        .into_iter()
+        .filter(|f| f != "locks/gc.lock")
+        .collect();
+    assert!(locks.is_empty(), "{locks:?}");
 
     // A working ADD/CHECK/DEL of the loopback drop-in.
     let env = |cmd: &'static str| {
