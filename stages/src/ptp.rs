@@ -208,13 +208,7 @@ impl Stage for Ptp {
             .ok_or_else(|| CniError::invalid_config("ptp: Required prevResult missing"))?;
         let res = prev.to_v1()?;
         inv.delegate(&ipam, Command::Check)?;
-        let pod = NetNs::open(&inv.rt.netns)
-            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
-        let cont = pod_nl
-            .link_by_name(&inv.rt.ifname)
-            .map_err(err)?
-            .ok_or_else(|| CniError::internal(format!("ptp: container interface {:?} not found", inv.rt.ifname)))?;
+        let (mut pod_nl, cont) = veth::pod_end(&inv.rt.netns, &inv.rt.ifname, "ptp")?;
         ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
         if c.ip_masq {

@@ -431,13 +431,6 @@ fn shape_pod(
             .link_by_name(&ifb_name)?
             .ok_or_else(|| anyhow::anyhow!("ifb {ifb_name} vanished after creation"))?;
         made.push(Made::Ifb(ifb.index));
-        // Named for GC (the kernel takes no alias at creation).
-        host.set_alias(
-            ifb.index,
-            &conf::owner_alias("bandwidth", &c.name, container_id, ifname),
-        )
-        .with_context(|| format!("set the alias of {ifb_name}"))?;
-        cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
         // With htb (upstream 1.4+) at least 1000: the leaf queues are that long.
@@ -446,10 +439,11 @@ fn shape_pod(
         } else {
             veth.txqlen
         };
-        if ifb.txqlen != want_qlen {
-            host.set_txqlen(ifb.index, want_qlen)
-                .with_context(|| format!("set the tx queue length of {ifb_name}"))?;
-        }
+        // With its owner alias for GC (the kernel takes no alias at creation): one request.
+        let alias = conf::owner_alias("bandwidth", &c.name, container_id, ifname);
+        host.set_txqlen_alias(ifb.index, want_qlen, &alias)
+            .with_context(|| format!("set the tx queue length and alias of {ifb_name}"))?;
+        cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
         result.interfaces.push(Interface {
             name: ifb_name.clone(),
             mac: ifb.mac.map(|m| format_mac(&m)).unwrap_or_default(),

@@ -194,13 +194,7 @@ impl Stage for Bridge {
         if br.kind.as_deref() != Some("bridge") {
             return Err(CniError::internal(format!("bridge: {:?} is not a bridge", c.br_name)));
         }
-        let pod = NetNs::open(&inv.rt.netns)
-            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
-        let cont = pod_nl
-            .link_by_name(&inv.rt.ifname)
-            .map_err(err)?
-            .ok_or_else(|| CniError::internal(format!("bridge: container interface {:?} not found", inv.rt.ifname)))?;
+        let (mut pod_nl, cont) = veth::pod_end(&inv.rt.netns, &inv.rt.ifname, "bridge")?;
         if let Some(want) = res
             .interfaces
             .iter()

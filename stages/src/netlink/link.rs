@@ -224,14 +224,8 @@ impl Netlink {
         self.new_link(b.build(), format!("add ifb {name:?}"))
     }
 
-    /// Set the link's alias (at most 255 bytes; the kernel ignores one given at creation).
-    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
-        let mut m = link_msg(index);
-        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
-        self.set_link(m, format!("set alias of link {index}"))
-    }
-
-    /// [`Netlink::set_txqlen`] and [`Netlink::set_alias`] in one request.
+    /// [`Netlink::set_txqlen`] and the link's alias (at most 255 bytes; the kernel
+    /// ignores one given at creation) in one request.
     pub fn set_txqlen_alias(&mut self, index: u32, qlen: u32, alias: &str) -> Result<()> {
         let mut m = LinkUnspec::new_with_index(index).txqueuelen(qlen).build();
         m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
