@@ -41,20 +41,27 @@ pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeou
     } else {
         diag::render_human(&out.diagnostics)
     };
+    // One stream for the whole report, summary included: stdout, or stderr when stdout
+    // carries the Graphviz text.
     let mut stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
-    if a.graph.is_some() {
+    let report_to: &mut dyn Write = if a.graph.is_some() {
         for (file, dot) in &out.graphs {
             let _ = writeln!(stdout, "// {file}");
             let _ = write!(stdout, "{dot}");
         }
-        let _ = write!(stderr, "{report}");
+        &mut stderr
     } else {
-        let _ = write!(stdout, "{report}");
-    }
+        &mut stdout
+    };
+    let _ = write!(report_to, "{report}");
     if a.format != "json" {
-        let _ = writeln!(stderr, "{}", summary.line());
+        if !report.is_empty() {
+            let _ = writeln!(report_to);
+        }
+        let _ = writeln!(report_to, "{}", summary.line());
     }
+    let _ = report_to.flush();
     let _ = stdout.flush();
     if summary.errors > 0 || (a.strict && summary.warnings > 0) {
         1

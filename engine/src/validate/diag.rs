@@ -50,6 +50,7 @@ codes! {
     UnknownKey = "W0105", Warning, "a key that the stage does not read (Go ignores it silently)";
     DuplicateKey = "W0106", Warning, "a key occurs twice in one object (the last one wins)";
     EngineRejects = "E0107", Error, "the engine refuses to load the list";
+    ForeignIpam = "W0108", Warning, "an external plugin's ipam section that host-local would refuse as written (the plugin may rewrite it)";
     // versions
     BadVersion = "E0201", Error, "a version string is malformed";
     UnsupportedVersion = "E0202", Error, "the selected spec version is not supported";
@@ -66,10 +67,11 @@ codes! {
     MetaBeforeInterface = "E0401", Error, "a plugin that works on the pod interface runs before any plugin creates it";
     InterfaceTwice = "E0402", Error, "two plugins create the pod interface";
     NoHostVeth = "E0403", Error, "bandwidth has no host-side veth before it";
-    NoAddress = "E0404", Error, "portmap has no address to map to";
+    NoAddress = "E0404", Error, "sbr has no address before it (it fails without one)";
     CapabilityUnused = "W0405", Warning, "a declared capability is consumed by no plugin";
     CapabilityNotEnabled = "W0406", Warning, "a plugin needs a capability that the list never enables";
     IpamRequired = "E0407", Error, "the plugin needs an ipam section";
+    NoAddressNoop = "W0408", Warning, "portmap or firewall has no address before it (it passes the result on and does nothing)";
     // across a directory
     DuplicateNetwork = "E0501", Error, "a network name is defined twice; the later file is shadowed";
     SubnetOverlap = "W0502", Warning, "IPAM subnets of two networks overlap";

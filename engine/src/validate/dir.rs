@@ -18,7 +18,8 @@ fn search_order(a: &FileReport, b: &FileReport) -> Ordering {
     (!is_conflist(&a.path), &a.path).cmp(&(!is_conflist(&b.path), &b.path))
 }
 
-/// Duplicate network names among the files of one directory.
+/// Duplicate network names among the files of one directory (or those named on the
+/// command line: a runtime pointed at them loads one network per name).
 pub fn check_directory(cx: &mut Cx, files: &[FileReport]) {
     let mut order: Vec<&FileReport> = files.iter().filter(|f| f.kind != Kind::Guess).collect();
     order.sort_by(|a, b| search_order(a, b));
@@ -31,8 +32,12 @@ pub fn check_directory(cx: &mut Cx, files: &[FileReport]) {
             None => {
                 first.insert(name, f);
             }
+            // the same file named twice
+            Some(winner) if same_file(&winner.path, &f.path) => {}
             Some(winner) => {
-                let why = if f.path < winner.path {
+                let why = if winner.path.parent() != f.path.parent() {
+                    "a runtime loads one network per name"
+                } else if f.path < winner.path {
                     "libcni searches .conflist files before .conf and .json files"
                 } else {
                     "libcni takes the first file by name"
@@ -52,6 +57,10 @@ pub fn check_directory(cx: &mut Cx, files: &[FileReport]) {
             }
         }
     }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 /// Subnets of different networks that overlap. Each later subnet is reported once,

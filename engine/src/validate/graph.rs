@@ -242,6 +242,7 @@ pub fn check_chain(cx: &mut Cx, plugins: &[PluginRef], network: &str) -> ChainGr
     for (j, p) in plugins.iter().enumerate() {
         let t = p.ptype.as_deref().unwrap_or("");
         let tp = push_token(&p.ptr, "type");
+        let me = cx.path(p.src, &p.ptr);
         let Role::Known {
             produces: prod,
             consumes,
@@ -266,8 +267,7 @@ pub fn check_chain(cx: &mut Cx, plugins: &[PluginRef], network: &str) -> ChainGr
                     Code::InterfaceTwice,
                     &tp,
                     format!(
-                        "{}: {t} creates the pod interface, but {} ({}) already created it",
-                        p.label,
+                        "{me}: {t} creates the pod interface, but {} ({}) already created it",
                         other.label,
                         other.ptype.as_deref().unwrap_or("")
                     ),
@@ -282,10 +282,7 @@ pub fn check_chain(cx: &mut Cx, plugins: &[PluginRef], network: &str) -> ChainGr
                 p.src,
                 Code::MetaBeforeInterface,
                 &tp,
-                format!(
-                    "{}: {t} works on the pod interface, but no plugin before it creates one",
-                    p.label
-                ),
+                format!("{me}: {t} works on the pod interface, but no plugin before it creates one"),
             );
             cx.hint("move it after the plugin that creates the interface (bridge, ptp, macvlan, ...)");
             continue;
@@ -314,24 +311,12 @@ pub fn check_chain(cx: &mut Cx, plugins: &[PluginRef], network: &str) -> ChainGr
                             Code::NoHostVeth,
                             &tp,
                             format!(
-                                "{}: {t} shapes traffic on a host-side veth, but no plugin before it creates one",
-                                p.label
+                                "{me}: {t} shapes traffic on a host-side veth, but no plugin before it creates one"
                             ),
                         );
                         cx.hint("bandwidth works after bridge or ptp; macvlan, ipvlan and host-device have no host-side veth");
                     }
-                    Resource::Addresses => {
-                        cx.at(
-                            p.src,
-                            Code::NoAddress,
-                            &tp,
-                            format!(
-                                "{}: {t} has no address to map to: no plugin before it has an IPAM",
-                                p.label
-                            ),
-                        );
-                        cx.hint("give the main plugin an \"ipam\" section");
-                    }
+                    Resource::Addresses => no_address(cx, p, &tp, &me, t),
                     _ => {}
                 },
             }
@@ -342,6 +327,31 @@ pub fn check_chain(cx: &mut Cx, plugins: &[PluginRef], network: &str) -> ChainGr
         network: network.to_string(),
         graph,
     }
+}
+
+/// A plugin that works on the result's addresses, with no IPAM before it. portmap and
+/// firewall return the previous result unchanged when it has no IPs (an L2 network, as
+/// podman's bridge without ipam): the chain works, they just do nothing. sbr fails.
+fn no_address(cx: &mut Cx, p: &PluginRef, tp: &str, me: &str, t: &str) {
+    let (code, msg, hint) = match t {
+        "portmap" => (
+            Code::NoAddressNoop,
+            format!("{me}: portmap has no address to map ports to: no plugin before it has an IPAM, so it maps nothing"),
+            "fine for an L2 network; give the main plugin an \"ipam\" section if pods need port mappings",
+        ),
+        "firewall" => (
+            Code::NoAddressNoop,
+            format!("{me}: firewall has no address to allow traffic for: no plugin before it has an IPAM, so it adds no rules"),
+            "fine for an L2 network; give the main plugin an \"ipam\" section if pods need firewall rules",
+        ),
+        _ => (
+            Code::NoAddress,
+            format!("{me}: {t} needs the pod's addresses, but no plugin before it has an IPAM"),
+            "sbr fails with \"No IP addresses on interface\"; give the main plugin an \"ipam\" section",
+        ),
+    };
+    cx.at(p.src, code, tp, msg);
+    cx.hint(hint);
 }
 
 fn check_capabilities(cx: &mut Cx, plugins: &[PluginRef]) {
@@ -369,16 +379,14 @@ fn check_capabilities(cx: &mut Cx, plugins: &[PluginRef]) {
             }
         }
         let tp = push_token(&p.ptr, "type");
+        let me = cx.path(p.src, &p.ptr);
         match t {
             "portmap" if !cap_enabled(p, "portMappings") && !has_static(p, &[], "portMappings") => {
                 cx.at(
                     p.src,
                     Code::CapabilityNotEnabled,
                     &tp,
-                    format!(
-                        "{}: portmap maps nothing: the portMappings capability is not enabled",
-                        p.label
-                    ),
+                    format!("{me}: portmap maps nothing: the portMappings capability is not enabled"),
                 );
                 cx.hint("add \"capabilities\": {\"portMappings\": true}");
             }
@@ -395,8 +403,7 @@ fn check_capabilities(cx: &mut Cx, plugins: &[PluginRef]) {
                     Code::CapabilityNotEnabled,
                     &tp,
                     format!(
-                        "{}: bandwidth shapes nothing: no limits are set and the bandwidth capability is not enabled",
-                        p.label
+                        "{me}: bandwidth shapes nothing: no limits are set and the bandwidth capability is not enabled"
                     ),
                 );
                 cx.hint("add \"capabilities\": {\"bandwidth\": true}, or set ingressRate/egressRate with their bursts");

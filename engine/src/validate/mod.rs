@@ -253,6 +253,9 @@ pub struct Validator<'a> {
 pub fn run(paths: &[PathBuf], opts: Options) -> Result<Outcome, String> {
     let mut v = Validator::new(opts);
     let mut groups: Vec<Vec<FileReport>> = Vec::new();
+    // the files named on the command line are checked against each other, like the
+    // files of a directory
+    let mut explicit: Vec<FileReport> = Vec::new();
     let mut files = 0;
     for p in paths {
         let md = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -266,10 +269,10 @@ pub fn run(paths: &[PathBuf], opts: Options) -> Result<Outcome, String> {
             groups.push(group);
         } else {
             files += 1;
-            let r = v.check_file(p, &p.display().to_string());
-            groups.push(vec![r]);
+            explicit.push(v.check_file(p, &p.display().to_string()));
         }
     }
+    groups.push(explicit);
     for g in &groups {
         dir::check_directory(&mut v.cx, g);
     }
@@ -330,6 +333,24 @@ impl<'a> Validator<'a> {
     /// Parse JSON into a source; a syntax error becomes a diagnostic.
     fn parse(&mut self, display: &str, bytes: &[u8]) -> (SrcId, bool) {
         let text = String::from_utf8_lossy(bytes).into_owned();
+        if bytes.starts_with(b"\xef\xbb\xbf") {
+            // Go's encoding/json (libcni, every plugin) refuses it: "invalid character 'ï'"
+            let src = self.cx.add_source(display.to_string(), text, Value::Null);
+            let s = &self.cx.sources[src];
+            let line = s.pos.line_text(&s.text, 1).trim_start_matches('\u{feff}').to_string();
+            self.cx.diags.push(Diagnostic {
+                code: Code::Syntax,
+                file: display.to_string(),
+                line: 1,
+                col: 1,
+                pointer: String::new(),
+                hint: Some("the file starts with a UTF-8 byte order mark, which JSON does not allow: save it as UTF-8 without BOM".to_string()),
+                message: "invalid JSON: byte order mark (U+FEFF) before the value".to_string(),
+                source_line: line,
+                width: 1,
+            });
+            return (src, false);
+        }
         match serde_json::from_slice::<Value>(bytes) {
             Ok(v) => (self.cx.add_source(display.to_string(), text, v), true),
             Err(e) => {
@@ -490,7 +511,7 @@ impl<'a> Validator<'a> {
     }
 
     fn plugin_ref(&mut self, src: SrcId, ptr: &str, label: String, obj: Map<String, Value>) -> PluginRef {
-        let ptype = self.check_type(src, ptr, &label, &obj);
+        let ptype = self.check_type(src, ptr, &obj);
         let ipam_type = self.check_ipam_type(src, ptr, &obj);
         let in_process = ptype.as_deref().is_some_and(|t| self.opts.registry.is_in_process(t));
         PluginRef {
@@ -505,31 +526,33 @@ impl<'a> Validator<'a> {
     }
 
     /// `type`: present, a string, a file name.
-    fn check_type(&mut self, src: SrcId, ptr: &str, label: &str, obj: &Map<String, Value>) -> Option<String> {
+    fn check_type(&mut self, src: SrcId, ptr: &str, obj: &Map<String, Value>) -> Option<String> {
         let tp = push_token(ptr, "type");
+        // named by their path, like every other finding: "(root)" and "type" in a .conf
+        let me = self.cx.path(src, ptr);
+        let tpath = self.cx.path(src, &tp);
         match obj.get("type") {
             None => {
-                self.cx.at(src, Code::Missing, ptr, format!("{label}: no \"type\""));
+                self.cx.at(src, Code::Missing, ptr, format!("{me}: no \"type\""));
                 self.cx
                     .hint("every plugin needs \"type\": the name of its binary, like \"bridge\"");
                 None
             }
             Some(Value::String(s)) if s.is_empty() => {
-                self.cx.at(src, Code::Missing, &tp, format!("{label}.type: empty"));
+                self.cx.at(src, Code::Missing, &tp, format!("{tpath}: empty"));
                 None
             }
             Some(Value::String(s)) => match ids::validate_plugin_type(s, "type") {
                 Ok(()) => Some(s.clone()),
                 Err(e) => {
-                    self.cx
-                        .at(src, Code::BadPluginType, &tp, format!("{label}.type: {}", e.msg));
+                    self.cx.at(src, Code::BadPluginType, &tp, format!("{tpath}: {}", e.msg));
                     self.cx
                         .hint("a type names a binary in CNI_PATH; put the binary there instead of giving a path");
                     None
                 }
             },
             Some(other) => {
-                let msg = format!("{label}.type: expected a string, got {}", json_kind(other));
+                let msg = format!("{tpath}: expected a string, got {}", json_kind(other));
                 self.cx.at(src, Code::WrongType, &tp, msg);
                 None
             }
@@ -570,6 +593,8 @@ impl<'a> Validator<'a> {
             "disableCheck",
             "disableGC",
             "loadOnlyInlinedPlugins",
+            // runtime data, read by the runtime that wrote it (podman: args.podman_labels)
+            "args",
         ];
         for k in root.keys() {
             if !KNOWN.contains(&k.as_str()) {
@@ -596,6 +621,9 @@ impl<'a> Validator<'a> {
             if let Some(v) = root.get(k) {
                 schema::check(&mut self.cx, src, &push_token("", k), v, &schema::Ty::BoolStr, "libcni");
             }
+        }
+        if let Some(v) = root.get("args") {
+            schema::check(&mut self.cx, src, "/args", v, &schema::Ty::Open(&[]), "the runtime");
         }
         let mut plugins = Vec::new();
         match root.get("plugins") {
@@ -808,25 +836,25 @@ impl<'a> Validator<'a> {
                     .hint("remove the plugin's cniVersion; the list's version is what the plugin gets");
             }
         }
-        self.resolve(p.src, &tp, &p.label, t, Code::TypeNotFound, selected);
+        self.resolve(p.src, &tp, t, Code::TypeNotFound, selected);
         if let Some(it) = p.ipam_type.as_deref() {
             let itp = push_token(&push_token(&p.ptr, "ipam"), "type");
-            let label = format!("{}.ipam", p.label);
-            self.resolve(p.src, &itp, &label, it, Code::IpamNotFound, selected);
+            self.resolve(p.src, &itp, it, Code::IpamNotFound, selected);
         }
     }
 
-    fn resolve(&mut self, src: SrcId, ptr: &str, label: &str, t: &str, missing: Code, selected: Option<&str>) {
+    fn resolve(&mut self, src: SrcId, ptr: &str, t: &str, missing: Code, selected: Option<&str>) {
         if !self.opts.resolve {
             return;
         }
+        let label = self.cx.path(src, ptr);
         let reg = self.opts.registry;
         if reg.is_in_process(t) {
             if let (Some(sel), Ok(stage)) = (selected, reg.resolve(t)) {
                 let vs = stage.supported_versions();
                 if !vs.iter().any(|v| v == sel) {
                     let msg = format!(
-                        "{label}.type: the in-process {t} stage does not support version {sel:?} (it supports {})",
+                        "{label}: the in-process {t} stage does not support version {sel:?} (it supports {})",
                         vs.join(", ")
                     );
                     self.cx.at(src, Code::PluginVersionUnsupported, ptr, msg);
@@ -837,7 +865,7 @@ impl<'a> Validator<'a> {
         let found = match find_in_path(t, &reg.cni_path) {
             Ok(p) => p,
             Err(e) => {
-                self.cx.at(src, missing, ptr, format!("{label}.type: {}", e.msg));
+                self.cx.at(src, missing, ptr, format!("{label}: {}", e.msg));
                 let hint = if reg.cni_path.is_empty() {
                     "set CNI_PATH (or --cni-path) to the directories that hold the plugin binaries".to_string()
                 } else {
@@ -860,7 +888,7 @@ impl<'a> Validator<'a> {
             Ok(vs) if vs.iter().any(|v| v == sel) => {}
             Ok(vs) => {
                 let msg = format!(
-                    "{label}.type: {} does not support version {sel:?}; it supports {}",
+                    "{label}: {} does not support version {sel:?}; it supports {}",
                     found.display(),
                     if vs.is_empty() {
                         "none".to_string()
@@ -880,10 +908,7 @@ impl<'a> Validator<'a> {
                 }
             }
             Err(why) => {
-                let msg = format!(
-                    "{label}.type: asking {} for its versions failed: {why}",
-                    found.display()
-                );
+                let msg = format!("{label}: asking {} for its versions failed: {why}", found.display());
                 self.cx.at(src, Code::VersionQueryFailed, ptr, msg);
             }
         }
@@ -987,6 +1012,112 @@ mod tests {
         assert_eq!(d[1].message, "plugins[0].isGateway: expected a boolean, got a string");
         assert_eq!(d[2].hint.as_deref(), Some("did you mean `isGateway`?"));
         assert_eq!((d[2].line, d[2].col), (2, 37));
+    }
+
+    fn list(plugins: &str) -> String {
+        format!("{{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{plugins}]}}")
+    }
+
+    /// Without CNI_PATH nothing external resolves: leave the E030x findings out.
+    fn findings(src: &str) -> Vec<&'static str> {
+        let d = run_bytes(src);
+        let mut c: Vec<&'static str> = codes(&d).into_iter().filter(|c| !c.starts_with("E030")).collect();
+        c.sort_unstable();
+        c
+    }
+
+    #[test]
+    fn host_bits_like_host_local() {
+        for (subnet, net) in [
+            ("10.85.0.1/16", "10.85.0.0"),
+            ("fd00::1/64", "fd00::"),
+            ("10.0.0.129/25", "10.0.0.128"),
+        ] {
+            for ipam in [
+                format!("{{\"type\":\"host-local\",\"subnet\":\"{subnet}\"}}"),
+                format!("{{\"type\":\"host-local\",\"ranges\":[[{{\"subnet\":\"{subnet}\"}}]]}}"),
+            ] {
+                let d = run_bytes(&list(&format!("{{\"type\":\"bridge\",\"ipam\":{ipam}}}")));
+                let hb: Vec<_> = d.iter().filter(|d| d.message.contains("host bits")).collect();
+                assert_eq!(hb.len(), 1, "{ipam}: {d:?}");
+                assert_eq!(hb[0].code, Code::BadValue);
+                assert!(
+                    hb[0].message.ends_with(&format!("the network address is {net}")),
+                    "{}",
+                    hb[0].message
+                );
+            }
+        }
+        // the network address itself, and a too-small network (reported as that only)
+        assert_eq!(
+            findings(&list(
+                r#"{"type":"bridge","ipam":{"type":"host-local","subnet":"10.85.0.0/16"}}"#
+            )),
+            Vec::<&str>::new()
+        );
+        let d = run_bytes(&list(
+            r#"{"type":"bridge","ipam":{"type":"host-local","subnet":"10.85.0.1/31"}}"#,
+        ));
+        assert!(
+            d.iter().any(|d| d.message.contains("too small")) && !d.iter().any(|d| d.message.contains("host bits"))
+        );
+    }
+
+    #[test]
+    fn working_shapes_are_not_errors() {
+        // L2 bridge (no ipam, empty ipam) before portmap and firewall: warnings
+        for ipam in ["", r#","ipam":{}"#, r#","ipam":{"type":""}"#] {
+            let src = list(&format!(
+                r#"{{"type":"bridge"{ipam}}},{{"type":"portmap","capabilities":{{"portMappings":true}}}},{{"type":"firewall"}},{{"type":"tuning"}}"#
+            ));
+            assert_eq!(findings(&src), ["W0408", "W0408"], "{src}");
+        }
+        // sbr really fails without addresses
+        assert_eq!(
+            findings(&list(r#"{"type":"macvlan","master":"eth0"},{"type":"sbr"}"#)),
+            ["E0404"]
+        );
+        // with an external IPAM there are addresses
+        assert_eq!(
+            findings(&list(
+                r#"{"type":"macvlan","master":"eth0","ipam":{"type":"dhcp"}},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"sbr"}"#
+            )),
+            Vec::<&str>::new()
+        );
+        // native VLAN on a trunk port (plugins >= 1.8)
+        assert_eq!(
+            findings(&list(r#"{"type":"bridge","vlan":5,"vlanTrunk":[{"id":6}]}"#)),
+            Vec::<&str>::new()
+        );
+        // top-level args is the runtime's
+        let src =
+            r#"{"args":{"podman_labels":{"a":"b"}},"cniVersion":"1.0.0","name":"n","plugins":[{"type":"loopback"}]}"#;
+        assert_eq!(findings(src), Vec::<&str>::new());
+        // an external main plugin's ipam: warnings; a reference one's: errors
+        let ext = list(
+            r#"{"type":"calico","ipam":{"type":"host-local","subnet":"usePodCidr"}},{"type":"antrea","ipam":{"type":"host-local"}}"#,
+        );
+        let d = run_bytes(&ext);
+        let w: Vec<_> = d.iter().filter(|d| d.code == Code::ForeignIpam).collect();
+        assert_eq!(w.len(), 2, "{d:?}");
+        assert!(w[0].hint.as_deref().unwrap().contains("calico's own input"));
+        assert!(
+            !d.iter()
+                .any(|d| d.severity() == Severity::Error && !d.code.id().starts_with("E030")),
+            "{d:?}"
+        );
+        let d = findings(&list(
+            r#"{"type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"usePodCidr"}}"#,
+        ));
+        assert_eq!(d, ["E0104"]);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_named() {
+        let d = run_bytes("\u{feff}{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{\"type\":\"loopback\"}]}");
+        assert_eq!(codes(&d), ["E0101"]);
+        assert!(d[0].message.contains("byte order mark"));
+        assert!(d[0].hint.as_deref().unwrap().contains("without BOM"));
     }
 
     #[test]

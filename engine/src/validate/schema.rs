@@ -1,7 +1,7 @@
 //! The configuration keys of every in-process stage, as the reference plugins read them
 //! (containernetworking/plugins 1.1.1 as Debian ships it, plus the keys upstream added up
-//! to 1.9: bridge `ipMasqBackend`, `disableContainerInterface`, `portIsolation`; ptp
-//! `ipMasqBackend`; portmap `backend`), and the checks Go's `encoding/json` and the
+//! to 1.9: bridge `ipMasqBackend`, `disableContainerInterface`, `portIsolation`, `vlan`
+//! together with `vlanTrunk`; ptp `ipMasqBackend`; portmap `backend`), and the checks Go's `encoding/json` and the
 //! plugins' own parsing would make: JSON types, then values (ranges, CIDRs, options that
 //! exclude each other).
 //!
@@ -575,11 +575,36 @@ pub fn check_plugin(cx: &mut Cx, src: SrcId, ptr: &str, obj: &Map<String, Value>
                 }
             }
             if let Some(v) = ipam {
+                let first = cx.diags.len();
                 if check_ipam(cx, src, &ipam_ptr, v, ipam_type) == Some(false) {
                     no_ranges(cx, src, &ipam_ptr, obj);
                 }
+                if !PASSES_IPAM_AS_IS.contains(&ptype) {
+                    foreign_ipam(cx, first, ptype, ipam_type.unwrap_or("the IPAM"));
+                }
             }
         }
+    }
+}
+
+/// The reference main plugins, which hand their ipam section to the IPAM unchanged
+/// (bridge and ptp have their own tables above).
+const PASSES_IPAM_AS_IS: &[&str] = &["macvlan", "ipvlan", "vlan", "host-device", "dummy", "tap"];
+
+/// The ipam section of any other plugin (calico, antrea, ...) is that plugin's input: it
+/// may fill it in or rewrite it (calico's "usePodCidr", antrea's ranges) before it calls
+/// the IPAM. What the IPAM would refuse as written is a warning, not an error.
+fn foreign_ipam(cx: &mut Cx, first: usize, ptype: &str, ipam: &str) {
+    for d in cx.diags.iter_mut().skip(first) {
+        if d.code.severity() != super::Severity::Error {
+            continue;
+        }
+        d.code = Code::ForeignIpam;
+        d.message = format!("{} ({ipam} refuses this as written)", d.message);
+        // the fix-it hint was for a section the IPAM reads as written: replaced
+        d.hint = Some(format!(
+            "note: this ipam section is {ptype}'s own input: it may fill it in or rewrite it before it calls {ipam}"
+        ));
     }
 }
 
@@ -653,17 +678,7 @@ fn check_values(cx: &mut Cx, src: SrcId, ptr: &str, m: &Map<String, Value>, ptyp
                     format!("{path}: cannot be set together with hairpinMode"),
                 );
             }
-            let vlan = get(m, "vlan").and_then(Value::as_i64).unwrap_or(0);
-            if vlan > 0 && get(m, "vlanTrunk").is_some() {
-                let p = key_ptr(ptr, m, "vlanTrunk");
-                let path = cx.path(src, &p);
-                cx.at(
-                    src,
-                    Code::BadValue,
-                    &p,
-                    format!("{path}: cannot be set together with vlan"),
-                );
-            }
+            // vlan with vlanTrunk (the native VLAN of a trunk port) is allowed since 1.8
             if let Some(Value::Array(trunks)) = get(m, "vlanTrunk") {
                 for (i, t) in trunks.iter().enumerate() {
                     let Value::Object(t) = t else { continue };
@@ -834,6 +849,20 @@ fn check_host_local(cx: &mut Cx, src: SrcId, ptr: &str, m: &Map<String, Value>) 
                 &sp,
                 format!("{path}: network {subnet} is too small to allocate from"),
             );
+        } else if subnet.network().addr != subnet.addr {
+            // host-local's Range.Canonicalize, after the size check
+            let net = subnet.network();
+            let path = cx.path(src, &sp);
+            cx.at(
+                src,
+                Code::BadValue,
+                &sp,
+                format!(
+                    "{path}: network {subnet} has host bits set; for a subnet mask of length {} the network address is {}",
+                    net.prefix, net.addr
+                ),
+            );
+            cx.hint(format!("write the network address: {net}"));
         }
         let start = ip_of(r, "rangeStart");
         let end = ip_of(r, "rangeEnd");
