@@ -99,16 +99,49 @@ fn check_expected(targets: &[String]) {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+const CLEAN: &str = "1 file checked: 0 errors, 0 warnings\n";
+
+/// good/: configs that work. Each validates without an error (exit 0, no `--strict`);
+/// one with a `.expected` file gives exactly those warnings, every other one is clean
+/// under `--strict` too.
 #[test]
 fn good_corpus_validates_clean() {
     let files = entries("good", false);
-    assert!(files.len() >= 5);
+    assert!(files.len() >= 30, "{}", files.len());
+    let mut failures = Vec::new();
     for f in files {
-        let o = validate(&["--strict", "--cni-path", "bin", &f]);
-        assert_eq!(o.status.code(), Some(0), "{f}:\n{}{}", stdout(&o), stderr(&o));
-        assert_eq!(stdout(&o), "", "{f}");
-        assert_eq!(stderr(&o), "1 file checked: 0 errors, 0 warnings\n");
+        let o = validate(&["--cni-path", "bin", &f]);
+        let out = stdout(&o);
+        if o.status.code() != Some(0) || out.contains(": error[") || !stderr(&o).is_empty() {
+            failures.push(format!("{f}: exit {:?}\n{out}{}", o.status.code(), stderr(&o)));
+            continue;
+        }
+        let exp = expected_path(&f);
+        if exp.exists() {
+            if bless() {
+                std::fs::write(&exp, &out).expect("write expected");
+                continue;
+            }
+            let want = std::fs::read_to_string(&exp).unwrap();
+            assert!(
+                want.contains(": warning["),
+                "{}: only warnings belong there",
+                exp.display()
+            );
+            if out != want {
+                failures.push(format!("--- {f}: expected\n{want}\n--- got\n{out}"));
+            }
+        } else {
+            if out != CLEAN {
+                failures.push(format!("{f}: not clean\n{out}"));
+            }
+            let strict = validate(&["--strict", "--cni-path", "bin", &f]);
+            if strict.status.code() != Some(0) {
+                failures.push(format!("{f}: --strict fails\n{}", stdout(&strict)));
+            }
+        }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -231,7 +264,57 @@ fn without_paths_the_conf_dir_is_validated() {
         stdout(&o),
         std::fs::read_to_string(corpus().join("dirs/duplicates.expected")).unwrap()
     );
-    assert_eq!(stderr(&o), "4 files checked: 2 errors, 0 warnings\n");
+    let out = stdout(&o);
+    assert!(out.ends_with("\n4 files checked: 2 errors, 0 warnings\n"), "{out}");
+    assert_eq!(stderr(&o), "");
+}
+
+/// Files named on the command line are checked against each other like a directory's.
+#[test]
+fn explicit_files_with_one_network_name() {
+    let o = validate(&[
+        "--cni-path",
+        "bin",
+        "dirs/duplicates/20-a.conflist",
+        "dirs/duplicates/10-a.conflist",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("dirs/duplicates/20-a.conflist:1:33: error[E0501]: network \"a\" is also defined in dirs/duplicates/10-a.conflist, which shadows this file (libcni takes the first file by name)\n"),
+        "{out}"
+    );
+    assert!(out.ends_with("\n2 files checked: 1 error, 0 warnings\n"), "{out}");
+    // the same file twice is not a duplicate
+    let o = validate(&[
+        "--cni-path",
+        "bin",
+        "good/crio-bridge.conflist",
+        "./good/crio-bridge.conflist",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // one network name in two directories
+    let o = validate(&[
+        "--cni-path",
+        "bin",
+        "dirs/duplicates/10-a.conflist",
+        "good/podman-default.conflist",
+        "dirs/overlap/10-a.conflist",
+    ]);
+    let out = stdout(&o);
+    assert!(out.contains("dirs/overlap/10-a.conflist:"), "{out}");
+    assert!(out.contains("error[E0501]: network \"a\" is also defined in dirs/duplicates/10-a.conflist, which shadows this file (a runtime loads one network per name)"), "{out}");
+}
+
+/// Human output is one stream: diagnostics and the summary on stdout.
+#[test]
+fn human_output_is_one_stream() {
+    let o = validate(&["--cni-path", "bin", "bad/wrong-type.conflist"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o), "");
+    let out = stdout(&o);
+    assert!(out.starts_with("bad/wrong-type.conflist:5:37: error[E0102]"), "{out}");
+    assert!(out.ends_with("\n\n1 file checked: 2 errors, 0 warnings\n"), "{out}");
 }
 
 #[test]
