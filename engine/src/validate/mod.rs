@@ -616,7 +616,7 @@ impl<'a> Validator<'a> {
             }
         }
         let name = self.check_name(src, root);
-        let selected = self.check_versions(src, root);
+        let selected = self.check_versions(src, root, "list");
         for k in ["disableCheck", "disableGC", "loadOnlyInlinedPlugins"] {
             if let Some(v) = root.get(k) {
                 schema::check(&mut self.cx, src, &push_token("", k), v, &schema::Ty::BoolStr, "libcni");
@@ -671,7 +671,7 @@ impl<'a> Validator<'a> {
         root: &Map<String, Value>,
     ) -> (Option<String>, Option<String>, Vec<PluginRef>) {
         let name = self.check_name(src, root);
-        let selected = self.check_versions(src, root);
+        let selected = self.check_versions(src, root, "config");
         if root.contains_key("plugins") {
             self.cx.at_key(
                 src,
@@ -709,7 +709,7 @@ impl<'a> Validator<'a> {
     }
 
     /// `cniVersion` and `cniVersions`; returns the selected version when it is usable.
-    fn check_versions(&mut self, src: SrcId, root: &Map<String, Value>) -> Option<String> {
+    fn check_versions(&mut self, src: SrcId, root: &Map<String, Value>, what: &str) -> Option<String> {
         let mut ok = true;
         let declared = match root.get("cniVersion") {
             None => {
@@ -717,7 +717,7 @@ impl<'a> Validator<'a> {
                     src,
                     Code::NoVersion,
                     "",
-                    "no \"cniVersion\": libcni reads the list as version 0.1.0".to_string(),
+                    format!("no \"cniVersion\": libcni reads the {what} as version 0.1.0"),
                 );
                 self.cx.hint(format!("add \"cniVersion\": \"{}\"", version::CURRENT));
                 String::new()
