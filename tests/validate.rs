@@ -303,7 +303,19 @@ fn explicit_files_with_one_network_name() {
     ]);
     let out = stdout(&o);
     assert!(out.contains("dirs/overlap/10-a.conflist:"), "{out}");
-    assert!(out.contains("error[E0501]: network \"a\" is also defined in dirs/duplicates/10-a.conflist, which shadows this file (a runtime loads one network per name)"), "{out}");
+    assert!(out.contains("error[E0501]: network \"a\" is also defined in dirs/duplicates/10-a.conflist, which shadows this file (it comes first on the command line, and a runtime loads one network per name)"), "{out}");
+    // across directories the order given decides, within one libcni's
+    let o = validate(&[
+        "--cni-path",
+        "bin",
+        "dirs/overlap/10-a.conflist",
+        "dirs/duplicates/20-a.conflist",
+        "dirs/duplicates/10-a.conflist",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(out.matches("error[E0501]").count(), 2, "{out}");
+    assert!(out.contains("dirs/duplicates/10-a.conflist:1:33: error[E0501]: network \"a\" is also defined in dirs/overlap/10-a.conflist"), "{out}");
+    assert!(out.contains("dirs/duplicates/20-a.conflist:1:33: error[E0501]: network \"a\" is also defined in dirs/overlap/10-a.conflist"), "{out}");
 }
 
 /// Human output is one stream: diagnostics and the summary on stdout.

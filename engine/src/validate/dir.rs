@@ -21,8 +21,20 @@ fn search_order(a: &FileReport, b: &FileReport) -> Ordering {
 /// Duplicate network names among the files of one directory (or those named on the
 /// command line: a runtime pointed at them loads one network per name).
 pub fn check_directory(cx: &mut Cx, files: &[FileReport]) {
+    // files of one directory in libcni's order; directories in the order given
+    let mut dirs: Vec<&Path> = Vec::new();
+    for f in files {
+        let d = f.path.parent().unwrap_or(Path::new(""));
+        if !dirs.contains(&d) {
+            dirs.push(d);
+        }
+    }
+    let dir_index = |f: &FileReport| {
+        let d = f.path.parent().unwrap_or(Path::new(""));
+        dirs.iter().position(|x| *x == d).unwrap_or(usize::MAX)
+    };
     let mut order: Vec<&FileReport> = files.iter().filter(|f| f.kind != Kind::Guess).collect();
-    order.sort_by(|a, b| search_order(a, b));
+    order.sort_by(|a, b| dir_index(a).cmp(&dir_index(b)).then_with(|| search_order(a, b)));
     let mut first: HashMap<&str, &FileReport> = HashMap::new();
     for f in order {
         let (Some(name), Some(src)) = (f.name.as_deref(), f.src) else {
@@ -36,7 +48,7 @@ pub fn check_directory(cx: &mut Cx, files: &[FileReport]) {
             Some(winner) if same_file(&winner.path, &f.path) => {}
             Some(winner) => {
                 let why = if winner.path.parent() != f.path.parent() {
-                    "a runtime loads one network per name"
+                    "it comes first on the command line, and a runtime loads one network per name"
                 } else if f.path < winner.path {
                     "libcni searches .conflist files before .conf and .json files"
                 } else {
