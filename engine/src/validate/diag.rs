@@ -63,6 +63,7 @@ codes! {
     BadPluginType = "E0301", Error, "type or ipam.type is not a plain file name";
     TypeNotFound = "E0302", Error, "type is neither an in-process stage nor found in CNI_PATH";
     IpamNotFound = "E0303", Error, "ipam.type is neither an in-process stage nor found in CNI_PATH";
+    TypeNotChecked = "W0304", Warning, "type or ipam.type is not in-process and no CNI_PATH was given to look for it";
     // chain semantics
     MetaBeforeInterface = "E0401", Error, "a plugin that works on the pod interface runs before any plugin creates it";
     InterfaceTwice = "E0402", Error, "two plugins create the pod interface";
