@@ -39,12 +39,17 @@ pub fn configure(
         if !ipc.address.is_ipv4() && !enabled_v6 {
             // An IPv6 address needs disable_ipv6=0 on lo and the interface.
             let name = ifname.to_string();
+            // By path, so a dotted name (`net1.100`) finds its own entry. As the
+            // reference: an unreadable entry is skipped, a failed write is an error.
             netns::run_in(pod, move || {
                 for iface in ["lo", name.as_str()] {
-                    let key = format!("net.ipv6.conf.{iface}.disable_ipv6");
-                    if sysctl::read(&key).map(|v| v.trim() != "0").unwrap_or(false) {
-                        sysctl::write(&key, "0")?;
+                    let key = sysctl::iface_key("ipv6", iface, "disable_ipv6")?;
+                    let Ok(value) = sysctl::read(&key) else { continue };
+                    if value == "0" {
+                        continue;
                     }
+                    sysctl::write(&key, "0")
+                        .with_context(|| format!("failed to enable IPv6 for interface {iface:?} ({key}={value})"))?;
                 }
                 Ok(())
             })?;

@@ -88,14 +88,21 @@ impl Stage for Bridge {
                 }
                 let gws = calc_gateways(&mut res, &c)?;
                 let (enable_dad, ifname) = (c.enable_dad, inv.rt.ifname.clone());
+                // Best effort, as the reference (these only tune the pod's own link);
+                // by path so that a dotted ifname (`net1.100`) is found.
                 netns::run_in(&pod, move || {
+                    let set = |proto: &str, leaf: &str, value: &str| {
+                        if let Ok(key) = sysctl::iface_key(proto, &ifname, leaf) {
+                            let _ = sysctl::write(&key, value);
+                        }
+                    };
                     if enable_dad {
-                        let _ = sysctl::write(&format!("net.ipv6.conf.{ifname}.enhanced_dad"), "1");
-                        let _ = sysctl::write(&format!("net.ipv6.conf.{ifname}.accept_dad"), "1");
+                        set("ipv6", "enhanced_dad", "1");
+                        set("ipv6", "accept_dad", "1");
                     } else {
-                        let _ = sysctl::write(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0");
+                        set("ipv6", "accept_dad", "0");
                     }
-                    let _ = sysctl::write(&format!("net.ipv4.conf.{ifname}.arp_notify"), "1");
+                    set("ipv4", "arp_notify", "1");
                     Ok(())
                 })
                 .map_err(err)?;
@@ -368,8 +375,8 @@ fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> anyhow::Result<Link> {
     if c.promisc_mode && !br.promisc {
         nl.set_promisc(br.index, true)?;
     }
-    // We own the routes of this interface.
-    let _ = sysctl::write(&format!("net.ipv6.conf.{}.accept_ra", c.br_name), "0");
+    // We own the routes of this interface: no router advertisements from pods.
+    sysctl::disable_accept_ra(&c.br_name)?;
     if !br.up {
         nl.set_up(br.index)?;
     }
