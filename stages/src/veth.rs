@@ -44,7 +44,11 @@ pub fn create(
                 tries += 1;
                 name = conf::random_veth_name();
             }
-            Err(e) => return Err(e.context(format!("failed to make veth pair {name}/{ifname}"))),
+            // The reference's text in msg, the operation in details.
+            Err(e) => {
+                let msg = format!("failed to make veth pair: {}", crate::goerr::errno_text(&e));
+                return Err(anyhow::Error::new(crate::goerr::with_details(msg, &e)));
+            }
         }
     }
     // From here on a failure removes the pair again (deleting one end deletes both).
