@@ -72,15 +72,30 @@ pub fn configure(
         let is_v4 = r.dst.is_ipv4();
         let gw = r.gw.or(if is_v4 { v4gw } else { v6gw });
         let spec = route_spec(r, ifindex, gw);
-        nl.add_route(&spec).with_context(|| {
-            format!(
-                "failed to add route '{} via {} dev {ifname}'",
-                r.dst,
-                gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into())
-            )
+        nl.add_route(&spec).map_err(|e| {
+            // The reference's text: Go prints the destination as a net.IPNet struct.
+            let msg = format!(
+                "failed to add route '{} via {} dev {ifname}': {}",
+                go_ipnet(&r.dst.network()),
+                gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into()),
+                crate::goerr::errno_text(&e)
+            );
+            anyhow::Error::new(crate::goerr::with_details(msg, &e))
         })?;
     }
     Ok(())
+}
+
+/// A net.IPNet as Go's `%v` prints the struct: `{192.0.2.0 ffffff00}`.
+fn go_ipnet(n: &IpNet) -> String {
+    let bits: u32 = if n.is_ipv4() { 32 } else { 128 };
+    let mask: u128 = if n.prefix == 0 {
+        0
+    } else {
+        (!0u128) << (128 - u32::from(n.prefix).min(bits))
+    };
+    let hex = format!("{mask:032x}");
+    format!("{{{} {}}}", n.addr, &hex[..(bits / 4) as usize])
 }
 
 const IFA_F_DADFAILED: u32 = 0x08;
@@ -104,6 +119,18 @@ fn settle(nl: &mut Netlink, ifname: &str, ifindex: u32) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[cfg(test)]
+#[test]
+fn go_ipnet_texts() {
+    let n = |s: &str| -> IpNet { s.parse().unwrap() };
+    assert_eq!(go_ipnet(&n("192.0.2.0/24")), "{192.0.2.0 ffffff00}");
+    assert_eq!(go_ipnet(&n("0.0.0.0/0")), "{0.0.0.0 00000000}");
+    assert_eq!(
+        go_ipnet(&n("2001:db8::/64")),
+        "{2001:db8:: ffffffffffffffff0000000000000000}"
+    );
 }
 
 pub fn route_spec(r: &cnichain_engine::spec::result::Route, oif: u32, gw: Option<IpAddr>) -> RouteSpec {
