@@ -484,3 +484,226 @@ fn every_config_at_every_version_matches_the_reference() {
     );
     assert!(compared >= 11 * 11, "only {compared} compared");
 }
+
+/// `msg` with what differs by nature between twins (MACs, host veth names, paths)
+/// replaced.
+fn norm_msg(t: &Twin, v: &Value) -> String {
+    let mut m = v["msg"].as_str().unwrap_or("<no msg>").to_string();
+    m = m.replace(&t.sb.tag, "<tag>");
+    let mac = regex_lite_mac(&m);
+    for x in mac {
+        m = m.replace(&x, "<mac>");
+    }
+    let words: Vec<String> = m
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.len() == 12 && w.starts_with("veth"))
+        .map(String::from)
+        .collect();
+    for w in words {
+        m = m.replace(&w, "<hostveth>");
+    }
+    m
+}
+
+/// The xx:xx:xx:xx:xx:xx words of a text.
+fn regex_lite_mac(s: &str) -> Vec<String> {
+    s.split(|c: char| !(c.is_ascii_hexdigit() || c == ':'))
+        .filter(|w| w.len() == 17 && w.matches(':').count() == 5)
+        .map(String::from)
+        .collect()
+}
+
+/// D: ADD refused for the same reason gives the reference's `msg` (cnichain's extra help
+/// is in `details`; config errors are code 7 where the reference says 999, README).
+#[test]
+fn add_errors_read_as_the_reference() {
+    root();
+    let ipam = json!({"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.69.0.0/24"}]]});
+    let bridge = |extra: Value| {
+        let mut c = json!({"cniVersion":"1.0.0","name":"err","type":"bridge","bridge":"bre0","ipam":ipam});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    };
+    // (what, type, config, host setup, pod setup)
+    let cases: Vec<(&str, &str, Value, &str, &str)> = vec![
+        (
+            "not a bridge",
+            "bridge",
+            bridge(json!({})),
+            "ip link add bre0 type veth peer name brex",
+            "",
+        ),
+        (
+            "ifname taken",
+            "bridge",
+            bridge(json!({})),
+            "",
+            "ip link add eth0 type veth peer name ethx",
+        ),
+        (
+            "gateway taken",
+            "bridge",
+            bridge(json!({"isGateway":true})),
+            "ip link add bre0 type bridge && ip addr add 10.68.0.1/24 dev bre0",
+            "",
+        ),
+        (
+            "hairpin and promisc",
+            "bridge",
+            bridge(json!({"hairpinMode":true,"promiscMode":true})),
+            "",
+            "",
+        ),
+        ("vlan range", "bridge", bridge(json!({"vlan":5000})), "", ""),
+        (
+            "bad mac",
+            "bridge",
+            bridge(json!({"runtimeConfig":{"mac":"zz"}})),
+            "",
+            "",
+        ),
+        ("mtu too big", "bridge", bridge(json!({"mtu":70000})), "", ""),
+        (
+            "unreachable route gw",
+            "bridge",
+            bridge(
+                json!({"ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.69.0.0/24"}]],"routes":[{"dst":"192.0.2.0/24","gw":"10.1.1.1"}]}}),
+            ),
+            "",
+            "",
+        ),
+        (
+            "ptp without ipam",
+            "ptp",
+            json!({"cniVersion":"1.0.0","name":"err","type":"ptp"}),
+            "",
+            "",
+        ),
+        (
+            "ptp ifname taken",
+            "ptp",
+            json!({"cniVersion":"1.0.0","name":"err","type":"ptp","ipam":ipam}),
+            "",
+            "ip link add eth0 type veth peer name ethx",
+        ),
+        (
+            "ptp v4 without gateway",
+            "ptp",
+            json!({"cniVersion":"1.0.0","name":"err","type":"ptp","ipam":{"type":"static","addresses":[{"address":"10.69.0.2/24"}]}}),
+            "",
+            "",
+        ),
+        (
+            "ptp v6 without gateway",
+            "ptp",
+            json!({"cniVersion":"1.0.0","name":"err","type":"ptp","ipam":{"type":"static","addresses":[{"address":"10.69.0.2/24"},{"address":"fd00:69::2/64"}]}}),
+            "",
+            "",
+        ),
+        (
+            "ptp mtu too big",
+            "ptp",
+            json!({"cniVersion":"1.0.0","name":"err","type":"ptp","mtu":70000,"ipam":ipam}),
+            "",
+            "",
+        ),
+    ];
+    let mut diffs = Vec::new();
+    for (i, (what, typ, conf, host_setup, pod_setup)) in cases.iter().enumerate() {
+        let mut msgs = Vec::new();
+        for mut t in Twin::pair("err") {
+            let pod = t.sb.pod(&format!("e{i}"));
+            if !host_setup.is_empty() {
+                sh(&t.sb, &t.sb.host(), host_setup);
+            }
+            if !pod_setup.is_empty() {
+                sh(&t.sb, &ns_name(&pod), pod_setup);
+            }
+            let o = t.call(typ, "ADD", &pod, "eth0", "c1", conf);
+            let e = cni_err(&o);
+            msgs.push(norm_msg(&t, &e));
+            let _ = t.call(typ, "DEL", &pod, "eth0", "c1", conf);
+        }
+        if msgs[0] != msgs[1] {
+            diffs.push(format!("{what}:\n  reference {}\n  cnichain  {}", msgs[0], msgs[1]));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} differ:\n{}",
+        diffs.len(),
+        cases.len(),
+        diffs.join("\n")
+    );
+}
+
+/// D: CHECK finding the same fault gives the reference's `msg`, for bridge and ptp.
+#[test]
+fn check_errors_read_as_the_reference() {
+    root();
+    // (what, type, fault made after ADD: a script in the host netns (H) or pod (P))
+    let cases: &[(&str, &str, &str, &str)] = &[
+        (
+            "container MAC changed",
+            "bridge",
+            "P",
+            "ip link set eth0 address 02:00:00:00:00:42",
+        ),
+        ("address gone", "bridge", "P", "ip addr flush dev eth0"),
+        ("route gone", "bridge", "P", "ip route del 192.0.2.0/24"),
+        (
+            "veth off the bridge",
+            "bridge",
+            "H",
+            "ip link set $(ip -o link show type veth | cut -d: -f2 | cut -d@ -f1) nomaster",
+        ),
+        ("bridge promisc", "bridge", "H", "ip link set brc0 promisc on"),
+        (
+            "bridge MAC changed",
+            "bridge",
+            "H",
+            "ip link set brc0 address 02:00:00:00:00:43",
+        ),
+        (
+            "ptp container MAC changed",
+            "ptp",
+            "P",
+            "ip link set eth0 address 02:00:00:00:00:44",
+        ),
+        ("ptp address gone", "ptp", "P", "ip addr flush dev eth0"),
+        ("ptp default route gone", "ptp", "P", "ip route del default"),
+    ];
+    let mut diffs = Vec::new();
+    for (i, (what, typ, place, fault)) in cases.iter().enumerate() {
+        let conf = json!({"cniVersion":"1.0.0","name":"chk","type":typ,"bridge":"brc0","isGateway":true,
+            "ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.67.0.0/24"}]],
+                "routes":[{"dst":"0.0.0.0/0"},{"dst":"192.0.2.0/24","gw":"10.67.0.1"}]}});
+        let mut msgs = Vec::new();
+        for mut t in Twin::pair("chk") {
+            let pod = t.sb.pod(&format!("k{i}"));
+            let o = t.call(typ, "ADD", &pod, "eth0", "c1", &conf);
+            let res = json_out(&o, what);
+            assert!(o.status.success(), "{what} {}: {res}", t.label());
+            let mut check = conf.clone();
+            check["prevResult"] = res;
+            ok(&t.call(typ, "CHECK", &pod, "eth0", "c1", &check));
+            let ns = if *place == "H" { t.sb.host() } else { ns_name(&pod) };
+            sh(&t.sb, &ns, fault);
+            let e = cni_err(&t.call(typ, "CHECK", &pod, "eth0", "c1", &check));
+            msgs.push(norm_msg(&t, &e));
+            ok(&t.call(typ, "DEL", &pod, "eth0", "c1", &conf));
+        }
+        if msgs[0] != msgs[1] {
+            diffs.push(format!("{what}:\n  reference {}\n  cnichain  {}", msgs[0], msgs[1]));
+        }
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} differ:\n{}",
+        diffs.len(),
+        cases.len(),
+        diffs.join("\n")
+    );
+}

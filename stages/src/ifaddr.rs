@@ -160,7 +160,7 @@ pub fn check_addrs(nl: &mut Netlink, ifname: &str, ifindex: u32, result_index: i
             .iter()
             .any(|a| a.addr == ipc.address.addr && a.prefix == ipc.address.prefix)
         {
-            return Err(anyhow!("{ifname}: IP address {} not found", ipc.address));
+            return Err(anyhow!("Failed to match addr {} on interface {ifname}", ipc.address));
         }
     }
     Ok(())
@@ -168,7 +168,7 @@ pub fn check_addrs(nl: &mut Netlink, ifname: &str, ifindex: u32, result_index: i
 
 /// CHECK: every route of the result is present on this interface (a later plugin may
 /// have added more; that is fine).
-pub fn check_routes(nl: &mut Netlink, ifname: &str, ifindex: u32, res: &Result100) -> Result<()> {
+pub fn check_routes(nl: &mut Netlink, _ifname: &str, ifindex: u32, res: &Result100) -> Result<()> {
     for want_v6 in [false, true] {
         let routes = nl.routes(want_v6)?;
         for r in res.routes.iter().filter(|r| r.dst.is_ipv4() != want_v6) {
@@ -182,7 +182,13 @@ pub fn check_routes(nl: &mut Netlink, ifname: &str, ifindex: u32, res: &Result10
                 same_dst && (have.oif == Some(ifindex) || have.oif.is_none()) && (r.gw.is_none() || have.gw == r.gw)
             });
             if !found {
-                return Err(anyhow!("{ifname}: route to {} not found", r.dst));
+                // The reference's text, with Go's rendering of its Route struct.
+                let net = go_ipnet(&dst);
+                let (ip, mask) = net.trim_matches(['{', '}']).split_once(' ').unwrap_or_default();
+                let gw = r.gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into());
+                return Err(anyhow!(
+                    "Expected Route {{Dst:{{IP:{ip} Mask:{mask}}} GW:{gw}}} not found in routing table"
+                ));
             }
         }
     }

@@ -256,14 +256,53 @@ impl Stage for Ptp {
         Ok(())
     }
 
+    /// The reference's checks, in its order and words: the container interface named in
+    /// prevResult, then addresses and routes.
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
+        let netns = &inv.rt.netns;
+        let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
+        inv.delegate(&ipam, Command::Check)?;
         let prev = inv
             .prev_result
             .ok_or_else(|| CniError::invalid_config("ptp: Required prevResult missing"))?;
         let res = prev.to_v1()?;
-        inv.delegate(&ipam, Command::Check)?;
-        let (mut pod_nl, cont) = veth::pod_end(&inv.rt.netns, &inv.rt.ifname, "ptp")?;
+        let none = Interface::default();
+        let cont_if = res
+            .interfaces
+            .iter()
+            .find(|i| i.name == inv.rt.ifname && &i.sandbox == netns)
+            .unwrap_or(&none);
+        let fail = |m: String| CniError::internal(m);
+        if *netns != cont_if.sandbox {
+            return Err(fail(format!(
+                "Sandbox in prevResult {} doesn't match configured netns: {netns}",
+                cont_if.sandbox
+            )));
+        }
+        if cont_if.name.is_empty() {
+            return Err(fail("Container interface name missing in prevResult: ".into()));
+        }
+        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let cont = pod_nl.link_by_name(&cont_if.name).map_err(err)?.ok_or_else(|| {
+            fail(format!(
+                "ptp: Container Interface name in prevResult: {} not found",
+                cont_if.name
+            ))
+        })?;
+        if cont.kind.as_deref() != Some("veth") {
+            return Err(fail(format!(
+                "Error: Container interface {} not of type veth/p2p",
+                cont.name
+            )));
+        }
+        let mac = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+        if !cont_if.mac.is_empty() && cont_if.mac != mac {
+            return Err(fail(format!(
+                "ptp: Interface {} Mac {} doesn't match container Mac: {mac}",
+                cont_if.name, cont_if.mac
+            )));
+        }
         ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
         if c.ip_masq() {

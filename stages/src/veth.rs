@@ -108,18 +108,6 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
     Ok(addrs)
 }
 
-/// CHECK of the main stages: the pod's netns and the container interface `ifname` in
-/// it (`stage` names the error).
-pub fn pod_end(netns: &str, ifname: &str, stage: &str) -> std::result::Result<(Netlink, Link), CniError> {
-    let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
-    let mut pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
-    let cont = pod_nl
-        .link_by_name(ifname)
-        .map_err(CniError::from)?
-        .ok_or_else(|| CniError::internal(format!("{stage}: container interface {ifname:?} not found")))?;
-    Ok((pod_nl, cont))
-}
-
 /// The main stages' DEL of the pod side: open the netns and delete the container end,
 /// returning its addresses. DEL is best effort: no netns, or one that is already gone
 /// (it took the pair with it), is not an error.

@@ -205,55 +205,107 @@ impl Stage for Bridge {
         Ok(())
     }
 
+    /// The reference's checks, in its order and words: the bridge, the container
+    /// interface and the host veth named in prevResult, then addresses and routes.
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
-        let prev = inv
-            .prev_result
-            .ok_or_else(|| CniError::invalid_config("bridge: Required prevResult missing"))?;
-        let res = prev.to_v1()?;
+        let netns = &inv.rt.netns;
+        let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
         if let Some(ipam) = &c.ipam {
             inv.delegate(ipam, Command::Check)?;
         }
-        let mut host = Netlink::new().map_err(err)?;
-        let br = host
-            .link_by_name(&c.br_name)
-            .map_err(err)?
-            .ok_or_else(|| CniError::internal(format!("bridge: {:?} not found", c.br_name)))?;
-        if br.kind.as_deref() != Some("bridge") {
-            return Err(CniError::internal(format!("bridge: {:?} is not a bridge", c.br_name)));
-        }
-        let (mut pod_nl, cont) = veth::pod_end(&inv.rt.netns, &inv.rt.ifname, "bridge")?;
-        if let Some(want) = res
+        let prev = inv
+            .prev_result
+            .ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
+        let res = prev.to_v1()?;
+        let none = Interface::default();
+        let br_if = res.interfaces.iter().find(|i| i.name == c.br_name).unwrap_or(&none);
+        let cont_if = res
             .interfaces
             .iter()
-            .find(|i| i.name == inv.rt.ifname && i.sandbox == inv.rt.netns)
+            .find(|i| i.name != c.br_name && i.name == inv.rt.ifname && &i.sandbox == netns)
+            .unwrap_or(&none);
+        let fail = |m: String| CniError::internal(m);
+        let mac_of = |l: &Link| l.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+        let mut host = Netlink::new().map_err(err)?;
+        // The bridge.
+        let br = named_link(&mut host, br_if, false)?;
+        if br.kind.as_deref() != Some("bridge") {
+            return Err(fail(format!(
+                "Interface {} does not have link type of bridge",
+                br_if.name
+            )));
+        }
+        if !br_if.mac.is_empty() && br_if.mac != mac_of(&br) {
+            return Err(fail(format!(
+                "Bridge interface {} Mac doesn't match: {}",
+                br_if.name, br_if.mac
+            )));
+        }
+        if br.promisc != c.promisc_mode {
+            return Err(fail(format!(
+                "Bridge interface {} configured Promisc Mode {} doesn't match current state: {} ",
+                br_if.name, c.promisc_mode, br.promisc
+            )));
+        }
+        if *netns != cont_if.sandbox {
+            return Err(fail(format!(
+                "Sandbox in prevResult {} doesn't match configured netns: {netns}",
+                cont_if.sandbox
+            )));
+        }
+        // The container interface.
+        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let cont = named_link(&mut pod_nl, cont_if, true)?;
+        if cont.kind.as_deref() != Some("veth") {
+            return Err(fail(format!(
+                "Error: Container interface {} not of type veth",
+                cont.name
+            )));
+        }
+        if !cont_if.mac.is_empty() && cont_if.mac != mac_of(&cont) {
+            return Err(fail(format!(
+                "Interface {} Mac {} doesn't match container Mac: {}",
+                cont_if.name,
+                cont_if.mac,
+                mac_of(&cont)
+            )));
+        }
+        // The host veth: the result's other interface whose peer is the container's and
+        // whose master is the bridge (interfaces that are not veths are skipped).
+        let mut veth_found = false;
+        for i in res
+            .interfaces
+            .iter()
+            .filter(|i| i.name != br_if.name && i.name != cont_if.name)
         {
-            let have = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-            if !want.mac.is_empty() && !want.mac.eq_ignore_ascii_case(&have) {
-                return Err(CniError::internal(format!(
-                    "bridge: interface {} MAC {have} does not match the result's {}",
-                    inv.rt.ifname, want.mac
+            let l = named_link(&mut host, i, false)?;
+            if l.kind.as_deref() != Some("veth") {
+                continue;
+            }
+            if Some(l.index) != cont.peer_index || l.peer_index != Some(cont.index) || l.master != Some(br.index) {
+                continue;
+            }
+            if !i.mac.is_empty() && i.mac != mac_of(&l) {
+                return Err(fail(format!(
+                    "Interface {} Mac doesn't match: {} not found",
+                    i.name, i.mac
                 )));
             }
+            veth_found = true;
+            break;
         }
-        // The host end must be a port of the bridge and the container end's peer.
-        let peer = cont.peer_index;
-        let host_end = host
-            .links()
-            .map_err(err)?
-            .into_iter()
-            .find(|l| l.master == Some(br.index) && Some(l.index) == peer);
-        if host_end.is_none() {
-            return Err(CniError::internal(format!(
-                "bridge: the peer of {} is not a port of bridge {}",
-                inv.rt.ifname, c.br_name
-            )));
+        if !veth_found {
+            return Err(fail(format!("CNI veth created for bridge {} was not found", c.br_name)));
         }
         ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
         if c.macspoofchk {
-            let mac = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-            macspoof::check(&macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname), &mac).map_err(err)?;
+            macspoof::check(
+                &macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+                &mac_of(&cont),
+            )
+            .map_err(err)?;
         }
         if c.ip_masq {
             let ips: Vec<IpNet> = res
@@ -363,6 +415,31 @@ pub fn teardown_masq_deferred(net: &str, container_id: &str, ifname: &str, ips: 
     cnichain_engine::stage::defer("ipMasq", move || {
         ipmasq::teardown(&net, &cid, &ifname, &ips).map_err(err)
     })
+}
+
+/// The reference's validateInterface: the link a result interface names, which must be in
+/// a sandbox or not as expected, in its words.
+fn named_link(nl: &mut Netlink, intf: &Interface, in_sandbox: bool) -> Result<Link, CniError> {
+    if intf.name.is_empty() {
+        return Err(CniError::internal("Interface name missing "));
+    }
+    let link = nl
+        .link_by_name(&intf.name)
+        .map_err(err)?
+        .ok_or_else(|| CniError::internal(format!("Interface name {} not found", intf.name)))?;
+    if in_sandbox && intf.sandbox.is_empty() {
+        return Err(CniError::internal(format!(
+            "Interface {} is expected to be in a sandbox",
+            intf.name
+        )));
+    }
+    if !in_sandbox && !intf.sandbox.is_empty() {
+        return Err(CniError::internal(format!(
+            "Interface {} should not be in sandbox",
+            intf.name
+        )));
+    }
+    Ok(link)
 }
 
 fn iface(l: &Link, sandbox: &str) -> Interface {
