@@ -58,10 +58,7 @@ fn link(nl: &mut Netlink, name: &str) -> Link {
 
 #[test]
 fn bridge_veth_hairpin_addresses_routes_and_ping() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let mut sb = Sandbox::new("klbr");
     let pod_path = sb.pod("p");
     let pod_name = format!("{}-p", sb.tag);
@@ -274,10 +271,7 @@ fn bridge_veth_hairpin_addresses_routes_and_ping() {
 
 #[test]
 fn ifb_ingress_redirect_and_tbf_like_the_reference_bandwidth_plugin() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let mut sb = Sandbox::new("kltc");
     let pod_path = sb.pod("p");
     let pod_name = format!("{}-p", sb.tag);
@@ -419,10 +413,7 @@ fn ifb_ingress_redirect_and_tbf_like_the_reference_bandwidth_plugin() {
 
 #[test]
 fn sysctl_in_a_netns_leaves_the_host_alone() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let mut sb = Sandbox::new("klsy");
     let pod_path = sb.pod("p");
     let pod_name = format!("{}-p", sb.tag);
@@ -485,10 +476,7 @@ fn sysctl_in_a_netns_leaves_the_host_alone() {
 
 #[test]
 fn net_path_refuses_escapes() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let sb = Sandbox::new("klnp");
     let host = host_ns(&sb);
     netns::run_in(&host, || {
@@ -524,10 +512,7 @@ fn net_path_refuses_escapes() {
 
 #[test]
 fn errors_keep_errno_and_name_the_object() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let mut sb = Sandbox::new("kler");
     let pod_path = sb.pod("p");
     let host = host_ns(&sb);
@@ -592,10 +577,7 @@ fn errors_keep_errno_and_name_the_object() {
 
 #[test]
 fn run_in_does_not_leak_the_netns() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let mut sb = Sandbox::new("klrn");
     let pod_path = sb.pod("p");
     let host = host_ns(&sb);
@@ -648,10 +630,7 @@ fn run_in_does_not_leak_the_netns() {
 
 #[test]
 fn links_move_rename_and_list() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    assert!(is_root(), "this test needs root (network namespaces)");
     let mut sb = Sandbox::new("klmv");
     let pod_path = sb.pod("p");
     let host = host_ns(&sb);
@@ -688,4 +667,28 @@ fn links_move_rename_and_list() {
     h.set_master(a.index, 0).unwrap();
     assert_eq!(link(&mut h, "vma").master, None);
     assert_eq!(h.bridge_port_hairpin(a.index).unwrap(), None);
+}
+
+/// A VLAN-style name (`br.9`) has its own sysctl directory, reached by the slashed key
+/// `iface_key` builds (the dotted form would split the name); `disable_accept_ra` sets it,
+/// and fails for a link that is not there instead of passing silently.
+#[test]
+fn dotted_link_names_and_accept_ra() {
+    assert!(is_root(), "this test needs root (network namespaces)");
+    let sb = Sandbox::new("kldot");
+    let host = host_ns(&sb);
+    let mut h = Netlink::new_in(&host).unwrap();
+    h.add_bridge("br.9", None).unwrap();
+    let key = sysctl::iface_key("ipv6", "br.9", "accept_ra").unwrap();
+    assert_eq!(key, "net/ipv6/conf/br.9/accept_ra");
+    sysctl::write_in(&host, &key, "1").unwrap();
+    // The dotted form names net/ipv6/conf/br/9/accept_ra, which does not exist.
+    let e = sysctl::read_in(&host, "net.ipv6.conf.br.9.accept_ra").unwrap_err();
+    assert_eq!(errno_of(&e), Some(libc::ENOENT), "{e:#}");
+    netns::run_in(&host, || sysctl::disable_accept_ra("br.9")).unwrap();
+    let o = sb.sh_in(&sb.host(), "cat /proc/sys/net/ipv6/conf/br.9/accept_ra");
+    assert_eq!(ok(&o), "0\n");
+    let e = netns::run_in(&host, || sysctl::disable_accept_ra("br.10")).unwrap_err();
+    assert!(format!("{e:#}").contains("accept_ra"), "{e:#}");
+    assert_eq!(errno_of(&e), Some(libc::ENOENT), "{e:#}");
 }

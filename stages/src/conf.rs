@@ -8,29 +8,33 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
 
-/// A `dns` object in a plugin's config (nameservers, domain, search, options).
+/// A `dns` object in a plugin's config (nameservers, domain, search, options). An absent
+/// (or null) list differs from an empty one, as in the reference's Go types: `[]` is set.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct DnsConf {
     #[serde(default)]
-    pub nameservers: Vec<String>,
+    pub nameservers: Option<Vec<String>>,
     #[serde(default)]
-    pub domain: String,
+    pub domain: Option<String>,
     #[serde(default)]
-    pub search: Vec<String>,
+    pub search: Option<Vec<String>>,
     #[serde(default)]
-    pub options: Vec<String>,
+    pub options: Option<Vec<String>>,
 }
 
 impl DnsConf {
-    /// The result's Dns, or None when nothing is set (the reference's dnsConfSet).
+    /// The result's Dns when the config sets any of it, None otherwise: the reference's
+    /// dnsConfSet (a list present, even empty, or a non-empty domain). Set, it replaces
+    /// the IPAM's dns whole, so `"nameservers": []` gives an empty dns.
     pub fn to_dns(&self) -> Option<cnichain_engine::spec::result::Dns> {
-        let d = cnichain_engine::spec::result::Dns {
-            nameservers: self.nameservers.clone(),
-            domain: self.domain.clone(),
-            search: self.search.clone(),
-            options: self.options.clone(),
-        };
-        (!d.is_empty()).then_some(d)
+        let domain = self.domain.clone().unwrap_or_default();
+        let set = self.nameservers.is_some() || self.search.is_some() || self.options.is_some() || !domain.is_empty();
+        set.then(|| cnichain_engine::spec::result::Dns {
+            nameservers: self.nameservers.clone().unwrap_or_default(),
+            domain,
+            search: self.search.clone().unwrap_or_default(),
+            options: self.options.clone().unwrap_or_default(),
+        })
     }
 }
 
@@ -245,6 +249,17 @@ mod tests {
         assert_eq!(alias_owner("", "bridge", "net"), None);
         let long = owner_alias("bridge", "net", &"c".repeat(300), "eth0");
         assert!(long.len() <= 255 && alias_owner(&long, "bridge", "net").is_none());
+    }
+
+    #[test]
+    fn dns_absent_is_not_empty() {
+        let dns = |j: &str| serde_json::from_str::<DnsConf>(j).unwrap().to_dns();
+        assert!(dns("{}").is_none());
+        assert!(dns(r#"{"domain":"","nameservers":null}"#).is_none());
+        let empty = dns(r#"{"nameservers":[]}"#).expect("an empty list is set");
+        assert!(empty.is_empty());
+        assert!(dns(r#"{"search":[]}"#).is_some() && dns(r#"{"options":[]}"#).is_some());
+        assert_eq!(dns(r#"{"domain":"x"}"#).unwrap().domain, "x");
     }
 
     #[test]

@@ -39,12 +39,17 @@ pub fn configure(
         if !ipc.address.is_ipv4() && !enabled_v6 {
             // An IPv6 address needs disable_ipv6=0 on lo and the interface.
             let name = ifname.to_string();
+            // By path, so a dotted name (`net1.100`) finds its own entry. As the
+            // reference: an unreadable entry is skipped, a failed write is an error.
             netns::run_in(pod, move || {
                 for iface in ["lo", name.as_str()] {
-                    let key = format!("net.ipv6.conf.{iface}.disable_ipv6");
-                    if sysctl::read(&key).map(|v| v.trim() != "0").unwrap_or(false) {
-                        sysctl::write(&key, "0")?;
+                    let key = sysctl::iface_key("ipv6", iface, "disable_ipv6")?;
+                    let Ok(value) = sysctl::read(&key) else { continue };
+                    if value == "0" {
+                        continue;
                     }
+                    sysctl::write(&key, "0")
+                        .with_context(|| format!("failed to enable IPv6 for interface {iface:?} ({key}={value})"))?;
                 }
                 Ok(())
             })?;
@@ -67,15 +72,30 @@ pub fn configure(
         let is_v4 = r.dst.is_ipv4();
         let gw = r.gw.or(if is_v4 { v4gw } else { v6gw });
         let spec = route_spec(r, ifindex, gw);
-        nl.add_route(&spec).with_context(|| {
-            format!(
-                "failed to add route '{} via {} dev {ifname}'",
-                r.dst,
-                gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into())
-            )
+        nl.add_route(&spec).map_err(|e| {
+            // The reference's text: Go prints the destination as a net.IPNet struct.
+            let msg = format!(
+                "failed to add route '{} via {} dev {ifname}': {}",
+                go_ipnet(&r.dst.network()),
+                gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into()),
+                crate::goerr::errno_text(&e)
+            );
+            anyhow::Error::new(crate::goerr::with_details(msg, &e))
         })?;
     }
     Ok(())
+}
+
+/// A net.IPNet as Go's `%v` prints the struct: `{192.0.2.0 ffffff00}`.
+fn go_ipnet(n: &IpNet) -> String {
+    let bits: u32 = if n.is_ipv4() { 32 } else { 128 };
+    let mask: u128 = if n.prefix == 0 {
+        0
+    } else {
+        (!0u128) << (128 - u32::from(n.prefix).min(bits))
+    };
+    let hex = format!("{mask:032x}");
+    format!("{{{} {}}}", n.addr, &hex[..(bits / 4) as usize])
 }
 
 const IFA_F_DADFAILED: u32 = 0x08;
@@ -99,6 +119,18 @@ fn settle(nl: &mut Netlink, ifname: &str, ifindex: u32) -> Result<()> {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+#[cfg(test)]
+#[test]
+fn go_ipnet_texts() {
+    let n = |s: &str| -> IpNet { s.parse().unwrap() };
+    assert_eq!(go_ipnet(&n("192.0.2.0/24")), "{192.0.2.0 ffffff00}");
+    assert_eq!(go_ipnet(&n("0.0.0.0/0")), "{0.0.0.0 00000000}");
+    assert_eq!(
+        go_ipnet(&n("2001:db8::/64")),
+        "{2001:db8:: ffffffffffffffff0000000000000000}"
+    );
 }
 
 pub fn route_spec(r: &cnichain_engine::spec::result::Route, oif: u32, gw: Option<IpAddr>) -> RouteSpec {
@@ -128,7 +160,7 @@ pub fn check_addrs(nl: &mut Netlink, ifname: &str, ifindex: u32, result_index: i
             .iter()
             .any(|a| a.addr == ipc.address.addr && a.prefix == ipc.address.prefix)
         {
-            return Err(anyhow!("{ifname}: IP address {} not found", ipc.address));
+            return Err(anyhow!("Failed to match addr {} on interface {ifname}", ipc.address));
         }
     }
     Ok(())
@@ -136,7 +168,7 @@ pub fn check_addrs(nl: &mut Netlink, ifname: &str, ifindex: u32, result_index: i
 
 /// CHECK: every route of the result is present on this interface (a later plugin may
 /// have added more; that is fine).
-pub fn check_routes(nl: &mut Netlink, ifname: &str, ifindex: u32, res: &Result100) -> Result<()> {
+pub fn check_routes(nl: &mut Netlink, _ifname: &str, ifindex: u32, res: &Result100) -> Result<()> {
     for want_v6 in [false, true] {
         let routes = nl.routes(want_v6)?;
         for r in res.routes.iter().filter(|r| r.dst.is_ipv4() != want_v6) {
@@ -150,7 +182,13 @@ pub fn check_routes(nl: &mut Netlink, ifname: &str, ifindex: u32, res: &Result10
                 same_dst && (have.oif == Some(ifindex) || have.oif.is_none()) && (r.gw.is_none() || have.gw == r.gw)
             });
             if !found {
-                return Err(anyhow!("{ifname}: route to {} not found", r.dst));
+                // The reference's text, with Go's rendering of its Route struct.
+                let net = go_ipnet(&dst);
+                let (ip, mask) = net.trim_matches(['{', '}']).split_once(' ').unwrap_or_default();
+                let gw = r.gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into());
+                return Err(anyhow!(
+                    "Expected Route {{Dst:{{IP:{ip} Mask:{mask}}} GW:{gw}}} not found in routing table"
+                ));
             }
         }
     }

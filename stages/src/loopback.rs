@@ -38,7 +38,7 @@ impl Stage for Loopback {
             if !a.addr.is_loopback() {
                 return Err(CniError::internal(format!(
                     "loopback interface found with non-loopback address {:?}",
-                    a.addr
+                    a.addr.to_string()
                 )));
             }
         }

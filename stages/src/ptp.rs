@@ -21,26 +21,49 @@ const SCOPE_LINK: u8 = 253;
 /// RT_SCOPE_HOST: the reference's AddHostRoute
 const SCOPE_HOST: u8 = 254;
 
+/// The config, read whole through typed structs; a JSON null is "not set", as in Go.
 #[derive(Debug, Deserialize)]
 struct PtpConf {
     #[serde(default)]
-    name: String,
+    name: Option<String>,
     #[serde(rename = "ipMasq", default)]
-    ip_masq: bool,
+    ip_masq: Option<bool>,
     #[serde(default)]
-    mtu: i64,
+    mtu: Option<i64>,
     #[serde(default)]
     dns: Option<crate::conf::DnsConf>,
+    #[serde(default)]
+    ipam: Option<crate::mainconf::IpamRef>,
+}
+
+impl PtpConf {
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+
+    fn ip_masq(&self) -> bool {
+        self.ip_masq.unwrap_or(false)
+    }
+
+    /// None leaves the kernel's MTU (0 or negative, as in Go's netlink).
+    fn mtu(&self) -> Option<u32> {
+        self.mtu.filter(|m| *m > 0).map(|m| m as u32)
+    }
 }
 
 fn load(inv: &Invocation) -> Result<(PtpConf, String), CniError> {
     let c: PtpConf = conf::parse(inv.config, "ptp")?;
-    if !(0..=65535).contains(&c.mtu) {
-        return Err(CniError::new(INVALID_CONFIG, format!("ptp: invalid \"mtu\" {}", c.mtu)));
+    if c.mtu.is_some_and(|m| m > u32::MAX as i64) {
+        return Err(CniError::new(
+            INVALID_CONFIG,
+            format!("ptp: invalid \"mtu\" {:?}", c.mtu),
+        ));
     }
-    // ptp needs addresses: IPAM is required.
-    let ipam = conf::ipam_type(inv.config)
-        .ok_or_else(|| CniError::new(INVALID_CONFIG, "ptp: missing \"ipam\" with a \"type\""))?;
+    // ptp needs addresses: IPAM is required (the reference's text is its IPAM call's).
+    let ipam = crate::mainconf::ipam_type(&c.ipam).ok_or_else(|| {
+        CniError::new(INVALID_CONFIG, "no plugin name provided")
+            .with_details("ptp needs an \"ipam\" object with a \"type\"")
+    })?;
     Ok((c, ipam))
 }
 
@@ -55,6 +78,27 @@ fn iface(l: &Link, sandbox: &str) -> Interface {
         sandbox: sandbox.to_string(),
         ..Default::default()
     }
+}
+
+/// ptp needs a gateway for every address. The reference fails without one in Go's
+/// words: an IPv6 address at its container route (before any host step), an IPv4 one at
+/// the host veth's address; the same texts here, before anything is configured.
+fn no_gateway(res: &Result100, cont_index: u32) -> Result<(), CniError> {
+    let why = "ptp needs a gateway for every address (the IPAM gave none)";
+    if let Some(ipc) = res.ips.iter().find(|i| i.gateway.is_none() && !i.address.is_ipv4()) {
+        return Err(CniError::internal(format!(
+            "failed to add route {{Ifindex: {cont_index} Dst: <nil> Src: {} Gw: <nil> Flags: [] Table: 0 Realm: 0}}: invalid argument",
+            ipc.address.addr
+        ))
+        .with_details(why));
+    }
+    if res.ips.iter().any(|i| i.gateway.is_none()) {
+        return Err(CniError::internal(
+            "failed to add IP addr (&net.IPNet{IP:net.IP(nil), Mask:net.IPMask{0xff, 0xff, 0xff, 0xff}}) to veth: numerical result out of range",
+        )
+        .with_details(why));
+    }
+    Ok(())
 }
 
 fn host_prefix(a: &IpNet) -> u8 {
@@ -89,14 +133,20 @@ impl Stage for Ptp {
                     prefix: i.address.prefix,
                 })
                 .collect();
-            bridge::enable_forwarding(&gws).map_err(err)?;
+            bridge::enable_forwarding(&gws).map_err(|e| {
+                crate::goerr::with_details(
+                    format!("Could not enable IP forwarding: {}", crate::goerr::errno_text(&e)),
+                    &e,
+                )
+            })?;
             let mut host = Netlink::new().map_err(err)?;
             let pnl = pod_nl.insert(Netlink::new_in(&pod).map_err(err)?);
-            let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-            let alias = conf::owner_alias("ptp", &c.name, &inv.rt.container_id, &inv.rt.ifname);
-            let mtu = (c.mtu > 0).then_some(c.mtu as u32);
+            let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
+            let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
+            let mtu = c.mtu();
             let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None).map_err(err)?;
             made_link = true;
+            no_gateway(&res, v.cont.index)?;
             for ipc in res.ips.iter_mut() {
                 ipc.interface = Some(CONT_INDEX);
             }
@@ -163,12 +213,17 @@ impl Stage for Ptp {
                 match host.add_route(&to_pod) {
                     Ok(()) => {}
                     Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(err(e.context("failed to add route on host"))),
+                    Err(e) => {
+                        return Err(crate::goerr::with_details(
+                            format!("failed to add route on host: {}", crate::goerr::errno_text(&e)),
+                            &e,
+                        ))
+                    }
                 }
             }
-            if c.ip_masq {
+            if c.ip_masq() {
                 let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+                ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
             }
             if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
                 res.dns = d;
@@ -190,30 +245,69 @@ impl Stage for Ptp {
         let (c, ipam) = load(inv)?;
         let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
         inv.delegate(&ipam, Command::Del)?;
-        if c.ip_masq {
+        if c.ip_masq() {
             if ips.is_empty() {
                 if let Some(Ok(p)) = inv.prev_result.map(|p| p.to_v1()) {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            bridge::teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips)?;
+            bridge::teardown_masq_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips)?;
         }
         Ok(())
     }
 
+    /// The reference's checks, in its order and words: the container interface named in
+    /// prevResult, then addresses and routes.
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
+        let netns = &inv.rt.netns;
+        let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
+        inv.delegate(&ipam, Command::Check)?;
         let prev = inv
             .prev_result
             .ok_or_else(|| CniError::invalid_config("ptp: Required prevResult missing"))?;
         let res = prev.to_v1()?;
-        inv.delegate(&ipam, Command::Check)?;
-        let (mut pod_nl, cont) = veth::pod_end(&inv.rt.netns, &inv.rt.ifname, "ptp")?;
+        let none = Interface::default();
+        let cont_if = res
+            .interfaces
+            .iter()
+            .find(|i| i.name == inv.rt.ifname && &i.sandbox == netns)
+            .unwrap_or(&none);
+        let fail = |m: String| CniError::internal(m);
+        if *netns != cont_if.sandbox {
+            return Err(fail(format!(
+                "Sandbox in prevResult {} doesn't match configured netns: {netns}",
+                cont_if.sandbox
+            )));
+        }
+        if cont_if.name.is_empty() {
+            return Err(fail("Container interface name missing in prevResult: ".into()));
+        }
+        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let cont = pod_nl.link_by_name(&cont_if.name).map_err(err)?.ok_or_else(|| {
+            fail(format!(
+                "ptp: Container Interface name in prevResult: {} not found",
+                cont_if.name
+            ))
+        })?;
+        if cont.kind.as_deref() != Some("veth") {
+            return Err(fail(format!(
+                "Error: Container interface {} not of type veth/p2p",
+                cont.name
+            )));
+        }
+        let mac = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+        if !cont_if.mac.is_empty() && cont_if.mac != mac {
+            return Err(fail(format!(
+                "ptp: Interface {} Mac {} doesn't match container Mac: {mac}",
+                cont_if.name, cont_if.mac
+            )));
+        }
         ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
-        if c.ip_masq {
+        if c.ip_masq() {
             let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-            ipmasq::check(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            ipmasq::check(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
         }
         Ok(())
     }
@@ -237,7 +331,7 @@ impl Stage for Ptp {
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         use crate::probe::{self, Feature};
         let (c, ipam) = load(inv)?;
-        if c.ip_masq && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
+        if c.ip_masq() && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
             return Err(CniError::new(
                 cnichain_engine::spec::error::PLUGIN_NOT_AVAILABLE,
                 "ptp: ipMasq needs nft, which was not found (install nftables)",
@@ -245,11 +339,11 @@ impl Stage for Ptp {
         }
         inv.delegate(&ipam, Command::Status)?;
         let mut needs = vec![(Feature::Veth, "the pods' veth pairs")];
-        if c.ip_masq {
+        if c.ip_masq() {
             needs.push((Feature::NftInet, "ipMasq"));
         }
         probe::require("ptp", &needs)?;
-        forwarding_status(inv, &c.name, &ipam)
+        forwarding_status(inv, c.name(), &ipam)
     }
 
     fn describe(&self) -> String {
@@ -283,21 +377,30 @@ fn forwarding_status(inv: &Invocation, net: &str, ipam: &str) -> Result<(), CniE
 
 /// The address families (v4, v6) of the IPAM's subnets (`ipam.ranges`, or the legacy
 /// `ipam.subnet`), read from the config without allocating anything; IPv4 when it names
-/// none (another IPAM's layout).
+/// none (another IPAM's layout, or one this reading does not understand).
 fn ipam_families(config: &serde_json::Map<String, serde_json::Value>) -> (bool, bool) {
-    use serde_json::Value;
-    let ipam = config.get("ipam");
-    let mut subnets: Vec<&str> = Vec::new();
-    subnets.extend(ipam.and_then(|i| i.get("subnet")).and_then(Value::as_str));
-    for set in ipam
-        .and_then(|i| i.get("ranges"))
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        for r in set.as_array().into_iter().flatten() {
-            subnets.extend(r.get("subnet").and_then(Value::as_str));
-        }
+    #[derive(Deserialize, Default)]
+    struct Subnet {
+        #[serde(default)]
+        subnet: Option<String>,
+    }
+    #[derive(Deserialize, Default)]
+    struct Ipam {
+        #[serde(default)]
+        subnet: Option<String>,
+        #[serde(default)]
+        ranges: Option<Vec<Vec<Subnet>>>,
+    }
+    #[derive(Deserialize, Default)]
+    struct Conf {
+        #[serde(default)]
+        ipam: Option<Ipam>,
+    }
+    let c: Conf = conf::parse(config, "ptp").unwrap_or_default();
+    let ipam = c.ipam.unwrap_or_default();
+    let mut subnets: Vec<String> = ipam.subnet.into_iter().collect();
+    for set in ipam.ranges.unwrap_or_default() {
+        subnets.extend(set.into_iter().filter_map(|r| r.subnet));
     }
     if subnets.is_empty() {
         return (true, false);

@@ -3,9 +3,12 @@
 //! The kernel resolves `/proc/sys/net` against the netns of the thread that opens the
 //! file, so these functions act on whatever netns the calling thread is in; use
 //! [`read_in`] / [`write_in`] (or `netns::run_in`) to act on another one. Only keys under
-//! `net` are accepted, in either form: dotted (`net.ipv4.ip_forward`) or slashed
-//! (`net/ipv4/conf/eth0.100/rp_filter`, the form to use when an interface name contains a
-//! dot: in the dotted form every dot separates).
+//! `net` are accepted, in either form, told apart by the first separator as sysctl(8) and
+//! the reference plugins' sysctl package do: dotted (`net.ipv4.ip_forward`, where a `/`
+//! stands for a dot: `net.ipv4.conf.eth0/100.rp_filter`) or slashed
+//! (`net/ipv4/conf/eth0.100/rp_filter`). A key naming an interface is built with
+//! [`iface_key`], always slashed: in the dotted form a VLAN-style name (`br.77`) would
+//! split into two segments and miss its interface.
 
 use crate::netns::{self, NetNs};
 use anyhow::{anyhow, bail, Context, Result};
@@ -27,18 +30,19 @@ pub fn key_path(key: &str) -> Result<PathBuf> {
     if key.contains('\0') {
         return Err(invalid("contains NUL"));
     }
-    let segments: Vec<&str> = if key.contains('/') {
-        key.split('/').collect()
+    let dotted = key.find(['.', '/']).is_some_and(|i| key.as_bytes()[i] == b'.');
+    let segments: Vec<String> = if dotted {
+        key.split('.').map(|s| s.replace('/', ".")).collect()
     } else {
-        key.split('.').collect()
+        key.split('/').map(String::from).collect()
     };
     if segments.iter().any(|s| s.is_empty()) {
         return Err(invalid("empty segment"));
     }
-    if segments.iter().any(|s| *s == "." || *s == "..") {
+    if segments.iter().any(|s| s == "." || s == "..") {
         return Err(invalid("relative segment"));
     }
-    if segments.first() != Some(&"net") {
+    if segments.first().map(String::as_str) != Some("net") {
         return Err(invalid("only keys under net are allowed"));
     }
     if segments.len() < 2 {
@@ -87,6 +91,41 @@ pub fn write(key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// The slashed key of a per-interface sysctl, `net/<proto>/conf/<ifname>/<leaf>`
+/// (`proto` is `ipv4` or `ipv6`). Path-based so that any legal link name, dots included,
+/// names its own directory.
+pub fn iface_key(proto: &str, ifname: &str, leaf: &str) -> Result<String> {
+    if ifname.is_empty() || ifname == "." || ifname == ".." || ifname.contains(['/', '\0']) {
+        bail!("invalid interface name {ifname:?} for a sysctl");
+    }
+    Ok(format!("net/{proto}/conf/{ifname}/{leaf}"))
+}
+
+/// Turn off IPv6 router advertisements on a host-side link (a bridge, a veth's host end)
+/// whose routes the stage owns: otherwise a pod could send RAs and route the host
+/// (CVE-2020-10749). Read first, so a value already 0 needs no write (a read-only
+/// `/proc/sys` is fine then); written, it is read back. Every failure is an error, except
+/// a host without IPv6 at all (no `/proc/sys/net/ipv6`), where there is nothing to accept
+/// RAs. The reference plugins ignore a failure here.
+pub fn disable_accept_ra(ifname: &str) -> Result<()> {
+    if !Path::new(PROC_SYS_NET).join("ipv6").exists() {
+        return Ok(());
+    }
+    let key = iface_key("ipv6", ifname, "accept_ra")?;
+    let set = || -> Result<()> {
+        if read(&key)? == "0" {
+            return Ok(());
+        }
+        write(&key, "0")?;
+        let now = read(&key)?;
+        if now != "0" {
+            bail!("it reads {now:?} after writing 0");
+        }
+        Ok(())
+    };
+    set().with_context(|| format!("failed to set /proc/sys/{key} to 0 on {ifname:?}"))
+}
+
 /// [`read`] inside `ns`.
 pub fn read_in(ns: &NetNs, key: &str) -> Result<String> {
     netns::run_in(ns, || read(key))
@@ -111,6 +150,18 @@ mod tests {
             key_path("net/ipv4/conf/eth0.100/rp_filter").unwrap(),
             PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/rp_filter")
         );
+        // The first separator decides; in the dotted form a slash stands for a dot.
+        assert_eq!(
+            key_path("net.ipv4.conf.eth0/100.rp_filter").unwrap(),
+            PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/rp_filter")
+        );
+        assert_eq!(
+            key_path(&iface_key("ipv6", "br.77", "accept_ra").unwrap()).unwrap(),
+            PathBuf::from("/proc/sys/net/ipv6/conf/br.77/accept_ra")
+        );
+        for bad in ["", ".", "..", "a/b", "a\0"] {
+            assert!(iface_key("ipv6", bad, "accept_ra").is_err(), "{bad:?} accepted");
+        }
         for bad in [
             "",
             "net",
@@ -126,6 +177,8 @@ mod tests {
             "net.ipv4.ip_forward\0",
             "netx.ipv4",
             "..",
+            "net.ipv4.conf.//.x",
+            "net.ipv4.conf./.x",
         ] {
             assert!(key_path(bad).is_err(), "{bad:?} accepted");
         }

@@ -44,29 +44,44 @@ pub fn create(
                 tries += 1;
                 name = conf::random_veth_name();
             }
-            Err(e) => return Err(e.context(format!("failed to make veth pair {name}/{ifname}"))),
+            // The reference's text in msg, the operation in details.
+            Err(e) => {
+                let msg = format!("failed to make veth pair: {}", crate::goerr::errno_text(&e));
+                return Err(anyhow::Error::new(crate::goerr::with_details(msg, &e)));
+            }
         }
     }
-    let host = host_nl
-        .link_by_name(&name)?
-        .ok_or_else(|| anyhow!("veth {name} vanished after creation"))?;
-    // Best effort: the key is absent when IPv6 is disabled.
-    let _ = sysctl::write(&format!("net.ipv6.conf.{name}.accept_ra"), "0");
-    let cont = pod_nl
-        .link_by_name(ifname)?
-        .ok_or_else(|| anyhow!("veth {ifname} vanished after creation"))?;
-    // The reference creates both ends with txqueuelen 0 (netlink's TxQLen 0 is sent).
-    host_nl.set_txqlen_alias(host.index, 0, alias)?;
-    pod_nl.set_txqlen(cont.index, 0)?;
-    pod_nl
-        .set_up(cont.index)
-        .with_context(|| format!("failed to set {ifname} up"))?;
-    host_nl
-        .set_up(host.index)
-        .with_context(|| format!("failed to set {name} up"))?;
-    let host = host_nl.link_by_index(host.index)?.unwrap_or(host);
-    let cont = pod_nl.link_by_index(cont.index)?.unwrap_or(cont);
-    Ok(Veth { host, cont })
+    // From here on a failure removes the pair again (deleting one end deletes both).
+    let made = (|| -> Result<Veth> {
+        let host = host_nl
+            .link_by_name(&name)?
+            .ok_or_else(|| anyhow!("veth {name} vanished after creation"))?;
+        // Before the link is up; a failure fails the ADD.
+        sysctl::disable_accept_ra(&name)?;
+        let cont = pod_nl
+            .link_by_name(ifname)?
+            .ok_or_else(|| anyhow!("veth {ifname} vanished after creation"))?;
+        // The reference creates both ends with txqueuelen 0 (netlink's TxQLen 0 is sent).
+        host_nl.set_txqlen_alias(host.index, 0, alias)?;
+        pod_nl.set_txqlen(cont.index, 0)?;
+        pod_nl
+            .set_up(cont.index)
+            .with_context(|| format!("failed to set {ifname} up"))?;
+        host_nl
+            .set_up(host.index)
+            .with_context(|| format!("failed to set {name} up"))?;
+        let host = host_nl.link_by_index(host.index)?.unwrap_or(host);
+        let cont = pod_nl.link_by_index(cont.index)?.unwrap_or(cont);
+        Ok(Veth { host, cont })
+    })();
+    if made.is_err() {
+        if let Ok(Some(l)) = pod_nl.link_by_name(ifname) {
+            let _ = pod_nl.del_link(l.index);
+        } else if let Ok(Some(l)) = host_nl.link_by_name(&name) {
+            let _ = host_nl.del_link(l.index);
+        }
+    }
+    made
 }
 
 /// DEL of the container end: returns its global addresses (for ipMasq teardown) and
@@ -91,18 +106,6 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
     })
     .map_err(|e| anyhow!("{e}"))?;
     Ok(addrs)
-}
-
-/// CHECK of the main stages: the pod's netns and the container interface `ifname` in
-/// it (`stage` names the error).
-pub fn pod_end(netns: &str, ifname: &str, stage: &str) -> std::result::Result<(Netlink, Link), CniError> {
-    let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
-    let mut pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
-    let cont = pod_nl
-        .link_by_name(ifname)
-        .map_err(CniError::from)?
-        .ok_or_else(|| CniError::internal(format!("{stage}: container interface {ifname:?} not found")))?;
-    Ok((pod_nl, cont))
 }
 
 /// The main stages' DEL of the pod side: open the netns and delete the container end,

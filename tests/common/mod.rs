@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod twin;
+
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub const REF_PLUGINS: &str = "/usr/lib/cni";

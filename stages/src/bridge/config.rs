@@ -1,62 +1,92 @@
-//! The bridge plugin's config, with the reference's keys and defaults.
+//! The bridge plugin's config, with the reference's keys and defaults, read whole through
+//! typed structs (`conf::parse`), `args.cni` and `runtimeConfig` included. As in Go, a
+//! JSON null leaves a field at its default.
 
 use crate::conf;
+use crate::mainconf::{self, IpamRef, MacArgs, MacField};
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, UNSUPPORTED_FIELD};
 use cnichain_engine::spec::ids;
 use cnichain_engine::stage::Invocation;
 use serde::Deserialize;
 use serde_json::Value;
 
-fn default_bridge() -> String {
-    "cni0".into()
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "bridge", default)]
+    br_name: Option<String>,
+    #[serde(rename = "isGateway", default)]
+    is_gw: Option<bool>,
+    #[serde(rename = "isDefaultGateway", default)]
+    is_default_gw: Option<bool>,
+    #[serde(rename = "forceAddress", default)]
+    force_address: Option<bool>,
+    #[serde(rename = "ipMasq", default)]
+    ip_masq: Option<bool>,
+    #[serde(default)]
+    mtu: Option<i64>,
+    #[serde(rename = "hairpinMode", default)]
+    hairpin_mode: Option<bool>,
+    #[serde(rename = "promiscMode", default)]
+    promisc_mode: Option<bool>,
+    #[serde(rename = "enabledad", default)]
+    enable_dad: Option<bool>,
+    #[serde(default)]
+    macspoofchk: Option<bool>,
+    #[serde(default)]
+    vlan: Option<i64>,
+    #[serde(rename = "vlanTrunk", default)]
+    vlan_trunk: Option<Value>,
+    #[serde(rename = "preserveDefaultVlan", default)]
+    preserve_default_vlan: Option<bool>,
+    #[serde(default)]
+    dns: Option<conf::DnsConf>,
+    #[serde(default)]
+    ipam: Option<IpamRef>,
+    #[serde(default)]
+    args: Option<MacArgs>,
+    #[serde(rename = "runtimeConfig", default)]
+    runtime_config: Option<MacField>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct BridgeConf {
-    #[serde(default)]
     pub name: String,
-    #[serde(rename = "bridge", default = "default_bridge")]
     pub br_name: String,
-    #[serde(rename = "isGateway", default)]
     pub is_gw: bool,
-    #[serde(rename = "isDefaultGateway", default)]
     pub is_default_gw: bool,
-    #[serde(rename = "forceAddress", default)]
     pub force_address: bool,
-    #[serde(rename = "ipMasq", default)]
     pub ip_masq: bool,
-    #[serde(default)]
-    pub mtu: i64,
-    #[serde(rename = "hairpinMode", default)]
+    mtu: i64,
     pub hairpin_mode: bool,
-    #[serde(rename = "promiscMode", default)]
     pub promisc_mode: bool,
-    #[serde(rename = "enabledad", default)]
     pub enable_dad: bool,
-    #[serde(default)]
     pub macspoofchk: bool,
-    #[serde(default)]
-    pub vlan: i64,
-    #[serde(rename = "vlanTrunk", default)]
-    pub vlan_trunk: Option<Value>,
-    #[serde(rename = "preserveDefaultVlan", default)]
-    pub preserve_default_vlan: Option<bool>,
-    #[serde(default)]
-    pub dns: Option<crate::conf::DnsConf>,
+    pub dns: Option<conf::DnsConf>,
+    /// The IPAM's type; None is layer 2 (no addresses).
+    pub ipam: Option<String>,
 }
 
 impl BridgeConf {
     pub fn load(inv: &Invocation) -> Result<(BridgeConf, Option<[u8; 6]>), CniError> {
-        let mut c: BridgeConf = conf::parse(inv.config, "bridge")?;
-        // The VLAN options need bridge VLAN filtering, which cnichain does not offer (see
-        // the README): refuse them rather than silently ignore them.
-        if c.vlan != 0 {
+        let r: Raw = conf::parse(inv.config, "bridge")?;
+        let vlan = r.vlan.unwrap_or(0);
+        if !(0..=4094).contains(&vlan) {
             return Err(CniError::new(
-                UNSUPPORTED_FIELD,
-                format!("bridge: unsupported field \"vlan\": {}", c.vlan),
+                INVALID_CONFIG,
+                format!("invalid VLAN ID {vlan} (must be between 0 and 4094)"),
             ));
         }
-        if let Some(t) = &c.vlan_trunk {
+        // The VLAN options need bridge VLAN filtering, which cnichain does not offer (see
+        // the README): refuse them rather than silently ignore them.
+        if vlan != 0 {
+            return Err(CniError::new(
+                UNSUPPORTED_FIELD,
+                format!("bridge: unsupported field \"vlan\": {vlan}"),
+            ));
+        }
+        if let Some(t) = &r.vlan_trunk {
             if !(t.is_null() || t.as_array().is_some_and(|a| a.is_empty())) {
                 return Err(CniError::new(
                     UNSUPPORTED_FIELD,
@@ -64,33 +94,47 @@ impl BridgeConf {
                 ));
             }
         }
-        if c.preserve_default_vlan == Some(false) {
+        if r.preserve_default_vlan == Some(false) {
             return Err(CniError::new(
                 UNSUPPORTED_FIELD,
                 "bridge: unsupported field \"preserveDefaultVlan\": false",
             ));
         }
-        if c.is_default_gw {
-            c.is_gw = true;
+        let is_default_gw = r.is_default_gw.unwrap_or(false);
+        let mtu = r.mtu.unwrap_or(0);
+        // Go's netlink sends an MTU only when it is positive; beyond 32 bits it would be cut.
+        if mtu > u32::MAX as i64 {
+            return Err(CniError::new(INVALID_CONFIG, format!("bridge: invalid \"mtu\" {mtu}")));
         }
-        if !(0..=65535).contains(&c.mtu) {
-            return Err(CniError::new(
-                INVALID_CONFIG,
-                format!("bridge: invalid \"mtu\" {}", c.mtu),
-            ));
-        }
-        ids::validate_ifname(&c.br_name).map_err(|e| {
+        let br_name = r.br_name.unwrap_or_else(|| "cni0".into());
+        ids::validate_ifname(&br_name).map_err(|e| {
             CniError::new(
                 INVALID_CONFIG,
-                format!("bridge: invalid \"bridge\" name {:?}: {}", c.br_name, e.msg),
+                format!("bridge: invalid \"bridge\" name {br_name:?}: {}", e.msg),
             )
         })?;
         let env = conf::cni_args(inv.rt, &["MAC"])?;
         let env_mac = env.iter().find(|(k, _)| *k == "MAC").map(|(_, v)| *v);
-        let mac = conf::requested_mac(inv.config, env_mac)?;
+        let mac = mainconf::requested_mac(env_mac, &r.args, &r.runtime_config)?;
+        let c = BridgeConf {
+            name: r.name.unwrap_or_default(),
+            br_name,
+            is_gw: r.is_gw.unwrap_or(false) || is_default_gw,
+            is_default_gw,
+            force_address: r.force_address.unwrap_or(false),
+            ip_masq: r.ip_masq.unwrap_or(false),
+            mtu,
+            hairpin_mode: r.hairpin_mode.unwrap_or(false),
+            promisc_mode: r.promisc_mode.unwrap_or(false),
+            enable_dad: r.enable_dad.unwrap_or(false),
+            macspoofchk: r.macspoofchk.unwrap_or(false),
+            dns: r.dns,
+            ipam: mainconf::ipam_type(&r.ipam),
+        };
         Ok((c, mac))
     }
 
+    /// The MTU to ask for, None to leave the kernel's (0 or negative, as in Go's netlink).
     pub fn mtu(&self) -> Option<u32> {
         (self.mtu > 0).then_some(self.mtu as u32)
     }

@@ -7,8 +7,7 @@ mod config;
 use crate::netlink::{errno_of, Link, Netlink};
 use crate::netns::{self, NetNs};
 use crate::probe::{self, Feature};
-use crate::{conf, ifaddr, ipmasq, macspoof, sysctl, veth};
-use anyhow::{anyhow, Context};
+use crate::{conf, goerr, ifaddr, ipmasq, macspoof, sysctl, veth};
 use cnichain_engine::fault;
 use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -29,13 +28,18 @@ fn err(e: anyhow::Error) -> CniError {
 impl Stage for Bridge {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, mac) = BridgeConf::load(inv)?;
-        let ipam = conf::ipam_type(inv.config);
+        let ipam = c.ipam.clone();
         let pod = NetNs::open(&inv.rt.netns)
             .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
         let mut host = Netlink::new().map_err(err)?;
         let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
 
-        let br = ensure_bridge(&mut host, &c).map_err(err)?;
+        if c.hairpin_mode && c.promisc_mode {
+            return Err(CniError::internal(
+                "cannot set hairpin mode and promiscuous mode at the same time.",
+            ));
+        }
+        let br = ensure_bridge(&mut host, &c)?;
         fault::point("bridge.after-bridge")?;
         let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
         let alias = conf::owner_alias("bridge", &c.name, &inv.rt.container_id, &inv.rt.ifname);
@@ -54,12 +58,27 @@ impl Stage for Bridge {
         let mut ipam_done = false;
         let out = (|| -> Result<CniResult, CniError> {
             fault::point("bridge.after-veth")?;
-            host.set_master(v.host.index, br.index)
-                .with_context(|| format!("failed to connect {:?} to bridge {}", v.host.name, c.br_name))
-                .map_err(err)?;
-            host.set_hairpin(v.host.index, c.hairpin_mode)
-                .with_context(|| format!("failed to setup hairpin mode for {}", v.host.name))
-                .map_err(err)?;
+            host.set_master(v.host.index, br.index).map_err(|e| {
+                goerr::with_details(
+                    format!(
+                        "failed to connect {:?} to bridge {}: {}",
+                        v.host.name,
+                        c.br_name,
+                        goerr::errno_text(&e)
+                    ),
+                    &e,
+                )
+            })?;
+            host.set_hairpin(v.host.index, c.hairpin_mode).map_err(|e| {
+                goerr::with_details(
+                    format!(
+                        "failed to setup hairpin mode for {}: {}",
+                        v.host.name,
+                        goerr::errno_text(&e)
+                    ),
+                    &e,
+                )
+            })?;
 
             let mut res = Result100 {
                 cni_version: "1.1.0".into(),
@@ -88,14 +107,21 @@ impl Stage for Bridge {
                 }
                 let gws = calc_gateways(&mut res, &c)?;
                 let (enable_dad, ifname) = (c.enable_dad, inv.rt.ifname.clone());
+                // Best effort, as the reference (these only tune the pod's own link);
+                // by path so that a dotted ifname (`net1.100`) is found.
                 netns::run_in(&pod, move || {
+                    let set = |proto: &str, leaf: &str, value: &str| {
+                        if let Ok(key) = sysctl::iface_key(proto, &ifname, leaf) {
+                            let _ = sysctl::write(&key, value);
+                        }
+                    };
                     if enable_dad {
-                        let _ = sysctl::write(&format!("net.ipv6.conf.{ifname}.enhanced_dad"), "1");
-                        let _ = sysctl::write(&format!("net.ipv6.conf.{ifname}.accept_dad"), "1");
+                        set("ipv6", "enhanced_dad", "1");
+                        set("ipv6", "accept_dad", "1");
                     } else {
-                        let _ = sysctl::write(&format!("net.ipv6.conf.{ifname}.accept_dad"), "0");
+                        set("ipv6", "accept_dad", "0");
                     }
-                    let _ = sysctl::write(&format!("net.ipv4.conf.{ifname}.arp_notify"), "1");
+                    set("ipv4", "arp_notify", "1");
                     Ok(())
                 })
                 .map_err(err)?;
@@ -103,9 +129,11 @@ impl Stage for Bridge {
                 fault::point("bridge.after-addrs")?;
                 if c.is_gw {
                     for gw in &gws {
-                        ensure_addr(&mut host, &br, gw, c.force_address).map_err(err)?;
+                        ensure_addr(&mut host, &br, gw, c.force_address)?;
                     }
-                    enable_forwarding(&gws).map_err(err)?;
+                    enable_forwarding(&gws).map_err(|e| {
+                        goerr::with_details(format!("failed to enable forwarding: {}", goerr::errno_text(&e)), &e)
+                    })?;
                 }
                 fault::point("bridge.after-gateway")?;
                 if c.ip_masq {
@@ -148,7 +176,7 @@ impl Stage for Bridge {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
-        let ipam = conf::ipam_type(inv.config);
+        let ipam = c.ipam.clone();
         let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
         if let Some(ipam) = &ipam {
             inv.delegate(ipam, Command::Del)?;
@@ -177,55 +205,107 @@ impl Stage for Bridge {
         Ok(())
     }
 
+    /// The reference's checks, in its order and words: the bridge, the container
+    /// interface and the host veth named in prevResult, then addresses and routes.
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
+        let netns = &inv.rt.netns;
+        let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
+        if let Some(ipam) = &c.ipam {
+            inv.delegate(ipam, Command::Check)?;
+        }
         let prev = inv
             .prev_result
-            .ok_or_else(|| CniError::invalid_config("bridge: Required prevResult missing"))?;
+            .ok_or_else(|| CniError::invalid_config("Required prevResult missing"))?;
         let res = prev.to_v1()?;
-        if let Some(ipam) = conf::ipam_type(inv.config) {
-            inv.delegate(&ipam, Command::Check)?;
-        }
-        let mut host = Netlink::new().map_err(err)?;
-        let br = host
-            .link_by_name(&c.br_name)
-            .map_err(err)?
-            .ok_or_else(|| CniError::internal(format!("bridge: {:?} not found", c.br_name)))?;
-        if br.kind.as_deref() != Some("bridge") {
-            return Err(CniError::internal(format!("bridge: {:?} is not a bridge", c.br_name)));
-        }
-        let (mut pod_nl, cont) = veth::pod_end(&inv.rt.netns, &inv.rt.ifname, "bridge")?;
-        if let Some(want) = res
+        let none = Interface::default();
+        let br_if = res.interfaces.iter().find(|i| i.name == c.br_name).unwrap_or(&none);
+        let cont_if = res
             .interfaces
             .iter()
-            .find(|i| i.name == inv.rt.ifname && i.sandbox == inv.rt.netns)
+            .find(|i| i.name != c.br_name && i.name == inv.rt.ifname && &i.sandbox == netns)
+            .unwrap_or(&none);
+        let fail = |m: String| CniError::internal(m);
+        let mac_of = |l: &Link| l.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+        let mut host = Netlink::new().map_err(err)?;
+        // The bridge.
+        let br = named_link(&mut host, br_if, false)?;
+        if br.kind.as_deref() != Some("bridge") {
+            return Err(fail(format!(
+                "Interface {} does not have link type of bridge",
+                br_if.name
+            )));
+        }
+        if !br_if.mac.is_empty() && br_if.mac != mac_of(&br) {
+            return Err(fail(format!(
+                "Bridge interface {} Mac doesn't match: {}",
+                br_if.name, br_if.mac
+            )));
+        }
+        if br.promisc != c.promisc_mode {
+            return Err(fail(format!(
+                "Bridge interface {} configured Promisc Mode {} doesn't match current state: {} ",
+                br_if.name, c.promisc_mode, br.promisc
+            )));
+        }
+        if *netns != cont_if.sandbox {
+            return Err(fail(format!(
+                "Sandbox in prevResult {} doesn't match configured netns: {netns}",
+                cont_if.sandbox
+            )));
+        }
+        // The container interface.
+        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let cont = named_link(&mut pod_nl, cont_if, true)?;
+        if cont.kind.as_deref() != Some("veth") {
+            return Err(fail(format!(
+                "Error: Container interface {} not of type veth",
+                cont.name
+            )));
+        }
+        if !cont_if.mac.is_empty() && cont_if.mac != mac_of(&cont) {
+            return Err(fail(format!(
+                "Interface {} Mac {} doesn't match container Mac: {}",
+                cont_if.name,
+                cont_if.mac,
+                mac_of(&cont)
+            )));
+        }
+        // The host veth: the result's other interface whose peer is the container's and
+        // whose master is the bridge (interfaces that are not veths are skipped).
+        let mut veth_found = false;
+        for i in res
+            .interfaces
+            .iter()
+            .filter(|i| i.name != br_if.name && i.name != cont_if.name)
         {
-            let have = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-            if !want.mac.is_empty() && !want.mac.eq_ignore_ascii_case(&have) {
-                return Err(CniError::internal(format!(
-                    "bridge: interface {} MAC {have} does not match the result's {}",
-                    inv.rt.ifname, want.mac
+            let l = named_link(&mut host, i, false)?;
+            if l.kind.as_deref() != Some("veth") {
+                continue;
+            }
+            if Some(l.index) != cont.peer_index || l.peer_index != Some(cont.index) || l.master != Some(br.index) {
+                continue;
+            }
+            if !i.mac.is_empty() && i.mac != mac_of(&l) {
+                return Err(fail(format!(
+                    "Interface {} Mac doesn't match: {} not found",
+                    i.name, i.mac
                 )));
             }
+            veth_found = true;
+            break;
         }
-        // The host end must be a port of the bridge and the container end's peer.
-        let peer = cont.peer_index;
-        let host_end = host
-            .links()
-            .map_err(err)?
-            .into_iter()
-            .find(|l| l.master == Some(br.index) && Some(l.index) == peer);
-        if host_end.is_none() {
-            return Err(CniError::internal(format!(
-                "bridge: the peer of {} is not a port of bridge {}",
-                inv.rt.ifname, c.br_name
-            )));
+        if !veth_found {
+            return Err(fail(format!("CNI veth created for bridge {} was not found", c.br_name)));
         }
         ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
         if c.macspoofchk {
-            let mac = cont.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-            macspoof::check(&macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname), &mac).map_err(err)?;
+            macspoof::check(
+                &macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+                &mac_of(&cont),
+            )
+            .map_err(err)?;
         }
         if c.ip_masq {
             let ips: Vec<IpNet> = res
@@ -250,7 +330,7 @@ impl Stage for Bridge {
             errors.extend(macspoof::gc(&valid.network, &keep).map_err(err).err());
             errors.extend(crate::gc::links(&valid, "veth", "bridge").err());
         }
-        if let Some(ipam) = conf::ipam_type(inv.config) {
+        if let Some(ipam) = BridgeConf::load(inv)?.0.ipam {
             errors.extend(inv.delegate(&ipam, Command::Gc).err());
         }
         crate::gc::join(errors)
@@ -262,7 +342,7 @@ impl Stage for Bridge {
     /// is gone or down.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
-        let ipam = conf::ipam_type(inv.config);
+        let ipam = c.ipam.clone();
         let has_nft = || crate::nft::nft_binary().is_some_and(|p| p.is_file());
         if c.ip_masq && ipam.is_some() && !has_nft() {
             return Err(CniError::new(
@@ -337,6 +417,31 @@ pub fn teardown_masq_deferred(net: &str, container_id: &str, ifname: &str, ips: 
     })
 }
 
+/// The reference's validateInterface: the link a result interface names, which must be in
+/// a sandbox or not as expected, in its words.
+fn named_link(nl: &mut Netlink, intf: &Interface, in_sandbox: bool) -> Result<Link, CniError> {
+    if intf.name.is_empty() {
+        return Err(CniError::internal("Interface name missing "));
+    }
+    let link = nl
+        .link_by_name(&intf.name)
+        .map_err(err)?
+        .ok_or_else(|| CniError::internal(format!("Interface name {} not found", intf.name)))?;
+    if in_sandbox && intf.sandbox.is_empty() {
+        return Err(CniError::internal(format!(
+            "Interface {} is expected to be in a sandbox",
+            intf.name
+        )));
+    }
+    if !in_sandbox && !intf.sandbox.is_empty() {
+        return Err(CniError::internal(format!(
+            "Interface {} should not be in sandbox",
+            intf.name
+        )));
+    }
+    Ok(link)
+}
+
 fn iface(l: &Link, sandbox: &str) -> Interface {
     Interface {
         name: l.name.clone(),
@@ -346,32 +451,46 @@ fn iface(l: &Link, sandbox: &str) -> Interface {
     }
 }
 
-/// The bridge, created if missing (up, accept_ra=0), refused if the name is something else.
-fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> anyhow::Result<Link> {
-    let existing = nl.link_by_name(&c.br_name)?;
+/// The bridge, created if missing (up, accept_ra=0), refused if the name is something
+/// else. Errors carry the reference's text ("failed to create bridge ...").
+fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> Result<Link, CniError> {
+    let name = &c.br_name;
+    let fail =
+        |inner: String, e: &anyhow::Error| goerr::with_details(format!("failed to create bridge {name:?}: {inner}"), e);
+    let existing = nl.link_by_name(name).map_err(err)?;
     let br = match existing {
         Some(l) => l,
         None => {
-            match nl.add_bridge(&c.br_name, c.mtu()) {
+            match nl.add_bridge(name, c.mtu()) {
                 Ok(()) => {}
                 // Another ADD made it in the meantime.
                 Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
-                Err(e) => return Err(e.context(format!("could not add {:?}", c.br_name))),
+                Err(e) => return Err(fail(format!("could not add {name:?}: {}", goerr::errno_text(&e)), &e)),
             }
-            nl.link_by_name(&c.br_name)?
-                .ok_or_else(|| anyhow!("bridge {:?} vanished after creation", c.br_name))?
+            nl.link_by_name(name).map_err(err)?.ok_or_else(|| {
+                CniError::internal(format!(
+                    "failed to create bridge {name:?}: could not lookup {name:?}: Link not found"
+                ))
+            })?
         }
     };
     if br.kind.as_deref() != Some("bridge") {
-        return Err(anyhow!("{:?} already exists but is not a bridge", c.br_name));
+        return Err(CniError::internal(format!(
+            "failed to create bridge {name:?}: {name:?} already exists but is not a bridge"
+        )));
     }
     if c.promisc_mode && !br.promisc {
-        nl.set_promisc(br.index, true)?;
+        nl.set_promisc(br.index, true).map_err(|e| {
+            fail(
+                format!("could not set promiscuous mode on {name:?}: {}", goerr::errno_text(&e)),
+                &e,
+            )
+        })?;
     }
-    // We own the routes of this interface.
-    let _ = sysctl::write(&format!("net.ipv6.conf.{}.accept_ra", c.br_name), "0");
+    // We own the routes of this interface: no router advertisements from pods.
+    sysctl::disable_accept_ra(name).map_err(|e| fail(format!("{e:#}"), &e))?;
     if !br.up {
-        nl.set_up(br.index)?;
+        nl.set_up(br.index).map_err(|e| fail(goerr::errno_text(&e), &e))?;
     }
     Ok(br)
 }
@@ -402,18 +521,16 @@ fn calc_gateways(res: &mut Result100, c: &BridgeConf) -> Result<Vec<IpNet>, CniE
                     prefix: 0,
                 }
             };
-            let mut present = false;
-            for r in &res.routes {
-                if r.dst.prefix == 0 && r.dst.is_ipv4() == !v6 {
-                    if r.gw.is_some_and(|g| g != gw) {
-                        return Err(CniError::invalid_config(format!(
-                            "isDefaultGateway ineffective because IPAM sets default route via {:?}",
-                            r.gw.map(|g| g.to_string()).unwrap_or_default()
-                        )));
-                    }
-                    present = true;
-                }
-            }
+            // An IPAM default route of this family with a gateway stands (whatever the
+            // gateway); one without a gateway does not count, as in the reference.
+            let present = res.routes.iter().any(|r| {
+                r.gw.is_some()
+                    && r.dst.network()
+                        == IpNet {
+                            addr: dst.addr,
+                            prefix: 0,
+                        }
+            });
             if !present {
                 res.routes.push(Route {
                     dst,
@@ -444,29 +561,57 @@ fn first_host(n: &IpNet) -> IpAddr {
 
 /// The gateway address on the bridge (the reference's ensureAddr): present already is
 /// fine; another IPv4 address, or an overlapping IPv6 one, is an error unless
-/// forceAddress replaces it.
-fn ensure_addr(nl: &mut Netlink, br: &Link, gw: &IpNet, force: bool) -> anyhow::Result<()> {
+/// forceAddress replaces it. Errors carry the reference's text.
+fn ensure_addr(nl: &mut Netlink, br: &Link, gw: &IpNet, force: bool) -> Result<(), CniError> {
+    let fail = |inner: String, e: &anyhow::Error| goerr::with_details(format!("failed to set bridge addr: {inner}"), e);
     let v4 = gw.is_ipv4();
-    for a in nl.addrs(Some(br.index))?.into_iter().filter(|a| a.addr.is_ipv4() == v4) {
+    let addrs = nl.addrs(Some(br.index)).map_err(|e| {
+        fail(
+            format!("could not get list of IP addresses: {}", goerr::errno_text(&e)),
+            &e,
+        )
+    })?;
+    for a in addrs.into_iter().filter(|a| a.addr.is_ipv4() == v4) {
         if a.addr.addr == gw.addr && a.addr.prefix == gw.prefix {
             return Ok(());
         }
         if v4 || a.addr.contains(gw.addr) || gw.contains(a.addr.addr) {
             if force {
-                nl.del_addr(br.index, &a.addr)?;
+                nl.del_addr(br.index, &a.addr).map_err(|e| {
+                    fail(
+                        format!(
+                            "could not remove IP address from {:?}: {}",
+                            br.name,
+                            goerr::errno_text(&e)
+                        ),
+                        &e,
+                    )
+                })?;
             } else {
-                return Err(anyhow!("{:?} already has an IP address different from {}", br.name, gw));
+                return Err(CniError::internal(format!(
+                    "failed to set bridge addr: {:?} already has an IP address different from {gw}",
+                    br.name
+                )));
             }
         }
     }
     match nl.add_addr(br.index, gw) {
         Ok(()) => {}
         Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
-        Err(e) => return Err(e.context(format!("could not add IP address to {:?}", br.name))),
+        Err(e) => {
+            return Err(fail(
+                format!("could not add IP address to {:?}: {}", br.name, goerr::errno_text(&e)),
+                &e,
+            ))
+        }
     }
-    // Pin the bridge's MAC, otherwise it follows the lowest port MAC as ports churn.
-    if let Some(mac) = nl.link_by_index(br.index)?.and_then(|l| l.mac) {
-        nl.set_mac(br.index, mac).context("could not set bridge's mac")?;
+    // Pin the bridge's MAC, otherwise it follows the lowest port MAC as ports churn. The
+    // MAC is the one read before this ADD's veth joined (`br` is that reading), as the
+    // reference does: a new bridge keeps the address it was made with and an existing one
+    // keeps its own, instead of adopting this pod's host veth MAC.
+    if let Some(mac) = br.mac {
+        nl.set_mac(br.index, mac)
+            .map_err(|e| fail(format!("could not set bridge's mac: {}", goerr::errno_text(&e)), &e))?;
     }
     Ok(())
 }
