@@ -45,6 +45,16 @@ const IFNAME: &str = "eth0";
 enum Form {
     DropIns,
     Meta,
+    /// the reference plugins (/usr/lib/cni) on the drop-ins' conflist: the benchmark's
+    /// baseline
+    Reference,
+}
+
+/// The cnichain binary to install: the test build, or the benchmark's release build.
+fn install_bin() -> PathBuf {
+    std::env::var_os("CNICHAIN_CRI_BENCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(cnichain_bin)
 }
 
 /// The chain: bridge + host-local, [gate], portmap, bandwidth.
@@ -70,7 +80,7 @@ fn chain(bridge: &str, subnet: &str, gateway: &str, ipam: &Path, gate: bool) -> 
 
 fn conflist(form: Form, name: &str, inner: &str) -> String {
     let plugins = match form {
-        Form::DropIns => inner.to_string(),
+        Form::DropIns | Form::Reference => inner.to_string(),
         Form::Meta => format!(
             r#"[ {{ "type": "cnichain", "capabilities": {{ "portMappings": true, "bandwidth": true }},
        "plugins": {inner} }} ]"#
@@ -136,11 +146,18 @@ impl Node {
             gateway = format!("{subnet_prefix}1");
             ipam_dir = sb.ipam_dir().join(&net);
             guard = None;
-            ok(&Command::new(cnichain_bin())
-                .args(["install", "--bin-dir"])
-                .arg(&bin)
-                .output()
-                .expect("cnichain install"));
+            if s.form == Form::Reference {
+                std::fs::create_dir_all(&bin).expect("bin dir");
+                for e in std::fs::read_dir(REF_PLUGINS).expect("reference plugins").flatten() {
+                    std::os::unix::fs::symlink(e.path(), bin.join(e.file_name())).expect("link plugin");
+                }
+            } else {
+                ok(&Command::new(install_bin())
+                    .args(["install", "--bin-dir"])
+                    .arg(&bin)
+                    .output()
+                    .expect("cnichain install"));
+            }
             let inner = chain(
                 "cni0",
                 &format!("{subnet_prefix}0/24"),
@@ -844,4 +861,101 @@ fn deploy_kubernetes_conflist_and_init_command() {
     one_sandbox_on(&node);
     killed_and_restarted(&mut node, false);
     eprintln!("deploy conflist: ok in {:.1}s", started.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------------------------------
+// bench/cri: RunPodSandbox and StopPodSandbox latency as the kubelet sees it, for the
+// reference plugins and cnichain (drop-ins, meta-plugin) on the same chain, modes
+// interleaved in every round. Asserts nothing but success; prints medians, p99 and ratios.
+
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+    s.get(i).copied().unwrap_or(f64::NAN)
+}
+
+#[test]
+#[ignore = "benchmark: run by bench/cri"]
+fn cri_bench() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rounds: usize = std::env::var("CNICHAIN_CRI_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let warm = 2;
+    let modes = [
+        ("reference", Form::Reference, 41u8),
+        ("drop-ins", Form::DropIns, 42),
+        ("meta", Form::Meta, 43),
+    ];
+    let nodes: Vec<Node> = modes
+        .iter()
+        .map(|(name, form, octet)| {
+            Node::new(Setup {
+                form: *form,
+                tag: &format!("cb{}", &name[..3]),
+                octet: *octet,
+                gate: false,
+                deploy: false,
+            })
+        })
+        .collect();
+    let mut run_ms = vec![Vec::new(); modes.len()];
+    let mut stop_ms = vec![Vec::new(); modes.len()];
+    for r in 0..rounds + warm {
+        for (m, node) in nodes.iter().enumerate() {
+            let pod = node
+                .pod(&format!("b{r}"))
+                .port(Protocol::Tcp, HELLO_TCP_PORT as i32, 18080, "")
+                .bandwidth(RATE, RATE);
+            let t0 = Instant::now();
+            let id = node.cri().run(pod.config()).expect("RunPodSandbox");
+            let t1 = Instant::now();
+            node.cd.track(&id);
+            node.cri().stop(&id).expect("StopPodSandbox");
+            let t2 = Instant::now();
+            node.cri().remove(&id).expect("RemovePodSandbox");
+            if r >= warm {
+                run_ms[m].push((t1 - t0).as_secs_f64() * 1e3);
+                stop_ms[m].push((t2 - t1).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let bin = install_bin();
+    println!(
+        "CRI sandbox latency, containerd {}, chain bridge+host-local, portmap (1 hostPort), \
+         bandwidth (annotations {RATE}); {rounds} rounds, cnichain {}",
+        nodes[0].cri().version().map(|v| v.runtime_version).unwrap_or_default(),
+        bin.display()
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>12} {:>12}",
+        "mode", "Run med ms", "Run p99 ms", "Stop med ms", "Stop p99 ms"
+    );
+    let stats: Vec<[f64; 4]> = (0..modes.len())
+        .map(|m| {
+            [
+                percentile(&run_ms[m], 0.5),
+                percentile(&run_ms[m], 0.99),
+                percentile(&stop_ms[m], 0.5),
+                percentile(&stop_ms[m], 0.99),
+            ]
+        })
+        .collect();
+    for (m, (name, _, _)) in modes.iter().enumerate() {
+        let s = stats[m];
+        println!("{name:<10} {:>12.1} {:>12.1} {:>12.1} {:>12.1}", s[0], s[1], s[2], s[3]);
+    }
+    for m in 1..modes.len() {
+        let (r, c) = (stats[0], stats[m]);
+        println!(
+            "{:<9} vs reference: Run {:.2}x faster (p99 {:.2}x), Stop {:.2}x (p99 {:.2}x)",
+            modes[m].0,
+            r[0] / c[0],
+            r[1] / c[1],
+            r[2] / c[2],
+            r[3] / c[3]
+        );
+    }
 }
