@@ -425,7 +425,8 @@ fn run_init_container(sb: &Sandbox, cmd: &str, conflist: &str, bin: &Path, conf:
 }
 
 /// host-local's default dataDir for the shipped conflist's network: refuses to run on a
-/// machine that has reservations there, removes the dir afterwards.
+/// machine that has reservations there, removes the dir afterwards (and its parent,
+/// /var/lib/cni/networks, when it made that too).
 struct DefaultIpamGuard(PathBuf, bool);
 
 impl DefaultIpamGuard {
@@ -443,7 +444,8 @@ impl DefaultIpamGuard {
             "{} holds reservations of another user: {existing:?}",
             dir.display()
         );
-        DefaultIpamGuard(dir.to_path_buf(), !dir.exists())
+        let made_parent = dir.parent().is_some_and(|p| !p.exists());
+        DefaultIpamGuard(dir.to_path_buf(), made_parent)
     }
 }
 
