@@ -46,7 +46,6 @@ pub struct Containerd {
     made_run_containerd: bool,
     /// sandbox ids whose libcni cache files drop removes (if the test did not)
     ids: Mutex<BTreeSet<String>>,
-    starts: usize,
 }
 
 impl Containerd {
@@ -67,7 +66,6 @@ impl Containerd {
             child: None,
             made_run_containerd: !Path::new("/run/containerd").exists(),
             ids: Mutex::new(BTreeSet::new()),
-            starts: 0,
         };
         std::fs::write(cd.dir.join("config.toml"), cd.config(bin_dir, conf_dir)).expect("config.toml");
         cd.spawn();
@@ -127,7 +125,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     fn spawn(&mut self) {
         assert!(self.child.is_none(), "containerd already running");
-        self.starts += 1;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
