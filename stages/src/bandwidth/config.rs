@@ -10,9 +10,10 @@ use crate::conf;
 use crate::netlink::htb::Subnet;
 use crate::netlink::tbf;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
+use cnichain_engine::spec::result::key_is;
 use cnichain_engine::stage::Invocation;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// The keys of a bandwidth entry (upstream's subnet lists included: their presence also
 /// makes the plugin config's entry the one that counts).
@@ -181,9 +182,10 @@ impl BandwidthConf {
     /// Read and check the request. Bad numbers, bad subnet lists and both subnet lists
     /// at once are code 7 naming the field.
     pub fn load(inv: &Invocation) -> Result<BandwidthConf, CniError> {
-        let plain: Entry = conf::parse(inv.config, "bandwidth")?;
-        let rt: RawRuntime = conf::parse(inv.config, "bandwidth")?;
-        let has_plain = ENTRY_KEYS.iter().any(|k| inv.config.contains_key(*k));
+        let config = go_keys(inv.config);
+        let plain: Entry = conf::parse(&config, "bandwidth")?;
+        let rt: RawRuntime = conf::parse(&config, "bandwidth")?;
+        let has_plain = ENTRY_KEYS.iter().any(|k| config.contains_key(*k));
         let (entry, prefix) = if has_plain {
             (Some(plain), "")
         } else {
@@ -233,6 +235,37 @@ impl BandwidthConf {
     pub fn is_zero(&self) -> bool {
         self.ingress.is_none() && self.egress.is_none()
     }
+}
+
+/// The request with the entry's keys as Go's decoder matches them: case-insensitively,
+/// the last match winning. containerd's go-cni sends `runtimeConfig.bandwidth` with its
+/// Go field names (`IngressRate`, `IngressBurst`, ...: that struct has no json tags),
+/// and the reference reads them; so are the top-level keys and `runtimeConfig` itself
+/// matched. Other keys stay as they are.
+fn go_keys(config: &Map<String, Value>) -> Map<String, Value> {
+    fn canon(m: &Map<String, Value>, names: &[&str]) -> Map<String, Value> {
+        let mut out = Map::new();
+        for (k, v) in m {
+            let name = names
+                .iter()
+                .find(|n| key_is(k, n))
+                .map_or_else(|| k.clone(), |n| n.to_string());
+            out.insert(name, v.clone());
+        }
+        out
+    }
+    let mut top_names = ENTRY_KEYS.to_vec();
+    top_names.push("runtimeConfig");
+    let mut top = canon(config, &top_names);
+    if let Some(Value::Object(rc)) = top.get("runtimeConfig") {
+        let mut rc = canon(rc, &["bandwidth"]);
+        if let Some(Value::Object(bw)) = rc.get("bandwidth") {
+            let bw = canon(bw, ENTRY_KEYS);
+            rc.insert("bandwidth".into(), Value::Object(bw));
+        }
+        top.insert("runtimeConfig".into(), Value::Object(rc));
+    }
+    top
 }
 
 /// The ifb device of an attachment, as the reference names it:
@@ -285,6 +318,27 @@ mod tests {
 mod subnet_tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_match_as_in_go() {
+        // what containerd 1.6's go-cni sends for the kubernetes.io/*-bandwidth annotations
+        let c = json!({ "name": "n", "runtimeConfig": { "bandwidth": {
+            "IngressRate": 50_000_000u64, "IngressBurst": 4_294_967_295u64,
+            "EgressRate": 1_000_000u64, "EgressBurst": 100_000u64 } } });
+        let got = go_keys(c.as_object().unwrap());
+        assert_eq!(
+            got["runtimeConfig"]["bandwidth"],
+            json!({ "ingressRate": 50_000_000u64, "ingressBurst": 4_294_967_295u64,
+                    "egressRate": 1_000_000u64, "egressBurst": 100_000u64 })
+        );
+        // top level and runtimeConfig itself too; the last match wins; others untouched
+        let c = json!({ "INGRESSRATE": 1, "ingressRate": 2, "RuntimeConfig": { "Bandwidth": {} }, "Other": 3 });
+        let got = go_keys(c.as_object().unwrap());
+        assert_eq!(
+            Value::Object(got),
+            json!({ "ingressRate": 2, "runtimeConfig": { "bandwidth": {} }, "Other": 3 })
+        );
+    }
 
     #[test]
     fn subnet_lists() {
