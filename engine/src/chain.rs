@@ -280,7 +280,9 @@ impl Engine {
         validate_attachment(list, rt, Command::Del)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.del_unlocked(list, rt);
-        release(held, out.is_ok());
+        // A failed DEL keeps the attachment's lock file, unless it made it (no ADD had).
+        let made = held.as_ref().is_some_and(|(_, att)| att.created);
+        release(held, out.is_ok() || made);
         out
     }
 
