@@ -5,43 +5,13 @@
 //! can always be undone.
 
 mod common;
+use common::bounded::run_bounded;
 use common::snapshot::{assert_unchanged, Snapshot};
 use common::*;
 use serde_json::Value;
-use std::io::Write;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-/// Run `cmd` with `stdin`; a run still going after a minute is killed and the test fails
-/// (a liveness guard, not a timing assertion: before the fix the lock spun forever).
-fn run_bounded(mut cmd: Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut sin = child.stdin.take().expect("stdin");
-    let data = stdin.as_bytes().to_vec();
-    let w = std::thread::spawn(move || {
-        let _ = sin.write_all(&data);
-    });
-    let start = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} still running after 60 s: it hangs");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = w.join();
-    let o = child.wait_with_output().expect("output");
-    assert_ne!(o.status.code(), Some(101), "panicked: {}", stderr(&o));
-    o
-}
+use std::process::{Command, Output};
 
 /// A CNI bin dir in the sandbox with every drop-in name linked to the binary.
 fn drop_ins(sb: &Sandbox) -> PathBuf {

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod bounded;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
