@@ -452,9 +452,9 @@ fn an_interrupted_install_can_be_undone() {
         "{}",
         stderr(&o)
     );
-    assert!(
-        !dir.join("bridge").exists(),
-        "bridge was moved aside before the failure"
+    assert_eq!(
+        std::fs::read_to_string(dir.join("bridge.cnichain-orig")).expect("bridge moved aside before the failure"),
+        "reference bridge"
     );
     drop(guard);
     ok(&install_cmd(&dir, &["uninstall"]));
