@@ -370,6 +370,13 @@ fn refused_requests_create_nothing() {
         cni_err(&o);
         unchanged(&sb, &before, &format!("refused CLI {verb}"));
     }
+    // The cnitool stand-in (libcni's no-rollback behaviour): a refused ADD too.
+    let _ = symlink(cnichain_bin(), bin.join("cnitool"));
+    let mut c = sb.in_host(&bin.join("cnitool"));
+    c.env("CNI_PATH", "").args(["add", NET, &pod]);
+    let o = run_bounded(c, "");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    unchanged(&sb, &before, "refused cnitool add");
     // A CLI DEL of an attachment that was never added succeeds and leaves nothing.
     sb.write_conflist(
         "r.conflist",
