@@ -289,6 +289,42 @@ mod tests {
     }
 
     #[test]
+    fn temporary_names_are_random_and_only_ours_are_removed() {
+        let dir = std::env::temp_dir().join(format!("cnichain-cache-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let entry = dir.join("results/n-c-eth0");
+        write_atomic_below(&dir, &entry, b"one", false).unwrap();
+        assert_eq!(std::fs::read(&entry).unwrap(), b"one");
+        let results = dir.join("results");
+        // Left by killed writers: ours (both forms), and another entry's.
+        for n in [
+            ".n-c-eth0.tmp",
+            ".n-c-eth0.tmp-0123456789abcdef",
+            ".n-c-eth0.5.tmp-0123456789abcdef",
+            ".n-c-eth0.tmp-x",
+        ] {
+            std::fs::write(results.join(n), "").unwrap();
+        }
+        remove_temps(&entry);
+        let mut left: Vec<String> = std::fs::read_dir(&results)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".n-c-eth0.5.tmp-0123456789abcdef", ".n-c-eth0.tmp-x", "n-c-eth0"]
+        );
+        // Two names in a row differ.
+        assert_ne!(
+            crate::nodefs::random_hex().unwrap(),
+            crate::nodefs::random_hex().unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn corrupt_entries_are_reported_not_panicked() {
         for bad in [
             &b""[..],

@@ -5,7 +5,13 @@
 //! ADD and stays until its DEL (or a rolled-back ADD, or GC of a stale attachment): it
 //! also says "this attachment exists or is being added", which GC without an explicit
 //! valid set respects (a runtime's chain of drop-ins has no cached result until its
-//! last plugin returns). Locks leave nothing behind once every attachment is DELeted.
+//! last plugin returns). Locks leave no file behind once every attachment is DELeted.
+//!
+//! The node-wide `gc.lock` is removed again by the taker that made it, when nobody else
+//! holds it; a request refused for its input removes the lock file and directories it
+//! made, so it leaves nothing. Lock files and the directories below the state dir are
+//! never opened through a symlink (see `nodefs`): a planted one is a clear error, and
+//! the retries for a lock file removed under a taker are bounded.
 //!
 //! A plugin this process execs may exec cnichain again for the same attachment (a
 //! foreign main plugin delegating to cnichain's host-local drop-in), or during GC. That
@@ -274,6 +280,11 @@ impl Locks {
     /// before its DEL left).
     pub fn sweep(&self, net: &str, valid: &[(&str, &str)]) {
         let keep: Vec<PathBuf> = valid.iter().map(|(c, i)| self.attachment_path(net, c, i)).collect();
+        // Never remove through a planted symlink (it could lead anywhere).
+        let real = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        if !real(&self.dir) || !real(&self.dir.join(net)) {
+            return;
+        }
         let Ok(rd) = std::fs::read_dir(self.dir.join(net)) else {
             return;
         };
@@ -338,6 +349,44 @@ mod tests {
         let s2 = locks.gc(false).unwrap();
         drop((s1, s2));
         let _x = locks.gc(true).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn planted_symlinks_are_errors_and_takers_tidy_up() {
+        let dir = std::env::temp_dir().join(format!("cnichain-lock-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let locks = Locks::new(&dir);
+        // A refused request: the attachment lock removed, then the GC lock dropped.
+        let gc = locks.gc(false).unwrap();
+        let att = locks.attachment("n", "c", "eth0").unwrap();
+        assert!(gc.created && att.created);
+        att.remove();
+        drop(gc);
+        assert!(!dir.exists(), "the takers made the state dir and remove it again");
+        // A dangling symlink at gc.lock: an error at once, never a spin.
+        std::fs::create_dir_all(dir.join("locks")).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("locks/gc.lock")).unwrap();
+        let e = locks.gc(false).err().expect("refused");
+        assert!(e.msg.contains("symbolic link"), "{e}");
+        assert!(!dir.join("nowhere").exists());
+        // A symlinked network lock dir: refused, and sweep does not remove through it.
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("x:eth0.lock"), "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("locks/m")).unwrap();
+        std::fs::remove_file(dir.join("locks/gc.lock")).unwrap();
+        let e = locks.attachment("m", "c", "eth0").err().expect("refused");
+        assert!(e.msg.contains("symbolic link"), "{e}");
+        locks.sweep("m", &[]);
+        assert!(elsewhere.join("x:eth0.lock").exists(), "removed through the symlink");
+        // A lock file held by another taker stays when the GC lock's maker is done.
+        let a = locks.gc(false).unwrap();
+        let b = locks.gc(false).unwrap();
+        assert!(a.created && !b.created);
+        drop(a);
+        assert!(dir.join("locks/gc.lock").exists());
+        drop(b);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
