@@ -408,7 +408,10 @@ fn meta(
 
 /// The skeleton's "about" text for a drop-in run by hand without CNI_COMMAND.
 pub fn about(name: &str) -> i32 {
-    eprintln!("CNI {name} plugin (cnichain {})", env!("CARGO_PKG_VERSION"));
-    eprintln!("CNI protocol versions supported: {}", version::SUPPORTED.join(", "));
+    crate::cli::write_stderr(&format!(
+        "CNI {name} plugin (cnichain {})\nCNI protocol versions supported: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        version::SUPPORTED.join(", ")
+    ));
     0
 }
