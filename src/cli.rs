@@ -163,11 +163,32 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            println!("{}", e.to_json_pretty());
-            eprintln!("cnichain: {e}");
+            // Best effort: stdout may be what failed.
+            let _ = write_stdout(&format!("{}\n", e.to_json_pretty()));
+            write_stderr(&format!("cnichain: {e}\n"));
             1
         }
     }
+}
+
+/// Write `text` to stdout and flush. println! panics when stdout is closed or full;
+/// here the caller gets the error (a result printed after ADD committed, say).
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
+
+/// Write `text` to stderr, ignoring a closed stderr (eprintln! would panic).
+pub fn write_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// The error for a result that could not be written to stdout.
+fn stdout_err(what: &str, e: std::io::Error) -> CniError {
+    CniError::io(format!("{what}, but writing it to stdout failed: {e}"))
 }
 
 pub fn init_logging() {
@@ -210,13 +231,13 @@ fn runtime_conf(c: &Common, netns: &str) -> Result<cnichain_engine::spec::args::
 
 fn print_timings(engine: &Engine) {
     for t in engine.take_timings() {
-        eprintln!(
-            "timing: {:<6} {:<12} {:>9.3} ms  {}",
+        write_stderr(&format!(
+            "timing: {:<6} {:<12} {:>9.3} ms  {}\n",
             t.command.as_str(),
             t.plugin_type,
             t.elapsed.as_secs_f64() * 1000.0,
             t.how
-        );
+        ));
     }
 }
 
@@ -226,11 +247,14 @@ fn run(cli: Cli) -> Result<(), CniError> {
     // when a runtime executes them as plugins. Set before any thread is started.
     std::env::set_var("CNICHAIN_STATE_DIR", &c.state_dir);
     if let Cmd::Version = cli.cmd {
-        println!("cnichain {}", env!("CARGO_PKG_VERSION"));
-        println!("CNI spec versions: {}", version::SUPPORTED.join(", "));
         let engine = runtime::engine(&settings(c));
-        println!("in-process stages: {}", engine.registry.in_process_types().join(", "));
-        return Ok(());
+        let text = format!(
+            "cnichain {}\nCNI spec versions: {}\nin-process stages: {}\n",
+            env!("CARGO_PKG_VERSION"),
+            version::SUPPORTED.join(", "),
+            engine.registry.in_process_types().join(", ")
+        );
+        return write_stdout(&text).map_err(|e| stdout_err("version", e));
     }
     let mut engine = runtime::engine(&settings(c));
     engine.record_timings = c.timings;
@@ -254,7 +278,12 @@ fn run(cli: Cli) -> Result<(), CniError> {
         Cmd::Add { net, netns } => {
             let list = load_net(c, net)?;
             let rt = runtime_conf(c, netns)?;
-            engine.add(&list, &rt).map(|r| println!("{}", r.to_json_pretty()))
+            // ADD has committed (result cached) when its result is written: a failing
+            // stdout is reported and the exit status is 1; DEL undoes the attachment.
+            engine.add(&list, &rt).and_then(|r| {
+                write_stdout(&format!("{}\n", r.to_json_pretty()))
+                    .map_err(|e| stdout_err("ADD succeeded (its result is cached)", e))
+            })
         }
         Cmd::Check { net, netns } => {
             let list = load_net(c, net)?;
@@ -290,7 +319,10 @@ fn run(cli: Cli) -> Result<(), CniError> {
     };
     if c.timings {
         print_timings(&engine);
-        eprintln!("timing: total {:>9.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+        write_stderr(&format!(
+            "timing: total {:>9.3} ms\n",
+            started.elapsed().as_secs_f64() * 1000.0
+        ));
     }
     res
 }

@@ -2,20 +2,21 @@
 //! contract (environment, container ID, output format, messages on stderr, exit status),
 //! so it can replace cnitool in other projects' test suites.
 
+use crate::cli::{write_stderr, write_stdout};
 use crate::runtime::{self, Settings};
 use cnichain_engine::load;
 use cnichain_engine::spec::args::{parse_capability_args, parse_cni_args};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::stage::ExecPolicy;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
 fn usage(me: &str) -> i32 {
-    eprintln!("{me}: Add, check, or remove network interfaces from a network namespace");
+    let mut text = format!("{me}: Add, check, or remove network interfaces from a network namespace\n");
     for c in ["add  ", "check", "del  ", "gc   ", "status"] {
-        eprintln!("  {me} {c} <net> <netns>");
+        text.push_str(&format!("  {me} {c} <net> <netns>\n"));
     }
+    write_stderr(&text);
     1
 }
 
@@ -28,7 +29,7 @@ pub fn main() -> i32 {
     match run(&args[1], &args[2], &args[3]) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("{e}");
+            write_stderr(&format!("{e}\n"));
             1
         }
     }
@@ -71,11 +72,13 @@ fn run(cmd: &str, net: &str, netns: &str) -> Result<(), CniError> {
     match cmd {
         "add" => {
             let res = engine.add(&list, &rt)?;
-            // cnitool prints with 4-space indentation and no trailing newline.
-            let mut out = std::io::stdout();
-            let _ = out.write_all(res.to_json_pretty().as_bytes());
-            let _ = out.flush();
-            Ok(())
+            // cnitool prints with 4-space indentation and no trailing newline. ADD has
+            // committed: a failing stdout is an error (exit status 1), not a panic.
+            write_stdout(&res.to_json_pretty()).map_err(|e| {
+                CniError::io(format!(
+                    "ADD succeeded (its result is cached), but writing it to stdout failed: {e}"
+                ))
+            })
         }
         "check" => engine.check(&list, &rt),
         "del" => engine.del(&list, &rt),

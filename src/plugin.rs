@@ -98,8 +98,19 @@ fn print_err(e: &CniError, version: &str) -> i32 {
 pub fn main(stage: Option<&str>) -> i32 {
     crate::cli::init_logging();
     let mut stdin = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+    // The config file cap: a runtime's request is never anywhere near it.
+    let max = cnichain_engine::load::MAX_CONF_BYTES;
+    if let Err(e) = std::io::stdin().take(max + 1).read_to_end(&mut stdin) {
         return print_err(&CniError::io(format!("error reading from stdin: {e}")), "");
+    }
+    if stdin.len() as u64 > max {
+        return print_err(
+            &CniError::new(
+                INVALID_CONFIG,
+                format!("network configuration on stdin is larger than {max} bytes"),
+            ),
+            "",
+        );
     }
     let conf_version = serde_json::from_slice::<Value>(&stdin)
         .ok()
@@ -108,10 +119,11 @@ pub fn main(stage: Option<&str>) -> i32 {
     match run(stage, &stdin) {
         Ok(out) => {
             if let Some(text) = out {
-                let mut o = std::io::stdout();
-                let _ = o.write_all(text.as_bytes());
-                let _ = o.write_all(b"\n");
-                let _ = o.flush();
+                // The runtime never sees a result that could not be written: exit 1.
+                if let Err(e) = crate::cli::write_stdout(&format!("{text}\n")) {
+                    crate::cli::write_stderr(&format!("cnichain: writing the result to stdout: {e}\n"));
+                    return 1;
+                }
             }
             0
         }
@@ -204,9 +216,9 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
     if let Some(Held::Attachment(_gc, att)) = held {
         // The lock file stays with the attachment (see engine/src/lock.rs): gone after
         // DEL, a failed ADD that made it (a drop-in undoes its own partial work; the
-        // meta-plugin rolls back), or a CHECK that made it.
+        // meta-plugin rolls back), or a CHECK or failed DEL that made it.
         let gone = match command {
-            Command::Del => out.is_ok(),
+            Command::Del => out.is_ok() || att.created,
             Command::Add => out.is_err() && (stage.is_none() || att.created),
             _ => att.created,
         };
@@ -396,7 +408,10 @@ fn meta(
 
 /// The skeleton's "about" text for a drop-in run by hand without CNI_COMMAND.
 pub fn about(name: &str) -> i32 {
-    eprintln!("CNI {name} plugin (cnichain {})", env!("CARGO_PKG_VERSION"));
-    eprintln!("CNI protocol versions supported: {}", version::SUPPORTED.join(", "));
+    crate::cli::write_stderr(&format!(
+        "CNI {name} plugin (cnichain {})\nCNI protocol versions supported: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        version::SUPPORTED.join(", ")
+    ));
     0
 }

@@ -13,8 +13,14 @@ const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Runs the validator; returns the exit status (0 clean, 1 problems, 2 usage error).
 pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeout: Option<Duration>) -> i32 {
     if a.list_codes {
-        print!("{}", diag::code_table());
-        return 0;
+        // A closed stdout is an error, not a panic.
+        return match crate::cli::write_stdout(&diag::code_table()) {
+            Ok(()) => 0,
+            Err(e) => {
+                crate::cli::write_stderr(&format!("cnichain validate: writing to stdout: {e}\n"));
+                2
+            }
+        };
     }
     let paths = if a.paths.is_empty() {
         vec![conf_dir.to_path_buf()]

@@ -516,3 +516,103 @@ fn an_in_process_main_stage_delegates_to_an_exec_ipam() {
     let cmds: Vec<String> = sb.records().iter().map(|r| env_of(r, "CNI_COMMAND")).collect();
     assert_eq!(cmds, ["DEL"]);
 }
+
+/// A CNI_PATH dir holding one shell-script plugin named `name`.
+fn script_plugin(sb: &Sandbox, name: &str, body: &str) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = sb.dir.join("scripts");
+    std::fs::create_dir_all(&bin).unwrap();
+    let p = bin.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin.display().to_string()
+}
+
+/// Whether `pid` is still a live process whose command line contains `marker`.
+fn alive(pid: &str, marker: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z'));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    !stat.is_empty() && !zombie && String::from_utf8_lossy(&cmdline).contains(marker)
+}
+
+/// A plugin that starts a child of its own and hangs: at the timeout both are killed
+/// (the plugin's whole process group), and cnichain returns the timeout error.
+#[test]
+fn a_timed_out_plugin_is_killed_with_its_children() {
+    let mut sb = Sandbox::new("pgkill");
+    let pod = sb.pod("p");
+    let pids = sb.dir.join("pids");
+    std::fs::create_dir_all(&pids).unwrap();
+    let path = script_plugin(
+        &sb,
+        "hangs",
+        &format!(
+            "echo $$ > {d}/plugin\nsleep 98765 &\necho $! > {d}/grandchild\nwait",
+            d = pids.display()
+        ),
+    );
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"hangs"}}]}}"#),
+    );
+    let mut c = sb.in_host(&cnichain_bin());
+    c.env("CNI_PATH", &path)
+        .args(["--plugin-timeout", "1", "add", &net, &pod]);
+    let o = common::bounded::run_bounded(c, "");
+    let e = cni_err(&o);
+    assert_eq!(e["code"], 11, "{e}");
+    assert!(e["msg"].as_str().unwrap_or("").contains("timed out"), "{e}");
+    let plugin = std::fs::read_to_string(pids.join("plugin")).unwrap().trim().to_string();
+    let grandchild = std::fs::read_to_string(pids.join("grandchild"))
+        .unwrap()
+        .trim()
+        .to_string();
+    // The orphaned grandchild is reaped by init a moment after it dies.
+    let start = std::time::Instant::now();
+    while (alive(&plugin, "hangs") || alive(&grandchild, "98765")) && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let left = [(&plugin, "hangs"), (&grandchild, "98765")]
+        .iter()
+        .filter(|(p, m)| alive(p, m))
+        .map(|(p, _)| p.to_string())
+        .collect::<Vec<_>>();
+    for p in &left {
+        let _ = std::process::Command::new("kill").args(["-9", p]).status();
+    }
+    assert!(left.is_empty(), "still running after the timeout: {left:?}");
+}
+
+/// A plugin writing 20 MiB to stdout (or stderr), or without end: a clear error at the
+/// 16 MiB cap, the plugin killed, nothing read beyond it.
+#[test]
+fn a_plugin_flooding_its_output_is_stopped_at_the_cap() {
+    let mut sb = Sandbox::new("flood");
+    let pod = sb.pod("p");
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist(
+        "10.conflist",
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"floods"}}]}}"#),
+    );
+    for (body, stream) in [
+        ("head -c 20971520 /dev/zero", "stdout"),
+        ("head -c 20971520 /dev/zero >&2", "stderr"),
+        ("exec yes", "stdout"),
+    ] {
+        let path = script_plugin(&sb, "floods", body);
+        let mut c = sb.in_host(&cnichain_bin());
+        // No timeout: only the cap stops an endless writer.
+        c.env("CNI_PATH", &path)
+            .args(["--plugin-timeout", "0", "add", &net, &pod]);
+        let o = common::bounded::run_bounded(c, "");
+        let e = cni_err(&o);
+        let msg = e["msg"].as_str().unwrap_or("");
+        assert!(
+            msg.contains(&format!("more than 16777216 bytes to {stream}")),
+            "{body}: {e}"
+        );
+        assert!(o.stdout.len() < 4096, "{body}: the output was passed on");
+    }
+}

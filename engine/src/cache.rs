@@ -9,7 +9,6 @@ use crate::spec::result::CniResult;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/cni";
@@ -90,7 +89,7 @@ impl Cache {
         m.insert("result".into(), result.to_value());
         let bytes = serde_json::to_vec(&m).map_err(|e| CniError::internal(e.to_string()))?;
         let path = self.path(net, &rt.container_id, &rt.ifname);
-        write_atomic(&path, &bytes, self.fsync).map_err(|e| {
+        write_atomic_below(&self.dir, &path, &bytes, self.fsync).map_err(|e| {
             CniError::io(format!(
                 "failed to set network {net:?} cached result: {}: {e}",
                 path.display()
@@ -115,7 +114,7 @@ impl Cache {
     /// killed while writing the entry (crash consistency: DEL leaves no file behind).
     pub fn remove(&self, net: &str, container_id: &str, ifname: &str) -> Result<(), CniError> {
         let path = self.path(net, container_id, ifname);
-        let _ = std::fs::remove_file(temp_path(&path));
+        remove_temps(&path);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -207,39 +206,59 @@ pub fn parse_entry(bytes: &[u8]) -> Result<CacheEntry, String> {
     })
 }
 
-/// The temporary file `write_atomic` renames into `path`: `.<name>.tmp` beside it.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
-    dir.join(format!(".{name}.tmp"))
+/// The temporary files `write_atomic` renames into `path`: `.<name>.tmp-<16 hex>` beside
+/// it, a random name made exclusively, so nobody can plant one ahead.
+fn temp_prefix(path: &Path) -> Option<String> {
+    path.file_name().and_then(|n| n.to_str()).map(|n| format!(".{n}.tmp"))
 }
 
-/// Write to a temp file in the same directory, (fsync,) rename over, (fsync the
-/// directory). Directories 0700 and the file 0600, as libcni.
+/// Remove the temporary files a writer of `path` killed between creating one and the
+/// rename left behind (and the fixed `.<name>.tmp` of earlier versions). Only names of
+/// that exact form: another entry's name cannot match.
+pub fn remove_temps(path: &Path) {
+    let (Some(dir), Some(prefix)) = (path.parent(), temp_prefix(path)) else {
+        return;
+    };
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let ours = rest.is_empty()
+            || rest
+                .strip_prefix('-')
+                .is_some_and(|h| h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if ours {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// [`write_atomic_below`] with the parent directory as the operator's base.
 pub fn write_atomic(path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
-    // One temporary name per entry (not per process): a kill -9 between open and
-    // rename leaves it behind, and DEL (`Cache::remove`) removes it by this name.
-    // Writers of one entry are serialized by the attachment lock.
-    write_atomic_via(path, &temp_path(path), bytes, fsync)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    write_atomic_below(dir, path, bytes, fsync)
 }
 
-/// [`write_atomic`] through the temporary file `tmp` (in the same directory), for
-/// writers that are not serialized and need one temporary name each.
-pub fn write_atomic_via(path: &Path, tmp: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
+/// Write to a new temporary file in the same directory, (fsync,) rename over, (fsync
+/// the directory). Directories 0700 and the file 0600, as libcni. The directories
+/// between `base` and the file are cnichain's and must not be symlinks (see
+/// `nodefs::make_dirs`); the rename replaces whatever is at `path` (a planted symlink
+/// included) without following it. Concurrent writers each leave a whole file.
+pub fn write_atomic_below(base: &Path, path: &Path, bytes: &[u8], fsync: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    crate::nodefs::make_dirs(base, dir, 0o700)?;
+    let prefix = temp_prefix(path).ok_or_else(|| std::io::Error::other(format!("{}: no file name", path.display())))?;
+    let tmp = dir.join(format!("{prefix}-{}", crate::nodefs::random_hex()?));
+    let mut f = crate::nodefs::create_new(&tmp, 0o600)?;
     let res = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(tmp)?;
         f.write_all(bytes)?;
         if fsync {
             f.sync_all()?;
         }
-        std::fs::rename(tmp, path)?;
+        std::fs::rename(&tmp, path)?;
         if fsync {
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
@@ -248,7 +267,7 @@ pub fn write_atomic_via(path: &Path, tmp: &Path, bytes: &[u8], fsync: bool) -> s
         Ok(())
     })();
     if res.is_err() {
-        let _ = std::fs::remove_file(tmp);
+        let _ = std::fs::remove_file(&tmp);
     }
     res
 }
@@ -267,6 +286,42 @@ mod tests {
         assert_eq!(e.network_name, "n");
         assert!(e.capability_args.contains_key("portMappings"));
         assert_eq!(e.result.unwrap()["cniVersion"], "1.0.0");
+    }
+
+    #[test]
+    fn temporary_names_are_random_and_only_ours_are_removed() {
+        let dir = std::env::temp_dir().join(format!("cnichain-cache-tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let entry = dir.join("results/n-c-eth0");
+        write_atomic_below(&dir, &entry, b"one", false).unwrap();
+        assert_eq!(std::fs::read(&entry).unwrap(), b"one");
+        let results = dir.join("results");
+        // Left by killed writers: ours (both forms), and another entry's.
+        for n in [
+            ".n-c-eth0.tmp",
+            ".n-c-eth0.tmp-0123456789abcdef",
+            ".n-c-eth0.5.tmp-0123456789abcdef",
+            ".n-c-eth0.tmp-x",
+        ] {
+            std::fs::write(results.join(n), "").unwrap();
+        }
+        remove_temps(&entry);
+        let mut left: Vec<String> = std::fs::read_dir(&results)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [".n-c-eth0.5.tmp-0123456789abcdef", ".n-c-eth0.tmp-x", "n-c-eth0"]
+        );
+        // Two names in a row differ.
+        assert_ne!(
+            crate::nodefs::random_hex().unwrap(),
+            crate::nodefs::random_hex().unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -126,13 +126,20 @@ impl Engine {
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
         // The lock file stays with the attachment (see lock.rs) unless the failed ADD
-        // was rolled back.
-        release(held, out.is_err() && self.rollback);
-        out
+        // was rolled back, or (no rollback) failed at its first plugin and made the
+        // file: nothing was made for the runtime's DEL to undo, so nothing stays.
+        let made = held.as_ref().is_some_and(|(_, att)| att.created);
+        let remove = match &out {
+            Ok(_) => false,
+            Err((_, progressed)) => self.rollback || (made && !progressed),
+        };
+        release(held, remove);
+        out.map_err(|(e, _)| e)
     }
 
-    fn add_and_cache(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
-        let result = self.add_uncached(list, rt)?;
+    /// The error carries whether any plugin's ADD had succeeded.
+    fn add_and_cache(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, (CniError, bool)> {
+        let result = self.add_steps(list, rt)?;
         let cached = crate::fault::point("chain.before-cache")
             .and_then(|_| self.cache.write(&list.name, rt, &list.bytes, &result))
             .and_then(|_| crate::fault::point("chain.after-cache"));
@@ -142,9 +149,9 @@ impl Engine {
             if self.rollback {
                 let e = self.roll_back(list, rt, list.plugins.len().saturating_sub(1), Some(&result), e);
                 let _ = self.cache.remove(&list.name, &rt.container_id, &rt.ifname);
-                return Err(e);
+                return Err((e, true));
             }
-            return Err(e);
+            return Err((e, true));
         }
         Ok(result)
     }
@@ -152,7 +159,12 @@ impl Engine {
     /// ADD forward through every plugin, threading each result into the next one's
     /// prevResult. No cache (the `cnichain` meta-plugin's runtime keeps the result).
     pub fn add_uncached(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
-        validate_attachment(list, rt, Command::Add)?;
+        self.add_steps(list, rt).map_err(|(e, _)| e)
+    }
+
+    /// [`Engine::add_uncached`]; the error carries whether any plugin's ADD succeeded.
+    fn add_steps(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, (CniError, bool)> {
+        validate_attachment(list, rt, Command::Add).map_err(|e| (e, false))?;
         let mut prev: Option<CniResult> = None;
         for (i, plugin) in list.plugins.iter().enumerate() {
             let config = request::build(list, plugin, prev.as_ref(), rt);
@@ -178,11 +190,11 @@ impl Engine {
                 });
             match step {
                 Ok(r) => prev = Some(r),
-                Err(e) if self.rollback => return Err(self.roll_back(list, rt, i, prev.as_ref(), e)),
-                Err(e) => return Err(e),
+                Err(e) if self.rollback => return Err((self.roll_back(list, rt, i, prev.as_ref(), e), i > 0)),
+                Err(e) => return Err((e, i > 0)),
             }
         }
-        prev.ok_or_else(|| CniError::invalid_config("no plugins in list"))
+        prev.ok_or_else(|| (CniError::invalid_config("no plugins in list"), false))
     }
 
     /// Undo a failed ADD: DEL the failed plugin and every one before it, in reverse,
@@ -280,7 +292,9 @@ impl Engine {
         validate_attachment(list, rt, Command::Del)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.del_unlocked(list, rt);
-        release(held, out.is_ok());
+        // A failed DEL keeps the attachment's lock file, unless it made it (no ADD had).
+        let made = held.as_ref().is_some_and(|(_, att)| att.created);
+        release(held, out.is_ok() || made);
         out
     }
 

@@ -7,10 +7,12 @@ use crate::spec::result::CniResult;
 use crate::stage::{Command, Invocation, Stage};
 use serde_json::Value;
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Tries for a plugin binary that is still being written (ETXTBSY), 1 s apart, as libcni.
 const TXTBSY_TRIES: usize = 6;
@@ -69,14 +71,106 @@ pub struct Output {
     pub status: String,
 }
 
+/// A plugin's stdout or stderr beyond this is refused (and the plugin killed) rather
+/// than read into memory: the same cap as a config file.
+pub const MAX_OUTPUT_BYTES: u64 = crate::load::MAX_CONF_BYTES;
+
+/// What a reader thread saw on one of the plugin's pipes.
+enum Stream {
+    Out(Vec<u8>),
+    Err(Vec<u8>),
+    /// More than MAX_OUTPUT_BYTES on stdout (true) or stderr (false).
+    TooLong(bool),
+}
+
+/// Read `pipe` to its end, up to the cap.
+fn read_capped(pipe: Option<impl Read>, is_out: bool, tx: mpsc::Sender<Stream>) {
+    let mut b = Vec::new();
+    if let Some(p) = pipe {
+        let _ = p.take(MAX_OUTPUT_BYTES + 1).read_to_end(&mut b);
+    }
+    let _ = tx.send(if b.len() as u64 > MAX_OUTPUT_BYTES {
+        Stream::TooLong(is_out)
+    } else if is_out {
+        Stream::Out(b)
+    } else {
+        Stream::Err(b)
+    });
+}
+
+/// Wait until the unreaped `child` has exited (without reaping it) or `deadline`
+/// passes; true when it exited. pidfd where the kernel has it (5.3), else polling.
+fn wait_exit(child: &mut std::process::Child, deadline: Option<Instant>) -> bool {
+    // SAFETY: pidfd_open on the pid of our own child, which is not reaped yet (only
+    // this function's caller reaps it), so the pid is still this process.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as libc::c_int;
+    if fd >= 0 {
+        // SAFETY: a fresh descriptor we own.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        loop {
+            let ms = match deadline {
+                None => -1,
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as libc::c_int,
+            };
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if rc > 0 {
+                return true;
+            }
+            if rc == 0 {
+                return false;
+            }
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+    }
+    // No pidfd: poll with waitid(WNOWAIT), which does not reap either.
+    loop {
+        // SAFETY: a zeroed siginfo_t is valid for waitid to fill.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our own child with WNOWAIT leaves it unreaped.
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is valid to read after waitid filled the struct (0 when none).
+        if rc != 0 || unsafe { info.si_pid() } != 0 {
+            return true;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// Run `path` with `stdin` and the parent environment plus `env` (later values win, so
 /// the CNI_* variables override inherited ones: libcni's dedupEnv).
+///
+/// The plugin leads its own process group. When it outlives `timeout`, or writes more
+/// than [`MAX_OUTPUT_BYTES`] to stdout or stderr, the whole group (the plugin and what
+/// it started) is killed while the plugin is still unreaped, so its pid (the group's id)
+/// cannot have been reused; then it is reaped through its `Child` handle.
 pub fn run(path: &Path, stdin: &[u8], env: &[(String, String)], timeout: Option<Duration>) -> Result<Output, CniError> {
     let mut tries = 0;
     let mut child = loop {
         tries += 1;
         let mut cmd = std::process::Command::new(path);
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.process_group(0);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -98,68 +192,73 @@ pub fn run(path: &Path, stdin: &[u8], env: &[(String, String)], timeout: Option<
             }
         }
     };
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut sin = child.stdin.take();
     let data = stdin.to_vec();
-    // Writer thread: a plugin that never reads stdin must not block us.
-    let writer = std::thread::spawn(move || {
+    // Writer thread: a plugin that never reads stdin must not block us. Not joined: a
+    // process the plugin left behind may hold its stdin.
+    std::thread::spawn(move || {
         if let Some(s) = sin.as_mut() {
             let _ = s.write_all(&data);
         }
         drop(sin);
     });
-    let mut sout = child.stdout.take();
-    let mut serr = child.stderr.take();
-    let err_reader = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(s) = serr.as_mut() {
-            let _ = s.read_to_end(&mut b);
-        }
-        b
-    });
-    let pid = child.id() as libc::pid_t;
     let (tx, rx) = mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let mut b = Vec::new();
-        if let Some(s) = sout.as_mut() {
-            let _ = s.read_to_end(&mut b);
-        }
-        let st = child.wait();
-        let _ = tx.send(());
-        (b, st)
-    });
-    let mut timed_out = false;
-    if let Some(t) = timeout {
-        if rx.recv_timeout(t).is_err() {
-            timed_out = true;
-            // The child is not reaped until the waiter's wait() returns, so the pid is
-            // still ours to kill.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
+    let (sout, serr) = (child.stdout.take(), child.stderr.take());
+    let tx2 = tx.clone();
+    std::thread::spawn(move || read_capped(sout, true, tx));
+    std::thread::spawn(move || read_capped(serr, false, tx2));
+    let (mut stdout, mut stderr) = (None, None);
+    let mut failure = None;
+    while stdout.is_none() || stderr.is_none() {
+        let got = match deadline {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match got {
+            Ok(Stream::Out(b)) => stdout = Some(b),
+            Ok(Stream::Err(b)) => stderr = Some(b),
+            Ok(Stream::TooLong(is_out)) => {
+                failure = Some(CniError::new(
+                    INTERNAL,
+                    format!(
+                        "plugin {} wrote more than {MAX_OUTPUT_BYTES} bytes to {} and was killed",
+                        path.display(),
+                        if is_out { "stdout" } else { "stderr" }
+                    ),
+                ));
+                break;
             }
+            Err(_) => break,
         }
     }
-    if timed_out {
-        // Give the reaper a moment; a grandchild holding the pipes open must not hang
-        // us, so the threads are left behind rather than joined if it does not finish.
-        let _ = rx.recv_timeout(Duration::from_secs(2));
-        return Err(CniError::new(
-            TRY_AGAIN_LATER,
-            format!(
-                "plugin {} timed out after {:?} and was killed",
-                path.display(),
-                timeout.unwrap_or_default()
-            ),
-        ));
+    // Both pipes closed: the plugin has exited or is about to (or closed them early).
+    let exited = failure.is_none() && stdout.is_some() && stderr.is_some() && wait_exit(&mut child, deadline);
+    if !exited {
+        // Still unreaped (nothing has waited for it): its pid is its group's id and ours.
+        // SAFETY: kill(2) with a negative pid signals that process group.
+        unsafe {
+            libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(failure.unwrap_or_else(|| {
+            CniError::new(
+                TRY_AGAIN_LATER,
+                format!(
+                    "plugin {} timed out after {:?} and was killed",
+                    path.display(),
+                    timeout.unwrap_or_default()
+                ),
+            )
+        }));
     }
-    let (stdout, status) = waiter
-        .join()
-        .map_err(|_| CniError::internal("plugin waiter thread panicked"))?;
-    let stderr = err_reader.join().unwrap_or_default();
-    let _ = writer.join();
-    let status = status.map_err(|e| CniError::internal(format!("waiting for plugin {}: {e}", path.display())))?;
+    let status = child
+        .wait()
+        .map_err(|e| CniError::internal(format!("waiting for plugin {}: {e}", path.display())))?;
     Ok(Output {
-        stdout,
-        stderr,
+        stdout: stdout.unwrap_or_default(),
+        stderr: stderr.unwrap_or_default(),
         success: status.success(),
         status: status.to_string(),
     })

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod fault;
 pub mod load;
 pub mod lock;
+pub mod nodefs;
 pub mod request;
 pub mod spec;
 pub mod stage;

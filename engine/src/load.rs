@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Default directory of network configurations (cnitool's NETCONFPATH default).
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d";
 /// Config files larger than this are refused rather than read into memory.
-const MAX_CONF_BYTES: u64 = 16 << 20;
+pub const MAX_CONF_BYTES: u64 = 16 << 20;
 
 pub fn read_limited(path: &Path) -> Result<Vec<u8>, CniError> {
     use std::io::Read;

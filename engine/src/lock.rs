@@ -5,7 +5,13 @@
 //! ADD and stays until its DEL (or a rolled-back ADD, or GC of a stale attachment): it
 //! also says "this attachment exists or is being added", which GC without an explicit
 //! valid set respects (a runtime's chain of drop-ins has no cached result until its
-//! last plugin returns). Locks leave nothing behind once every attachment is DELeted.
+//! last plugin returns). Locks leave no file behind once every attachment is DELeted.
+//!
+//! The node-wide `gc.lock` is removed again by the taker that made it, when nobody else
+//! holds it; a request refused for its input removes the lock file and directories it
+//! made, so it leaves nothing. Lock files and the directories below the state dir are
+//! never opened through a symlink (see `nodefs`): a planted one is a clear error, and
+//! the retries for a lock file removed under a taker are bounded.
 //!
 //! A plugin this process execs may exec cnichain again for the same attachment (a
 //! foreign main plugin delegating to cnichain's host-local drop-in), or during GC. That
@@ -16,7 +22,7 @@
 use crate::spec::error::CniError;
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -60,16 +66,22 @@ pub struct Held {
     path: PathBuf,
     /// This taker made the lock file (it did not exist before).
     pub created: bool,
+    /// The directories this taker made for the lock file, outermost first.
+    made_dirs: Vec<PathBuf>,
+    /// Remove the lock file on drop when it is free (the GC lock's maker).
+    tidy: bool,
 }
 
 impl Held {
     /// Remove the lock file while still holding it. Later takers that opened the old
     /// file notice it was unlinked and retry on a fresh one. A lock held by the parent is
-    /// the parent's to remove.
+    /// the parent's to remove. The directories this taker made go too when empty, so a
+    /// refused request leaves nothing behind.
     pub fn remove(mut self) {
         if let Some(f) = self.file.take() {
             let _ = std::fs::remove_file(&self.path);
             drop(f);
+            crate::nodefs::remove_made_dirs(&self.made_dirs);
         }
     }
 }
@@ -81,6 +93,19 @@ impl Drop for Held {
                 h.remove(i);
             }
         }
+        // The node-wide GC lock is made by the first taker on a clean node: that taker
+        // removes it again (and the directories it made, when empty) if nobody else
+        // holds it, so a request leaves no lock file of its own behind. Exclusive
+        // (non-blocking) first, as removal needs: a taker waiting on this file sees it
+        // unlinked and retries on a fresh one.
+        if let (true, Some(f)) = (self.tidy && self.created, self.file.take()) {
+            // SAFETY: a valid open fd.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                let _ = std::fs::remove_file(&self.path);
+                drop(f);
+                crate::nodefs::remove_made_dirs(&self.made_dirs);
+            }
+        }
     }
 }
 
@@ -88,30 +113,38 @@ fn lock_err(path: &Path, e: std::io::Error) -> CniError {
     CniError::io(format!("locking {}: {e}", path.display()))
 }
 
-/// Open (creating) and flock `path`. Retries when the file was unlinked between open
-/// and lock, so a removed lock file never splits the lock in two.
-pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
+/// Tries to open and lock a lock file that keeps being removed or replaced before
+/// giving up with an error: a rival removing it again and again, not a holder.
+const MAX_TRIES: usize = 100;
+
+/// Open (creating) and flock `path`, whose directory is below the state dir `base`.
+/// Retries (a bounded number of times) when the file was unlinked between open and
+/// lock, so a removed lock file never splits the lock in two. Never follows a symlink:
+/// one planted at the lock's path is a clear error.
+fn take(base: &Path, path: &Path, exclusive: bool) -> Result<Held, CniError> {
     if inherited().iter().any(|p| p == path) {
         return Ok(Held {
             file: None,
             path: path.to_path_buf(),
             created: false,
+            made_dirs: Vec::new(),
+            tidy: false,
         });
     }
-    if let Some(dir) = path.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| lock_err(path, e))?;
-    }
-    loop {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut made_dirs = Vec::new();
+    for _ in 0..MAX_TRIES {
+        // Again on each try: a rival may have removed the (empty) directory.
+        let mut made = crate::nodefs::make_dirs(base, dir, 0o700).map_err(|e| lock_err(path, e))?;
+        made_dirs.append(&mut made);
         let open = |new: bool| {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create_new(new)
                 .mode(0o600)
+                // No device or FIFO open may block; nothing is ever read or written.
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
                 .open(path)
         };
         // Made here, or opened as it was: so a caller knows whether it made the file.
@@ -121,10 +154,19 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
                 Ok(f) => (f, false),
                 // Removed since: make it again.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(lock_err(path, e)),
+                Err(e) => return Err(lock_err(path, crate::nodefs::explain(e))),
             },
-            Err(e) => return Err(lock_err(path, e)),
+            // The directory was removed since: make it again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(lock_err(path, crate::nodefs::explain(e))),
         };
+        let held = file.metadata().map_err(|e| lock_err(path, e))?;
+        if !held.is_file() {
+            return Err(lock_err(
+                path,
+                std::io::Error::other("not a regular file; cnichain makes its lock files as regular files"),
+            ));
+        }
         let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
         loop {
             // SAFETY: a valid open fd.
@@ -137,8 +179,7 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
                 return Err(lock_err(path, e));
             }
         }
-        let held = file.metadata().map_err(|e| lock_err(path, e))?;
-        match std::fs::metadata(path) {
+        match std::fs::symlink_metadata(path) {
             Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => {
                 if let Ok(mut h) = HELD.lock() {
                     h.push(path.to_path_buf());
@@ -147,54 +188,64 @@ pub fn take(path: &Path, exclusive: bool) -> Result<Held, CniError> {
                     file: Some(file),
                     path: path.to_path_buf(),
                     created,
+                    made_dirs,
+                    tidy: false,
                 });
             }
             _ => continue,
         }
     }
+    Err(lock_err(
+        path,
+        std::io::Error::other(format!(
+            "gave up after {MAX_TRIES} tries: the lock file keeps being removed or replaced"
+        )),
+    ))
 }
 
 /// Where one node's locks live.
 pub struct Locks {
     pub dir: PathBuf,
+    /// The state dir (the operator's); `dir` and below are cnichain's.
+    base: PathBuf,
 }
 
 impl Locks {
     pub fn new(state_dir: &Path) -> Locks {
         Locks {
             dir: state_dir.join("locks"),
+            base: state_dir.to_path_buf(),
         }
     }
 
     /// Shared for ADD/DEL/CHECK, exclusive for GC.
     pub fn gc(&self, exclusive: bool) -> Result<Held, CniError> {
-        take(&self.dir.join("gc.lock"), exclusive)
+        let mut h = take(&self.base, &self.dir.join("gc.lock"), exclusive)?;
+        h.tidy = true;
+        Ok(h)
     }
 
     /// For STATUS: the lock directory can be made and written (a file created, written
-    /// and removed). The message names the path and the error.
+    /// and removed, under a random name). The message names the path and the error.
+    /// What it made is removed again.
     pub fn probe_writable(&self) -> Result<(), String> {
-        let probe = self.dir.join(format!(".status-probe-{}", std::process::id()));
-        let res = std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .and_then(|()| {
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&probe)?;
-                std::io::Write::write_all(&mut f, b"probe")
+        let res = crate::nodefs::make_dirs(&self.base, &self.dir, 0o700).and_then(|made| {
+            let probe = crate::nodefs::random_hex().map(|h| self.dir.join(format!(".status-probe-{h}")));
+            let res = probe.and_then(|p| {
+                let w =
+                    crate::nodefs::create_new(&p, 0o600).and_then(|mut f| std::io::Write::write_all(&mut f, b"probe"));
+                let _ = std::fs::remove_file(&p);
+                w
             });
-        let _ = std::fs::remove_file(&probe);
+            crate::nodefs::remove_made_dirs(&made);
+            res
+        });
         res.map_err(|e| format!("state directory {} is not writable: {e}", self.dir.display()))
     }
 
     /// The attachment (network, container, ifname); the ids are validated before this.
     pub fn attachment(&self, net: &str, container_id: &str, ifname: &str) -> Result<Held, CniError> {
-        take(&self.attachment_path(net, container_id, ifname), true)
+        take(&self.base, &self.attachment_path(net, container_id, ifname), true)
     }
 
     /// One directory per network, so that GC can tell its own lock files; `:` is in
@@ -229,6 +280,11 @@ impl Locks {
     /// before its DEL left).
     pub fn sweep(&self, net: &str, valid: &[(&str, &str)]) {
         let keep: Vec<PathBuf> = valid.iter().map(|(c, i)| self.attachment_path(net, c, i)).collect();
+        // Never remove through a planted symlink (it could lead anywhere).
+        let real = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        if !real(&self.dir) || !real(&self.dir.join(net)) {
+            return;
+        }
         let Ok(rd) = std::fs::read_dir(self.dir.join(net)) else {
             return;
         };
@@ -293,6 +349,44 @@ mod tests {
         let s2 = locks.gc(false).unwrap();
         drop((s1, s2));
         let _x = locks.gc(true).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn planted_symlinks_are_errors_and_takers_tidy_up() {
+        let dir = std::env::temp_dir().join(format!("cnichain-lock-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let locks = Locks::new(&dir);
+        // A refused request: the attachment lock removed, then the GC lock dropped.
+        let gc = locks.gc(false).unwrap();
+        let att = locks.attachment("n", "c", "eth0").unwrap();
+        assert!(gc.created && att.created);
+        att.remove();
+        drop(gc);
+        assert!(!dir.exists(), "the takers made the state dir and remove it again");
+        // A dangling symlink at gc.lock: an error at once, never a spin.
+        std::fs::create_dir_all(dir.join("locks")).unwrap();
+        std::os::unix::fs::symlink(dir.join("nowhere"), dir.join("locks/gc.lock")).unwrap();
+        let e = locks.gc(false).err().expect("refused");
+        assert!(e.msg.contains("symbolic link"), "{e}");
+        assert!(!dir.join("nowhere").exists());
+        // A symlinked network lock dir: refused, and sweep does not remove through it.
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::write(elsewhere.join("x:eth0.lock"), "").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.join("locks/m")).unwrap();
+        std::fs::remove_file(dir.join("locks/gc.lock")).unwrap();
+        let e = locks.attachment("m", "c", "eth0").err().expect("refused");
+        assert!(e.msg.contains("symbolic link"), "{e}");
+        locks.sweep("m", &[]);
+        assert!(elsewhere.join("x:eth0.lock").exists(), "removed through the symlink");
+        // A lock file held by another taker stays when the GC lock's maker is done.
+        let a = locks.gc(false).unwrap();
+        let b = locks.gc(false).unwrap();
+        assert!(a.created && !b.created);
+        drop(a);
+        assert!(dir.join("locks/gc.lock").exists());
+        drop(b);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

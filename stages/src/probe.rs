@@ -396,13 +396,7 @@ fn write_cache(path: &Path, boot: &str, mut present: Vec<Feature>) -> std::io::R
         present: present.iter().map(|f| f.name().to_string()).collect(),
     };
     let data = serde_json::to_vec(&c).map_err(std::io::Error::other)?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{CACHE_FILE}.{}.{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    cnichain_engine::cache::write_atomic_via(path, &tmp, &data, false)
+    cnichain_engine::cache::write_atomic(path, &data, false)
 }
 
 #[cfg(test)]

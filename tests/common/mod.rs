@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod bounded;
+pub mod snapshot;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};

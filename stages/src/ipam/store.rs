@@ -65,6 +65,7 @@ impl Store {
                     .mode(0o755)
                     .create(&dir)
                     .map_err(|e| io_err("cannot create IPAM data directory", &dir, e))?;
+                cnichain_engine::nodefs::warn_if_shared(&dir);
                 let f = open_lock_creating(&lock_path)?;
                 (Some(f), libc::LOCK_EX)
             }
@@ -73,7 +74,11 @@ impl Store {
                     return Ok(None);
                 }
                 let op = if exclusive { libc::LOCK_EX } else { libc::LOCK_SH };
-                match File::open(&lock_path) {
+                match OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(&lock_path)
+                {
                     Ok(f) => (Some(f), op),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => (None, op),
                     Err(e) => return Err(io_err("cannot open IPAM lock", &lock_path, e)),
@@ -103,7 +108,7 @@ impl Store {
             .write(true)
             .create_new(true)
             .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&path)
         {
             Ok(f) => f,
@@ -127,13 +132,14 @@ impl Store {
             .create(true)
             .truncate(true)
             .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
+            // Unlike the reference, never through a symlink planted in the store.
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(&last)
             .and_then(|mut f| f.write_all(format_ip(&ip).as_bytes()))
             .map_err(|e| {
                 // Unlike the reference, do not leak the reservation just made.
                 let _ = fs::remove_file(&path);
-                io_err("cannot write", &last, e)
+                io_err("cannot write", &last, cnichain_engine::nodefs::explain(e))
             })?;
         Ok(true)
     }
@@ -277,7 +283,8 @@ fn flock(f: &File, op: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// `open(path, O_CREAT|O_RDONLY|O_CLOEXEC, 0750)`, as go-filemutex opens its lock.
+/// `open(path, O_CREAT|O_RDONLY|O_CLOEXEC, 0750)`, as go-filemutex opens its lock, plus
+/// O_NOFOLLOW: a symlink planted as `lock` would make the reference create its target.
 fn open_lock_creating(path: &Path) -> Result<File, CniError> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
@@ -289,7 +296,7 @@ fn open_lock_creating(path: &Path) -> Result<File, CniError> {
         let fd = unsafe {
             libc::open(
                 c.as_ptr(),
-                libc::O_CREAT | libc::O_RDONLY | libc::O_CLOEXEC,
+                libc::O_CREAT | libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
                 0o750 as libc::c_uint,
             )
         };
@@ -299,7 +306,11 @@ fn open_lock_creating(path: &Path) -> Result<File, CniError> {
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
-            return Err(io_err("cannot open IPAM lock", path, e));
+            return Err(io_err(
+                "cannot open IPAM lock",
+                path,
+                cnichain_engine::nodefs::explain(e),
+            ));
         }
     }
 }

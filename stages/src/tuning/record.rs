@@ -125,10 +125,17 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Record>> {
 /// over the record. The directory is made (mode 0700) when missing.
 pub fn write(path: &Path, rec: &Record) -> anyhow::Result<()> {
     let body = serde_json::to_vec_pretty(rec)?;
-    // One temporary name per record (not per process): an ADD killed between open and
-    // rename leaves it behind, and `remove_temp` (DEL) takes it away by this name. ADDs
-    // and DELs of one attachment do not overlap (the attachment lock, or the runtime).
-    cnichain_engine::cache::write_atomic(path, &body, true)
+    // A random temporary name: an ADD killed between open and rename leaves it behind,
+    // and `remove_temp` (DEL) finds it by its form.
+    // The default `<state>/tuning` is made by cnichain (never through a symlink); a
+    // configured dataDir is the operator's.
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let base = if parent == dir(None) {
+        parent.parent().unwrap_or(parent)
+    } else {
+        parent
+    };
+    cnichain_engine::cache::write_atomic_below(base, path, &body, true)
         .map_err(|e| anyhow::Error::new(e).context(format!("failed to write tuning record {}", path.display())))
 }
 
@@ -148,9 +155,9 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Remove the temporary file a killed ADD may have left for the record at `path`.
+/// Remove the temporary files a killed ADD may have left for the record at `path`.
 pub fn remove_temp(path: &Path) {
-    let _ = std::fs::remove_file(cnichain_engine::cache::temp_path(path));
+    cnichain_engine::cache::remove_temps(path);
 }
 
 /// Remove a record; a missing one is fine.
