@@ -313,23 +313,26 @@ impl Engine {
         self.cache.remove(&list.name, &rt.container_id, &rt.ifname)
     }
 
-    /// DEL in reverse with `prev` as every plugin's prevResult (no cache). Slow kernel
-    /// waits the stages defer (link deletions) overlap and are joined before returning.
+    /// DEL in reverse with `prev` as every plugin's prevResult (no cache). Every plugin
+    /// gets its DEL even when one before it fails (libcni stops at the first failure, so
+    /// the IPAM release that usually comes last never runs and the address leaks:
+    /// containerd#12130, cni#797); the error is the first failure's code and msg with
+    /// the others in its details. Slow kernel waits the stages defer (link deletions)
+    /// overlap and are joined before returning.
     pub fn del_with(&self, list: &NetConfList, rt: &RuntimeConf, prev: Option<&CniResult>) -> Result<(), CniError> {
         let scope = DeferScope::begin();
+        let mut errors = Vec::new();
         for plugin in list.plugins.iter().rev() {
             let config = request::build(list, plugin, prev, rt);
-            self.call(list, plugin, Command::Del, &config, prev, rt).map_err(|e| {
-                e.context(format!(
+            if let Err(e) = self.call(list, plugin, Command::Del, &config, prev, rt) {
+                errors.push(e.context(format!(
                     "plugin {} failed (delete)",
                     request::describe(plugin, Command::Del)
-                ))
-            })?;
+                )));
+            }
         }
-        match scope.join().into_iter().next() {
-            Some(e) => Err(e.context("failed (delete)")),
-            None => Ok(()),
-        }
+        errors.extend(scope.join().into_iter().map(|e| e.context("failed (delete)")));
+        combine_errors(errors)
     }
 
     /// GC: DEL every cached attachment of this network that is not valid, then GC each
@@ -492,6 +495,23 @@ fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
     }
 }
 
+/// The first error's code and msg, every other error appended to its details.
+pub fn combine_errors(errors: Vec<CniError>) -> Result<(), CniError> {
+    let mut it = errors.into_iter();
+    let Some(first) = it.next() else { return Ok(()) };
+    let rest: Vec<String> = it.map(|e| e.to_string()).collect();
+    if rest.is_empty() {
+        return Err(first);
+    }
+    let mut details = Vec::new();
+    if !first.details.is_empty() {
+        details.push(first.details.clone());
+    }
+    details.push(format!("{} more failed: {}", rest.len(), rest.join("; ")));
+    let joined = details.join("; ");
+    Err(first.with_details(joined))
+}
+
 /// Checks made on every verb (libcni makes them on ADD only), before anything runs.
 pub fn validate_attachment(list: &NetConfList, rt: &RuntimeConf, command: Command) -> Result<(), CniError> {
     ids::validate_network_name(&list.name)?;
@@ -524,8 +544,16 @@ pub fn validate_attachment(list: &NetConfList, rt: &RuntimeConf, command: Comman
 const NSFS_MAGIC: i64 = 0x6e736673;
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
+/// The refusal of a CNI_NETNS that is the caller's own network namespace.
+pub fn own_netns_msg(path: &str) -> String {
+    format!("CNI_NETNS {path:?} is the caller's own network namespace, not a pod's: refusing to configure it")
+}
+
 /// The netns must be a path to a network namespace (nsfs, or procfs for
-/// /proc/<pid>/ns/net). With `required` false an empty or vanished path is accepted.
+/// /proc/<pid>/ns/net) other than the caller's own. With `required` false (DEL) an empty
+/// path, a vanished one, or one that is no longer a network namespace (a runtime
+/// unmounted it and crashed before unlinking the file) means the pod side is gone: DEL
+/// goes on and releases what is host-side.
 pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
     if path.is_empty() {
         return if required {
@@ -540,16 +568,19 @@ pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
             "network namespace path (CNI_NETNS) contains a NUL byte",
         ));
     }
-    let meta = std::fs::metadata(path);
-    if let Err(e) = &meta {
-        if !required && e.kind() == std::io::ErrorKind::NotFound {
-            return Ok(());
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            let gone = matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
+            if !required && gone {
+                return Ok(());
+            }
+            return Err(CniError::new(
+                INVALID_ENV,
+                format!("network namespace (CNI_NETNS) {path:?}: {e}"),
+            ));
         }
-        return Err(CniError::new(
-            INVALID_ENV,
-            format!("network namespace (CNI_NETNS) {path:?}: {e}"),
-        ));
-    }
+    };
     let cpath = std::ffi::CString::new(path).map_err(|_| CniError::new(INVALID_ENV, "bad CNI_NETNS"))?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: cpath is a valid C string and st a properly sized out-parameter.
@@ -561,12 +592,31 @@ pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
             format!("network namespace (CNI_NETNS) {path:?}: {e}"),
         ));
     }
-    let magic = st.f_type as i64;
+    let magic = (st.f_type as i64) & 0xffff_ffff;
     if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+        if !required {
+            return Ok(());
+        }
         return Err(CniError::new(
             INVALID_ENV,
             format!("CNI_NETNS {path:?} is not a network namespace (filesystem magic {magic:#x})"),
         ));
+    }
+    refuse_own_netns(path, &meta)
+}
+
+/// Code 4 when `path` (already stat'ed as `meta`) is the calling thread's own netns:
+/// the same nsfs device and inode as /proc/thread-self/ns/net.
+pub fn refuse_own_netns(path: &str, meta: &std::fs::Metadata) -> Result<(), CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/thread-self/ns/net").map_err(|e| {
+        CniError::new(
+            INVALID_ENV,
+            format!("cannot tell whether CNI_NETNS {path:?} is the caller's own network namespace: {e}"),
+        )
+    })?;
+    if own.dev() == meta.dev() && own.ino() == meta.ino() {
+        return Err(CniError::new(INVALID_ENV, own_netns_msg(path)));
     }
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! gateway and the subnet routed via it. Behaves as the reference `ptp` plugin.
 
 use crate::netlink::{Link, Netlink, RouteSpec};
-use crate::netns::NetNs;
 use crate::{bridge, conf, ifaddr, ipmasq, veth};
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
@@ -68,8 +67,7 @@ fn host_prefix(a: &IpNet) -> u8 {
 impl Stage for Ptp {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, ipam) = load(inv)?;
-        let pod = NetNs::open(&inv.rt.netns)
-            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
+        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
         // The reference runs IPAM first, then builds the link.
         let r = inv
             .delegate(&ipam, Command::Add)?
@@ -188,7 +186,11 @@ impl Stage for Ptp {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
-        let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
+        let mut ips: Vec<IpNet> = veth::del_pod_end(
+            &inv.rt.netns,
+            &inv.rt.ifname,
+            &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+        )?;
         inv.delegate(&ipam, Command::Del)?;
         if c.ip_masq {
             if ips.is_empty() {

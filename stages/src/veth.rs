@@ -96,7 +96,7 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
 /// CHECK of the main stages: the pod's netns and the container interface `ifname` in
 /// it (`stage` names the error).
 pub fn pod_end(netns: &str, ifname: &str, stage: &str) -> std::result::Result<(Netlink, Link), CniError> {
-    let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
+    let pod = crate::netns::open_pod_wrapped(netns)?;
     let mut pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
     let cont = pod_nl
         .link_by_name(ifname)
@@ -107,19 +107,37 @@ pub fn pod_end(netns: &str, ifname: &str, stage: &str) -> std::result::Result<(N
 
 /// The main stages' DEL of the pod side: open the netns and delete the container end,
 /// returning its addresses. DEL is best effort: no netns, or one that is already gone
-/// (it took the pair with it), is not an error.
-pub fn del_pod_end(netns: &str, ifname: &str) -> std::result::Result<Vec<IpNet>, CniError> {
-    if netns.is_empty() {
-        return Ok(Vec::new());
-    }
-    match NetNs::open(netns) {
-        Ok(pod) => {
+/// (it took the pair with it; see `netns::open_pod_for_del`), is not an error.
+/// When the netns path is gone but the namespace lives on (unmounted while a process
+/// still holds it), the host end `host_name` outlived the path: it is deleted by name.
+pub fn del_pod_end(netns: &str, ifname: &str, host_name: &str) -> std::result::Result<Vec<IpNet>, CniError> {
+    match crate::netns::open_pod_for_del(netns)? {
+        Some(pod) => {
             let pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
             delete_container_end(pod_nl, ifname).map_err(CniError::from)
         }
-        Err(e) if std::path::Path::new(netns).exists() => {
-            Err(CniError::env(format!("failed to open netns {netns:?}: {e:#}")))
+        None => {
+            del_orphaned_host_end(host_name).map_err(CniError::from)?;
+            Ok(Vec::new())
         }
-        Err(_) => Ok(Vec::new()),
     }
+}
+
+/// Delete the host end of a pair whose pod side can no longer be reached. Only a veth
+/// of that name (the name is derived from the attachment, so it is this one's).
+fn del_orphaned_host_end(host_name: &str) -> Result<()> {
+    let mut host = Netlink::new()?;
+    let Some(link) = host.link_by_name(host_name)? else {
+        return Ok(());
+    };
+    if link.kind.as_deref() != Some("veth") {
+        return Ok(());
+    }
+    let name = host_name.to_string();
+    cnichain_engine::stage::defer(format!("delete {host_name}"), move || match host.del_link(link.index) {
+        Ok(()) => Ok(()),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(CniError::from(e.context(format!("failed to delete {name}")))),
+    })
+    .map_err(|e| anyhow!("{e}"))
 }

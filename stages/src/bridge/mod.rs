@@ -5,7 +5,7 @@
 mod config;
 
 use crate::netlink::{errno_of, Link, Netlink};
-use crate::netns::{self, NetNs};
+use crate::netns;
 use crate::probe::{self, Feature};
 use crate::{conf, ifaddr, ipmasq, macspoof, sysctl, veth};
 use anyhow::{anyhow, Context};
@@ -30,8 +30,7 @@ impl Stage for Bridge {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, mac) = BridgeConf::load(inv)?;
         let ipam = conf::ipam_type(inv.config);
-        let pod = NetNs::open(&inv.rt.netns)
-            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
+        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
         let mut host = Netlink::new().map_err(err)?;
         let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
 
@@ -149,7 +148,11 @@ impl Stage for Bridge {
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = conf::ipam_type(inv.config);
-        let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
+        let mut ips: Vec<IpNet> = veth::del_pod_end(
+            &inv.rt.netns,
+            &inv.rt.ifname,
+            &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+        )?;
         if let Some(ipam) = &ipam {
             inv.delegate(ipam, Command::Del)?;
         }
