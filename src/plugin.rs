@@ -222,7 +222,8 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
         // DEL, a failed ADD that made it (a drop-in undoes its own partial work; the
         // meta-plugin rolls back), or a CHECK that made it.
         let gone = match command {
-            Command::Del => out.is_ok(),
+            // A failed DEL leaves the lock file as it found it.
+            Command::Del => out.is_ok() || att.created,
             Command::Add => out.is_err() && (stage.is_none() || att.created),
             _ => att.created,
         };
@@ -310,8 +311,20 @@ fn drop_in(
     // ADD and CHECK: the stage opens the netns where its reference does (one that needs
     // none, as bandwidth without limits, accepts any). DEL: a netns that is gone
     // (missing, a plain file) is fine; the host's own is refused before anything changes.
-    if enters_netns(stage_type) && command == Command::Del {
-        cnichain_engine::chain::check_netns(&env.rt.netns, false)?;
+    if enters_netns(stage_type) {
+        match command {
+            Command::Del => cnichain_engine::chain::check_netns(&env.rt.netns, false)?,
+            // The stages refuse it too; here it comes before an IPAM delegate runs.
+            Command::Add | Command::Check => cnichain_engine::chain::refuse_own_netns_path(&env.rt.netns)?,
+            _ => {}
+        }
+    }
+    // An ipam.type that would recurse (or run a main plugin as IPAM): refused before
+    // anything changes; DEL goes on without it.
+    if matches!(command, Command::Add | Command::Check) {
+        if let Some(t) = config.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str) {
+            cnichain_engine::stage::check_ipam_type(stage_type, t)?;
+        }
     }
     // Never exec: the binary found in CNI_PATH under this name may be this one.
     if !engine.registry.is_in_process(stage_type) {

@@ -98,6 +98,18 @@ impl Engine {
         let stage = self.registry.resolve(&plugin.plugin_type)?;
         if let Some(t) = &plugin.ipam_type {
             ids::validate_plugin_type(t, "ipam.type")?;
+            // An ipam.type that would recurse: ADD and CHECK are refused before anything
+            // changes. On DEL an in-process stage skips that delegate and releases the
+            // rest; an exec'd one is not run at all (it would exec itself without end).
+            if let Err(e) = crate::stage::check_ipam_type(&plugin.plugin_type, t) {
+                if matches!(command, Command::Add | Command::Check) {
+                    return Err(e);
+                }
+                if !self.registry.is_in_process(&plugin.plugin_type) {
+                    tracing::warn!("not running {} {}: {e}", plugin.plugin_type, command.as_str());
+                    return Ok(None);
+                }
+            }
         }
         let inv = Invocation {
             command,
@@ -123,6 +135,8 @@ impl Engine {
 
     /// ADD, then cache the final result (libcni's AddNetworkList).
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
+        // Refused requests leave no lock file.
+        validate_attachment(list, rt, Command::Add)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
         // The lock file stays with the attachment (see lock.rs) unless the failed ADD
@@ -280,7 +294,9 @@ impl Engine {
         validate_attachment(list, rt, Command::Del)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.del_unlocked(list, rt);
-        release(held, out.is_ok());
+        // A failed DEL leaves the lock file as it found it.
+        let made = held.as_ref().is_some_and(|(_, att)| att.created);
+        release(held, out.is_ok() || made);
         out
     }
 
@@ -603,6 +619,15 @@ pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
         ));
     }
     refuse_own_netns(path, &meta)
+}
+
+/// Code 4 when `path` names the calling thread's own netns; anything else (a missing
+/// path included) is left to the code that opens it.
+pub fn refuse_own_netns_path(path: &str) -> Result<(), CniError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !path.is_empty() => refuse_own_netns(path, &meta),
+        _ => Ok(()),
+    }
 }
 
 /// Code 4 when `path` (already stat'ed as `meta`) is the calling thread's own netns:
