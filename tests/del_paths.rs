@@ -223,9 +223,16 @@ fn drop_in_del_of_a_non_namespace_succeeds() {
             ("tuning", json!({"cniVersion":"1.0.0","name":"x","type":"tuning"})),
             (
                 "bridge",
-                json!({"cniVersion":"1.0.0","name":"x","type":"bridge","bridge":"cncx0",
+                json!({"cniVersion":"1.0.0","name":"x","type":"bridge","bridge":"cncx0","ipMasq":true,
                        "ipam":{"type":"host-local","dataDir": sb.ipam_dir(),"ranges":[[{"subnet":"10.82.0.0/24"}]]}}),
             ),
+            (
+                "ptp",
+                json!({"cniVersion":"1.0.0","name":"x","type":"ptp","ipMasq":true,
+                       "ipam":{"type":"host-local","dataDir": sb.ipam_dir(),"ranges":[[{"subnet":"10.82.0.0/24"}]]}}),
+            ),
+            ("portmap", json!({"cniVersion":"1.0.0","name":"x","type":"portmap"})),
+            ("bandwidth", json!({"cniVersion":"1.0.0","name":"x","type":"bandwidth"})),
         ] {
             let mut c = sb.in_host(&bin.join(t));
             c.env("CNI_COMMAND", "DEL")
@@ -284,7 +291,18 @@ esac
 /// Issue 12.4: one plugin's DEL fails; the others still run (host-local's reservation
 /// released, portmap's elements gone), the error is the failing plugin's, the cache is
 /// kept; with the plugin fixed, DEL again succeeds and drops the cache.
-fn failing_del_scenario(via: Via, missing_binary: bool) {
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Failure {
+    /// The plugin answers DEL with an error object.
+    Error,
+    /// The plugin's binary is gone.
+    Missing,
+    /// The plugin hangs and the per-plugin timeout kills it.
+    Timeout,
+}
+
+fn failing_del_scenario(via: Via, failure: Failure) {
+    let missing_binary = failure == Failure::Missing;
     assert!(is_root(), "needs root");
     let mut sb = Sandbox::new("faildel");
     let pod = sb.pod("p");
@@ -300,16 +318,25 @@ fn failing_del_scenario(via: Via, missing_binary: bool) {
     let _c = ResultsCleanup(n.name.clone());
     let ip = pod_ip(&run(&sb, &n, "add", &pod, PORT));
     assert!(ruleset(&sb).contains(&ip));
-    if missing_binary {
-        std::fs::rename(&script, sdir.join("moved-away")).unwrap();
-    } else {
-        std::fs::write(sdir.join("fail"), "").unwrap();
+    match failure {
+        Failure::Missing => std::fs::rename(&script, sdir.join("moved-away")).unwrap(),
+        Failure::Error => std::fs::write(sdir.join("fail"), "").unwrap(),
+        Failure::Timeout => std::fs::write(sdir.join("hang"), "").unwrap(),
     }
 
-    let o = run(&sb, &n, "del", &pod, PORT);
+    let o = if failure == Failure::Timeout {
+        let mut c = sb.in_host(&cnichain_bin());
+        c.env("CNI_PATH", &n.cni_path)
+            .args(["--plugin-timeout", "1", "--cap-args", PORT, "del", &n.name, &pod]);
+        c.output().unwrap()
+    } else {
+        run(&sb, &n, "del", &pod, PORT)
+    };
     assert_eq!(o.status.code(), Some(1), "{via:?}: {} {}", stdout(&o), stderr(&o));
     let text = format!("{}{}", stdout(&o), stderr(&o));
-    if missing_binary {
+    if failure == Failure::Timeout {
+        assert!(text.contains("timed out"), "{via:?}: {text}");
+    } else if missing_binary {
         assert!(text.contains("faildel"), "{via:?}: {text}");
     } else {
         assert!(text.contains("scripted DEL failure"), "{via:?}: {text}");
@@ -332,10 +359,10 @@ fn failing_del_scenario(via: Via, missing_binary: bool) {
         "{via:?}: the cache is kept for a retry"
     );
 
-    if missing_binary {
-        std::fs::rename(sdir.join("moved-away"), &script).unwrap();
-    } else {
-        std::fs::remove_file(sdir.join("fail")).unwrap();
+    match failure {
+        Failure::Missing => std::fs::rename(sdir.join("moved-away"), &script).unwrap(),
+        Failure::Error => std::fs::remove_file(sdir.join("fail")).unwrap(),
+        Failure::Timeout => std::fs::remove_file(sdir.join("hang")).unwrap(),
     }
     ok(&run(&sb, &n, "del", &pod, PORT));
     assert!(cache_entries(&sb, &n).is_empty(), "{via:?}");
@@ -347,17 +374,22 @@ fn failing_del_scenario(via: Via, missing_binary: bool) {
 
 #[test]
 fn del_goes_on_past_a_failing_plugin_cli() {
-    failing_del_scenario(Via::Cli, false);
+    failing_del_scenario(Via::Cli, Failure::Error);
 }
 
 #[test]
 fn del_goes_on_past_a_missing_plugin_cli() {
-    failing_del_scenario(Via::Cli, true);
+    failing_del_scenario(Via::Cli, Failure::Missing);
+}
+
+#[test]
+fn del_goes_on_past_a_plugin_timeout_cli() {
+    failing_del_scenario(Via::Cli, Failure::Timeout);
 }
 
 #[test]
 fn del_goes_on_past_a_failing_plugin_meta() {
-    failing_del_scenario(Via::Meta, false);
+    failing_del_scenario(Via::Meta, Failure::Error);
 }
 
 /// cnichain killed with SIGKILL in the middle of DEL (portmap done, the script hanging,
