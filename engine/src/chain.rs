@@ -645,3 +645,50 @@ pub fn refuse_own_netns(path: &str, meta: &std::fs::Metadata) -> Result<(), CniE
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod netns_tests {
+    use super::*;
+
+    #[test]
+    fn del_takes_a_gone_netns_add_does_not() {
+        let dir = std::env::temp_dir().join(format!("cnichain-chain-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let plain = plain.to_str().unwrap();
+        let missing = dir.join("missing");
+        let missing = missing.to_str().unwrap();
+        for p in [plain, missing, dir.to_str().unwrap(), "", "/proc/self/status/x"] {
+            assert!(check_netns(p, false).is_ok(), "DEL {p:?}");
+        }
+        for p in [plain, missing, ""] {
+            assert_eq!(check_netns(p, true).unwrap_err().code, 4, "ADD {p:?}");
+        }
+        assert_eq!(check_netns("a\0b", false).unwrap_err().code, 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_callers_own_netns_is_refused_on_every_verb() {
+        for p in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+            for required in [true, false] {
+                let e = check_netns(p, required).unwrap_err();
+                assert_eq!(e.code, 4);
+                assert!(e.msg.contains("caller's own network namespace"), "{}", e.msg);
+            }
+            assert_eq!(refuse_own_netns_path(p).unwrap_err().code, 4);
+        }
+        assert!(refuse_own_netns_path("/nonexistent").is_ok());
+    }
+
+    #[test]
+    fn combined_errors_keep_the_first_code_and_msg() {
+        assert!(combine_errors(Vec::new()).is_ok());
+        let one = CniError::new(11, "a").with_details("d");
+        assert_eq!(combine_errors(vec![one.clone()]).unwrap_err(), one);
+        let e = combine_errors(vec![one, CniError::new(7, "b"), CniError::new(999, "c")]).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (11, "a"));
+        assert_eq!(e.details, "d; 2 more failed: b; c");
+    }
+}

@@ -325,4 +325,42 @@ mod tests {
             assert!(e.to_string().contains("boom"), "{e}");
         }
     }
+
+    #[test]
+    fn del_sees_a_gone_pod_side() {
+        let dir = std::env::temp_dir().join(format!("cnichain-netns-del-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        for p in [
+            plain.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "/nonexistent/x",
+            "",
+            "/proc/self/ns/uts",
+        ] {
+            assert!(open_pod_for_del(p).unwrap().is_none(), "{p:?}");
+        }
+        for p in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+            let e = open_pod_for_del(p).unwrap_err();
+            assert_eq!(e.code, 4);
+            assert!(e.msg.contains("caller's own"), "{}", e.msg);
+            assert_eq!(open_pod(p).unwrap_err().code, 4);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn open_pod_speaks_like_ns_get_ns() {
+        let e = open_pod("/some/where").unwrap_err();
+        assert_eq!(e.msg, "failed to Statfs \"/some/where\": no such file or directory");
+        assert!(e.details.contains("CNI_NETNS"));
+        let e = open_pod_wrapped("/some/where").unwrap_err();
+        assert_eq!(
+            e.msg,
+            "failed to open netns \"/some/where\": failed to Statfs \"/some/where\": no such file or directory"
+        );
+        let e = open_pod("/").unwrap_err();
+        assert!(e.msg.starts_with("unknown FS magic on \"/\": "), "{}", e.msg);
+    }
 }

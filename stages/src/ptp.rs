@@ -186,21 +186,28 @@ impl Stage for Ptp {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
+        // DEL goes on past a failure (the IPAM release above all), and returns the first.
+        let mut first: Option<CniError> = None;
         let mut ips: Vec<IpNet> = veth::del_pod_end(
             &inv.rt.netns,
             &inv.rt.ifname,
             &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
-        )?;
-        inv.delegate(&ipam, Command::Del)?;
+        )
+        .or_else(|e| veth::pod_end_failure(e, &mut first))?;
+        if let Err(e) = inv.delegate(&ipam, Command::Del) {
+            first.get_or_insert(e);
+        }
         if c.ip_masq {
             if ips.is_empty() {
                 if let Some(Ok(p)) = inv.prev_result.map(|p| p.to_v1()) {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            bridge::teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips)?;
+            if let Err(e) = bridge::teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {

@@ -123,6 +123,17 @@ pub fn del_pod_end(netns: &str, ifname: &str, host_name: &str) -> std::result::R
     }
 }
 
+/// For a main stage's DEL: a refusal of the netns (code 4: the caller's own, or one
+/// that cannot be told) stops DEL before anything changes; any other failure of the pod
+/// side is kept in `first` and DEL goes on with no addresses.
+pub fn pod_end_failure(e: CniError, first: &mut Option<CniError>) -> std::result::Result<Vec<IpNet>, CniError> {
+    if e.code == cnichain_engine::spec::error::INVALID_ENV {
+        return Err(e);
+    }
+    first.get_or_insert(e);
+    Ok(Vec::new())
+}
+
 /// Delete the host end of a pair whose pod side can no longer be reached. Only a veth
 /// of that name (the name is derived from the attachment, so it is this one's).
 fn del_orphaned_host_end(host_name: &str) -> Result<()> {

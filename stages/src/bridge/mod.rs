@@ -148,13 +148,18 @@ impl Stage for Bridge {
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = conf::ipam_type(inv.config);
+        // DEL goes on past a failure (the IPAM release above all), and returns the first.
+        let mut first: Option<CniError> = None;
         let mut ips: Vec<IpNet> = veth::del_pod_end(
             &inv.rt.netns,
             &inv.rt.ifname,
             &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
-        )?;
+        )
+        .or_else(|e| veth::pod_end_failure(e, &mut first))?;
         if let Some(ipam) = &ipam {
-            inv.delegate(ipam, Command::Del)?;
+            if let Err(e) = inv.delegate(ipam, Command::Del) {
+                first.get_or_insert(e);
+            }
         }
         if c.macspoofchk {
             let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
@@ -175,9 +180,11 @@ impl Stage for Bridge {
                     }
                 }
             }
-            teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips)?;
+            if let Err(e) = teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
