@@ -7,7 +7,7 @@ use crate::runtime::{self, Settings};
 use cnichain_engine::chain::Engine;
 use cnichain_engine::lock::{self, Locks};
 use cnichain_engine::request::Attachment;
-use cnichain_engine::spec::args::RuntimeConf;
+use cnichain_engine::spec::args::{plugin_parses, split_pairs, RuntimeConf};
 use cnichain_engine::spec::conflist::{parse_object, NetConfList};
 use cnichain_engine::spec::error::{CniError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV};
 use cnichain_engine::spec::result::CniResult;
@@ -21,6 +21,9 @@ struct Env {
     command: String,
     rt: RuntimeConf,
     cni_path: String,
+    /// CNI_ARGS that `types.LoadArgs` cannot split: an error only where the plugin
+    /// stood in for reads CNI_ARGS (`args` is then empty).
+    args_error: Option<CniError>,
 }
 
 fn var(k: &str) -> String {
@@ -48,7 +51,10 @@ fn read_env() -> Result<Env, CniError> {
             format!("required env variables [{}] missing", missing.join(",")),
         ));
     }
-    let args = parse_plugin_args(&var("CNI_ARGS"))?;
+    let (args, args_error) = match split_pairs(&var("CNI_ARGS")) {
+        Ok(a) => (a, None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     Ok(Env {
         command,
         rt: RuntimeConf {
@@ -59,27 +65,32 @@ fn read_env() -> Result<Env, CniError> {
             capability_args: Map::new(),
         },
         cni_path: var("CNI_PATH"),
+        args_error,
     })
 }
 
-/// CNI_ARGS as plugins read it (types.LoadArgs): `;`-separated pairs with exactly one
-/// `=`; an empty value is allowed.
-fn parse_plugin_args(s: &str) -> Result<Vec<(String, String)>, CniError> {
-    let mut out = Vec::new();
-    if s.is_empty() {
-        return Ok(out);
+/// Whether a CNI_ARGS syntax error is this call's error: the meta-plugin reads CNI_ARGS
+/// for its whole inner chain; a drop-in only where its reference calls LoadArgs, itself
+/// or through the IPAM it delegates to.
+fn args_error_applies(stage: Option<&str>, command: Command, config: &Map<String, Value>) -> bool {
+    let Some(t) = stage else { return true };
+    let verb = command.as_str();
+    if plugin_parses(t, verb) {
+        return true;
     }
-    for pair in s.split(';') {
-        let kv: Vec<&str> = pair.split('=').collect();
-        if kv.len() != 2 {
-            return Err(CniError::new(
-                INVALID_ENV,
-                format!("ARGS: invalid pair {pair:?} in CNI_ARGS"),
-            ));
-        }
-        out.push((kv[0].to_string(), kv[1].to_string()));
-    }
-    Ok(out)
+    let delegates = matches!(t, "bridge" | "ptp");
+    let ipam = config
+        .get("ipam")
+        .and_then(|i| i.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    delegates && !ipam.is_empty() && plugin_parses(ipam, verb)
+}
+
+/// The stages that enter the pod's netns (an IPAM and portmap never open it, as their
+/// references): only they check CNI_NETNS.
+fn enters_netns(stage_type: &str) -> bool {
+    matches!(stage_type, "bridge" | "ptp" | "loopback" | "tuning" | "bandwidth")
 }
 
 fn print_err(e: &CniError, version: &str) -> i32 {
@@ -178,6 +189,11 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
         }
         _ => {}
     }
+    if let Some(e) = &env.args_error {
+        if args_error_applies(stage, command, &config) {
+            return Err(e.clone());
+        }
+    }
     match config.get("name") {
         Some(Value::String(n)) if !n.is_empty() => ids::validate_network_name(n)?,
         _ => return Err(CniError::new(INVALID_CONFIG, "missing network name (\"name\")")),
@@ -218,6 +234,7 @@ fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
         // DEL, a failed ADD that made it (a drop-in undoes its own partial work; the
         // meta-plugin rolls back), or a CHECK or failed DEL that made it.
         let gone = match command {
+            // A failed DEL leaves the lock file as it found it.
             Command::Del => out.is_ok() || att.created,
             Command::Add => out.is_err() && (stage.is_none() || att.created),
             _ => att.created,
@@ -303,8 +320,23 @@ fn drop_in(
     env: &Env,
     version: &str,
 ) -> Result<Option<String>, CniError> {
-    if command == Command::Add || command == Command::Check {
-        cnichain_engine::chain::check_netns(&env.rt.netns, true)?;
+    // ADD and CHECK: the stage opens the netns where its reference does (one that needs
+    // none, as bandwidth without limits, accepts any). DEL: a netns that is gone
+    // (missing, a plain file) is fine; the host's own is refused before anything changes.
+    if enters_netns(stage_type) {
+        match command {
+            Command::Del => cnichain_engine::chain::check_netns(&env.rt.netns, false)?,
+            // The stages refuse it too; here it comes before an IPAM delegate runs.
+            Command::Add | Command::Check => cnichain_engine::chain::refuse_own_netns_path(&env.rt.netns)?,
+            _ => {}
+        }
+    }
+    // An ipam.type that would recurse (or run a main plugin as IPAM): refused before
+    // anything changes; DEL goes on without it.
+    if matches!(command, Command::Add | Command::Check) {
+        if let Some(t) = config.get("ipam").and_then(|i| i.get("type")).and_then(Value::as_str) {
+            cnichain_engine::stage::check_ipam_type(stage_type, t)?;
+        }
     }
     // Never exec: the binary found in CNI_PATH under this name may be this one.
     if !engine.registry.is_in_process(stage_type) {

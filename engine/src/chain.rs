@@ -98,6 +98,18 @@ impl Engine {
         let stage = self.registry.resolve(&plugin.plugin_type)?;
         if let Some(t) = &plugin.ipam_type {
             ids::validate_plugin_type(t, "ipam.type")?;
+            // An ipam.type that would recurse: ADD and CHECK are refused before anything
+            // changes. On DEL an in-process stage skips that delegate and releases the
+            // rest; an exec'd one is not run at all (it would exec itself without end).
+            if let Err(e) = crate::stage::check_ipam_type(&plugin.plugin_type, t) {
+                if matches!(command, Command::Add | Command::Check) {
+                    return Err(e);
+                }
+                if !self.registry.is_in_process(&plugin.plugin_type) {
+                    tracing::warn!("not running {} {}: {e}", plugin.plugin_type, command.as_str());
+                    return Ok(None);
+                }
+            }
         }
         let inv = Invocation {
             command,
@@ -123,6 +135,8 @@ impl Engine {
 
     /// ADD, then cache the final result (libcni's AddNetworkList).
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
+        // Refused requests leave no lock file.
+        validate_attachment(list, rt, Command::Add)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
         // The lock file stays with the attachment (see lock.rs) unless the failed ADD
@@ -327,23 +341,26 @@ impl Engine {
         self.cache.remove(&list.name, &rt.container_id, &rt.ifname)
     }
 
-    /// DEL in reverse with `prev` as every plugin's prevResult (no cache). Slow kernel
-    /// waits the stages defer (link deletions) overlap and are joined before returning.
+    /// DEL in reverse with `prev` as every plugin's prevResult (no cache). Every plugin
+    /// gets its DEL even when one before it fails (libcni stops at the first failure, so
+    /// the IPAM release that usually comes last never runs and the address leaks:
+    /// containerd#12130, cni#797); the error is the first failure's code and msg with
+    /// the others in its details. Slow kernel waits the stages defer (link deletions)
+    /// overlap and are joined before returning.
     pub fn del_with(&self, list: &NetConfList, rt: &RuntimeConf, prev: Option<&CniResult>) -> Result<(), CniError> {
         let scope = DeferScope::begin();
+        let mut errors = Vec::new();
         for plugin in list.plugins.iter().rev() {
             let config = request::build(list, plugin, prev, rt);
-            self.call(list, plugin, Command::Del, &config, prev, rt).map_err(|e| {
-                e.context(format!(
+            if let Err(e) = self.call(list, plugin, Command::Del, &config, prev, rt) {
+                errors.push(e.context(format!(
                     "plugin {} failed (delete)",
                     request::describe(plugin, Command::Del)
-                ))
-            })?;
+                )));
+            }
         }
-        match scope.join().into_iter().next() {
-            Some(e) => Err(e.context("failed (delete)")),
-            None => Ok(()),
-        }
+        errors.extend(scope.join().into_iter().map(|e| e.context("failed (delete)")));
+        combine_errors(errors)
     }
 
     /// GC: DEL every cached attachment of this network that is not valid, then GC each
@@ -506,6 +523,23 @@ fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
     }
 }
 
+/// The first error's code and msg, every other error appended to its details.
+pub fn combine_errors(errors: Vec<CniError>) -> Result<(), CniError> {
+    let mut it = errors.into_iter();
+    let Some(first) = it.next() else { return Ok(()) };
+    let rest: Vec<String> = it.map(|e| e.to_string()).collect();
+    if rest.is_empty() {
+        return Err(first);
+    }
+    let mut details = Vec::new();
+    if !first.details.is_empty() {
+        details.push(first.details.clone());
+    }
+    details.push(format!("{} more failed: {}", rest.len(), rest.join("; ")));
+    let joined = details.join("; ");
+    Err(first.with_details(joined))
+}
+
 /// Checks made on every verb (libcni makes them on ADD only), before anything runs.
 pub fn validate_attachment(list: &NetConfList, rt: &RuntimeConf, command: Command) -> Result<(), CniError> {
     ids::validate_network_name(&list.name)?;
@@ -538,8 +572,16 @@ pub fn validate_attachment(list: &NetConfList, rt: &RuntimeConf, command: Comman
 const NSFS_MAGIC: i64 = 0x6e736673;
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
+/// The refusal of a CNI_NETNS that is the caller's own network namespace.
+pub fn own_netns_msg(path: &str) -> String {
+    format!("CNI_NETNS {path:?} is the caller's own network namespace, not a pod's: refusing to configure it")
+}
+
 /// The netns must be a path to a network namespace (nsfs, or procfs for
-/// /proc/<pid>/ns/net). With `required` false an empty or vanished path is accepted.
+/// /proc/<pid>/ns/net) other than the caller's own. With `required` false (DEL) an empty
+/// path, a vanished one, or one that is no longer a network namespace (a runtime
+/// unmounted it and crashed before unlinking the file) means the pod side is gone: DEL
+/// goes on and releases what is host-side.
 pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
     if path.is_empty() {
         return if required {
@@ -554,16 +596,19 @@ pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
             "network namespace path (CNI_NETNS) contains a NUL byte",
         ));
     }
-    let meta = std::fs::metadata(path);
-    if let Err(e) = &meta {
-        if !required && e.kind() == std::io::ErrorKind::NotFound {
-            return Ok(());
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => {
+            let gone = matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR));
+            if !required && gone {
+                return Ok(());
+            }
+            return Err(CniError::new(
+                INVALID_ENV,
+                format!("network namespace (CNI_NETNS) {path:?}: {e}"),
+            ));
         }
-        return Err(CniError::new(
-            INVALID_ENV,
-            format!("network namespace (CNI_NETNS) {path:?}: {e}"),
-        ));
-    }
+    };
     let cpath = std::ffi::CString::new(path).map_err(|_| CniError::new(INVALID_ENV, "bad CNI_NETNS"))?;
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: cpath is a valid C string and st a properly sized out-parameter.
@@ -575,12 +620,87 @@ pub fn check_netns(path: &str, required: bool) -> Result<(), CniError> {
             format!("network namespace (CNI_NETNS) {path:?}: {e}"),
         ));
     }
-    let magic = st.f_type as i64;
+    let magic = (st.f_type as i64) & 0xffff_ffff;
     if magic != NSFS_MAGIC && magic != PROC_SUPER_MAGIC {
+        if !required {
+            return Ok(());
+        }
         return Err(CniError::new(
             INVALID_ENV,
             format!("CNI_NETNS {path:?} is not a network namespace (filesystem magic {magic:#x})"),
         ));
     }
+    refuse_own_netns(path, &meta)
+}
+
+/// Code 4 when `path` names the calling thread's own netns; anything else (a missing
+/// path included) is left to the code that opens it.
+pub fn refuse_own_netns_path(path: &str) -> Result<(), CniError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !path.is_empty() => refuse_own_netns(path, &meta),
+        _ => Ok(()),
+    }
+}
+
+/// Code 4 when `path` (already stat'ed as `meta`) is the calling thread's own netns:
+/// the same nsfs device and inode as /proc/thread-self/ns/net.
+pub fn refuse_own_netns(path: &str, meta: &std::fs::Metadata) -> Result<(), CniError> {
+    use std::os::unix::fs::MetadataExt;
+    let own = std::fs::metadata("/proc/thread-self/ns/net").map_err(|e| {
+        CniError::new(
+            INVALID_ENV,
+            format!("cannot tell whether CNI_NETNS {path:?} is the caller's own network namespace: {e}"),
+        )
+    })?;
+    if own.dev() == meta.dev() && own.ino() == meta.ino() {
+        return Err(CniError::new(INVALID_ENV, own_netns_msg(path)));
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod netns_tests {
+    use super::*;
+
+    #[test]
+    fn del_takes_a_gone_netns_add_does_not() {
+        let dir = std::env::temp_dir().join(format!("cnichain-chain-netns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "").unwrap();
+        let plain = plain.to_str().unwrap();
+        let missing = dir.join("missing");
+        let missing = missing.to_str().unwrap();
+        for p in [plain, missing, dir.to_str().unwrap(), "", "/proc/self/status/x"] {
+            assert!(check_netns(p, false).is_ok(), "DEL {p:?}");
+        }
+        for p in [plain, missing, ""] {
+            assert_eq!(check_netns(p, true).unwrap_err().code, 4, "ADD {p:?}");
+        }
+        assert_eq!(check_netns("a\0b", false).unwrap_err().code, 4);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_callers_own_netns_is_refused_on_every_verb() {
+        for p in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+            for required in [true, false] {
+                let e = check_netns(p, required).unwrap_err();
+                assert_eq!(e.code, 4);
+                assert!(e.msg.contains("caller's own network namespace"), "{}", e.msg);
+            }
+            assert_eq!(refuse_own_netns_path(p).unwrap_err().code, 4);
+        }
+        assert!(refuse_own_netns_path("/nonexistent").is_ok());
+    }
+
+    #[test]
+    fn combined_errors_keep_the_first_code_and_msg() {
+        assert!(combine_errors(Vec::new()).is_ok());
+        let one = CniError::new(11, "a").with_details("d");
+        assert_eq!(combine_errors(vec![one.clone()]).unwrap_err(), one);
+        let e = combine_errors(vec![one, CniError::new(7, "b"), CniError::new(999, "c")]).unwrap_err();
+        assert_eq!((e.code, e.msg.as_str()), (11, "a"));
+        assert_eq!(e.details, "d; 2 more failed: b; c");
+    }
 }

@@ -49,7 +49,7 @@ fn env_for(inv: &Invocation) -> Vec<(String, String)> {
         .collect::<Vec<_>>()
         .join(":");
     let rt = inv.rt;
-    match inv.command {
+    let mut env = match inv.command {
         // libcni passes an empty RuntimeConf to GC and STATUS.
         Command::Gc | Command::Status => cni_env(inv.command, "", "", "", "", &path),
         _ => cni_env(
@@ -60,7 +60,14 @@ fn env_for(inv: &Invocation) -> Vec<(String, String)> {
             &rt.ifname,
             &path,
         ),
+    };
+    // An exec'd IPAM delegate learns how deep it is, so a delegation cycle through
+    // exec'd plugins ends (see stage::MAX_DELEGATION_DEPTH).
+    let depth = crate::stage::delegation_depth();
+    if depth > 0 {
+        env.push((crate::stage::DEPTH_ENV.into(), depth.to_string()));
     }
+    env
 }
 
 /// What a finished plugin process gave back.

@@ -2,8 +2,8 @@
 //! field, MAC addresses, CNI_ARGS lookups with the reference's IgnoreUnknown rule, and
 //! names derived from the attachment.
 
-use cnichain_engine::spec::args::RuntimeConf;
-use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, INVALID_ENV};
+use cnichain_engine::spec::args::{load_args, ArgKind, RuntimeConf};
+use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha512};
@@ -74,25 +74,17 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// Look up CNI_ARGS keys the way the reference's types.LoadArgs does: any key the plugin
-/// does not know is an error unless IgnoreUnknown is 1/true.
+/// Look up CNI_ARGS keys the way the reference's types.LoadArgs does (text fields
+/// `known`; any other key is an error unless IgnoreUnknown is 1/true).
 pub fn cni_args<'a>(rt: &'a RuntimeConf, known: &[&str]) -> Result<Vec<(&'a str, &'a str)>, CniError> {
-    let ignore_unknown = rt
-        .args
-        .iter()
-        .any(|(k, v)| k == "IgnoreUnknown" && (v == "1" || v.eq_ignore_ascii_case("true")));
-    let mut out = Vec::new();
+    let fields: Vec<(&str, ArgKind)> = known.iter().map(|k| (*k, ArgKind::Text)).collect();
+    load_args(&rt.args, &fields)?;
+    // The last pair of a key wins, as in Go; the caller's borrowed strings are returned.
+    let mut out: Vec<(&'a str, &'a str)> = Vec::new();
     for (k, v) in &rt.args {
-        if k == "IgnoreUnknown" {
-            continue;
-        }
         if known.contains(&k.as_str()) {
+            out.retain(|(x, _)| *x != k.as_str());
             out.push((k.as_str(), v.as_str()));
-        } else if !ignore_unknown {
-            return Err(CniError::new(
-                INVALID_ENV,
-                format!("ARGS: unknown args {k:?} in CNI_ARGS"),
-            ));
         }
     }
     Ok(out)

@@ -16,7 +16,7 @@ fn err(e: anyhow::Error) -> CniError {
 }
 
 fn open(inv: &Invocation) -> Result<NetNs, CniError> {
-    NetNs::open(&inv.rt.netns).map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
+    crate::netns::open_pod(&inv.rt.netns)
 }
 
 impl Stage for Loopback {
@@ -68,10 +68,9 @@ impl Stage for Loopback {
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        if inv.rt.netns.is_empty() || !std::path::Path::new(&inv.rt.netns).exists() {
+        let Some(pod) = crate::netns::open_pod_for_del(&inv.rt.netns)? else {
             return Ok(());
-        }
-        let pod = open(inv)?;
+        };
         let mut nl = Netlink::new_in(&pod).map_err(err)?;
         if let Some(lo) = nl.link_by_name("lo").map_err(err)? {
             nl.set_down(lo.index).map_err(err)?;

@@ -3,7 +3,6 @@
 //! gateway and the subnet routed via it. Behaves as the reference `ptp` plugin.
 
 use crate::netlink::{Link, Netlink, RouteSpec};
-use crate::netns::NetNs;
 use crate::{bridge, conf, ifaddr, ipmasq, veth};
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
@@ -112,8 +111,7 @@ fn host_prefix(a: &IpNet) -> u8 {
 impl Stage for Ptp {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, ipam) = load(inv)?;
-        let pod = NetNs::open(&inv.rt.netns)
-            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
+        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
         // The reference runs IPAM first, then builds the link.
         let r = inv
             .delegate(&ipam, Command::Add)?
@@ -243,17 +241,28 @@ impl Stage for Ptp {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
-        let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
-        inv.delegate(&ipam, Command::Del)?;
+        // DEL goes on past a failure (the IPAM release above all), and returns the first.
+        let mut first: Option<CniError> = None;
+        let mut ips: Vec<IpNet> = veth::del_pod_end(
+            &inv.rt.netns,
+            &inv.rt.ifname,
+            &conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname),
+        )
+        .or_else(|e| veth::pod_end_failure(e, &mut first))?;
+        if let Err(e) = inv.delegate(&ipam, Command::Del) {
+            first.get_or_insert(e);
+        }
         if c.ip_masq() {
             if ips.is_empty() {
                 if let Some(Ok(p)) = inv.prev_result.map(|p| p.to_v1()) {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            bridge::teardown_masq_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips)?;
+            if let Err(e) = bridge::teardown_masq_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// The reference's checks, in its order and words: the container interface named in
@@ -261,7 +270,7 @@ impl Stage for Ptp {
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
         let netns = &inv.rt.netns;
-        let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
+        let pod = crate::netns::open_pod_wrapped(netns)?;
         inv.delegate(&ipam, Command::Check)?;
         let prev = inv
             .prev_result

@@ -110,19 +110,48 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
 
 /// The main stages' DEL of the pod side: open the netns and delete the container end,
 /// returning its addresses. DEL is best effort: no netns, or one that is already gone
-/// (it took the pair with it), is not an error.
-pub fn del_pod_end(netns: &str, ifname: &str) -> std::result::Result<Vec<IpNet>, CniError> {
-    if netns.is_empty() {
-        return Ok(Vec::new());
-    }
-    match NetNs::open(netns) {
-        Ok(pod) => {
+/// (it took the pair with it; see `netns::open_pod_for_del`), is not an error.
+/// When the netns path is gone but the namespace lives on (unmounted while a process
+/// still holds it), the host end `host_name` outlived the path: it is deleted by name.
+pub fn del_pod_end(netns: &str, ifname: &str, host_name: &str) -> std::result::Result<Vec<IpNet>, CniError> {
+    match crate::netns::open_pod_for_del(netns)? {
+        Some(pod) => {
             let pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
             delete_container_end(pod_nl, ifname).map_err(CniError::from)
         }
-        Err(e) if std::path::Path::new(netns).exists() => {
-            Err(CniError::env(format!("failed to open netns {netns:?}: {e:#}")))
+        None => {
+            del_orphaned_host_end(host_name).map_err(CniError::from)?;
+            Ok(Vec::new())
         }
-        Err(_) => Ok(Vec::new()),
     }
+}
+
+/// For a main stage's DEL: a refusal of the netns (code 4: the caller's own, or one
+/// that cannot be told) stops DEL before anything changes; any other failure of the pod
+/// side is kept in `first` and DEL goes on with no addresses.
+pub fn pod_end_failure(e: CniError, first: &mut Option<CniError>) -> std::result::Result<Vec<IpNet>, CniError> {
+    if e.code == cnichain_engine::spec::error::INVALID_ENV {
+        return Err(e);
+    }
+    first.get_or_insert(e);
+    Ok(Vec::new())
+}
+
+/// Delete the host end of a pair whose pod side can no longer be reached. Only a veth
+/// of that name (the name is derived from the attachment, so it is this one's).
+fn del_orphaned_host_end(host_name: &str) -> Result<()> {
+    let mut host = Netlink::new()?;
+    let Some(link) = host.link_by_name(host_name)? else {
+        return Ok(());
+    };
+    if link.kind.as_deref() != Some("veth") {
+        return Ok(());
+    }
+    let name = host_name.to_string();
+    cnichain_engine::stage::defer(format!("delete {host_name}"), move || match host.del_link(link.index) {
+        Ok(()) => Ok(()),
+        Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
+        Err(e) => Err(CniError::from(e.context(format!("failed to delete {name}")))),
+    })
+    .map_err(|e| anyhow!("{e}"))
 }

@@ -36,7 +36,7 @@ fn err(e: anyhow::Error) -> CniError {
 }
 
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
-    NetNs::open(&inv.rt.netns).map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
+    crate::netns::open_pod(&inv.rt.netns)
 }
 
 /// Something ADD made, to be removed again if a later step fails.
@@ -474,6 +474,6 @@ fn find_veth_for_del(inv: &Invocation, host: &mut Netlink) -> Option<Link> {
     if inv.rt.netns.is_empty() {
         return None;
     }
-    let pod = NetNs::open(&inv.rt.netns).ok()?;
+    let pod = crate::netns::open_pod_for_del(&inv.rt.netns).ok()??;
     host::host_veth(&pod, host, &prev, &inv.rt.ifname).ok()
 }

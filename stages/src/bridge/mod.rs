@@ -5,7 +5,7 @@
 mod config;
 
 use crate::netlink::{errno_of, Link, Netlink};
-use crate::netns::{self, NetNs};
+use crate::netns;
 use crate::probe::{self, Feature};
 use crate::{conf, goerr, ifaddr, ipmasq, macspoof, sysctl, veth};
 use cnichain_engine::fault;
@@ -29,8 +29,7 @@ impl Stage for Bridge {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, mac) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let pod = NetNs::open(&inv.rt.netns)
-            .map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))?;
+        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
         let mut host = Netlink::new().map_err(err)?;
         let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
 
@@ -177,9 +176,18 @@ impl Stage for Bridge {
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let mut ips: Vec<IpNet> = veth::del_pod_end(&inv.rt.netns, &inv.rt.ifname)?;
+        // DEL goes on past a failure (the IPAM release above all), and returns the first.
+        let mut first: Option<CniError> = None;
+        let mut ips: Vec<IpNet> = veth::del_pod_end(
+            &inv.rt.netns,
+            &inv.rt.ifname,
+            &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+        )
+        .or_else(|e| veth::pod_end_failure(e, &mut first))?;
         if let Some(ipam) = &ipam {
-            inv.delegate(ipam, Command::Del)?;
+            if let Err(e) = inv.delegate(ipam, Command::Del) {
+                first.get_or_insert(e);
+            }
         }
         if c.macspoofchk {
             let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
@@ -200,9 +208,11 @@ impl Stage for Bridge {
                     }
                 }
             }
-            teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips)?;
+            if let Err(e) = teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     /// The reference's checks, in its order and words: the bridge, the container
@@ -210,7 +220,7 @@ impl Stage for Bridge {
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let netns = &inv.rt.netns;
-        let pod = NetNs::open(netns).map_err(|e| CniError::env(format!("failed to open netns {netns:?}: {e:#}")))?;
+        let pod = crate::netns::open_pod_wrapped(netns)?;
         if let Some(ipam) = &c.ipam {
             inv.delegate(ipam, Command::Check)?;
         }

@@ -207,72 +207,8 @@ pub fn network_name(config: &Map<String, Value>) -> Result<String, CniError> {
     Ok(name)
 }
 
-/// A typed field target of `types.LoadArgs` (CNI_ARGS `K=V;...`).
-pub enum ArgKind {
-    /// `types.UnmarshallableBool`: 1/0/true/false, any case.
-    Bool,
-    /// Any text.
-    Text,
-    /// A struct field that cannot be set from text (Go's embedded `CommonArgs`).
-    Struct(&'static str),
-}
-
-/// Go's `types.LoadArgs` over CNI_ARGS pairs into the named fields (case-sensitive Go
-/// field names). `IgnoreUnknown` is always a field. Returns the values set, in order
-/// (a later pair overrides an earlier one for the same key).
-pub fn load_args(pairs: &[(String, String)], fields: &[(&str, ArgKind)]) -> Result<Vec<(String, String)>, CniError> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut unknown: Vec<String> = Vec::new();
-    let mut ignore_unknown = false;
-    for (k, v) in pairs {
-        let pair = format!("{k}={v}");
-        let kind = if k == "IgnoreUnknown" {
-            Some(&ArgKind::Bool)
-        } else if k == "CommonArgs" {
-            Some(&ArgKind::Struct("*types.CommonArgs"))
-        } else {
-            fields.iter().find(|(n, _)| *n == k.as_str()).map(|(_, t)| t)
-        };
-        match kind {
-            None => unknown.push(pair),
-            Some(ArgKind::Struct(t)) => {
-                return Err(bad_args(format!(
-                    "ARGS: cannot unmarshal into field '{k}' - type '{t}' does not implement encoding.TextUnmarshaler"
-                )))
-            }
-            Some(ArgKind::Bool) => {
-                let b = match v.to_lowercase().as_str() {
-                    "1" | "true" => true,
-                    "0" | "false" => false,
-                    other => {
-                        return Err(bad_args(format!(
-                            "ARGS: error parsing value of pair {pair:?}: boolean unmarshal error: invalid input {other}"
-                        )))
-                    }
-                };
-                if k == "IgnoreUnknown" {
-                    ignore_unknown = b;
-                }
-                out.retain(|(x, _)| x != k);
-                out.push((k.clone(), b.to_string()));
-            }
-            Some(ArgKind::Text) => {
-                out.retain(|(x, _)| x != k);
-                out.push((k.clone(), v.clone()));
-            }
-        }
-    }
-    if !unknown.is_empty() && !ignore_unknown {
-        let list: Vec<String> = unknown.iter().map(|u| format!("{u:?}")).collect();
-        return Err(bad_args(format!("ARGS: unknown args [{}]", list.join(" "))));
-    }
-    Ok(out)
-}
-
-/// The value a `load_args` result holds for `key`.
-pub fn arg<'a>(args: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    args.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
+// CNI_ARGS as the reference plugins read it: one parser for the whole project.
+pub use cnichain_engine::spec::args::{arg, load_args, ArgKind};
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ fn err(e: anyhow::Error) -> CniError {
 }
 
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
-    NetNs::open(&inv.rt.netns).map_err(|e| CniError::env(format!("failed to open netns {:?}: {e:#}", inv.rt.netns)))
+    crate::netns::open_pod(&inv.rt.netns)
 }
 
 fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
@@ -234,15 +234,11 @@ fn restore_and_forget(
     let Some(rec) = rec else {
         return record::remove(path).map_err(err);
     };
-    let pod = match NetNs::open(netns) {
-        Ok(p) => p,
-        Err(e) => {
-            // No netns (gone, or never given): nothing left to restore.
-            if !netns.is_empty() {
-                tracing::warn!("tuning: cannot enter {netns:?} to restore: {e:#}");
-            }
-            return record::remove(path).map_err(err);
-        }
+    // No netns (gone, or never given): nothing left to restore. The caller's own netns
+    // is refused: restoring "pod" settings there would change the host's.
+    let pod = match crate::netns::open_pod_for_del(netns)? {
+        Some(p) => p,
+        None => return record::remove(path).map_err(err),
     };
     if !rec.netns_id.is_empty() && !rec.is_for(&pod::identity(&pod)) {
         tracing::warn!(
