@@ -299,6 +299,40 @@ fn bandwidth_errors_match_reference() {
             assert_eq!(o_tc, r_tc, "{entry}: tc state differs");
         }
     }
+    // the host veth not found, for each of the reference's reasons
+    let entry = json!({"ingressRate": 1_000_000, "ingressBurst": 100_000});
+    let outcomes = |s: &Side| -> Vec<Value> {
+        let prevs = [
+            (json!({"cniVersion": "1.0.0", "interfaces": []}), "eth0"),
+            (s.prev_result(VETH, "eth0"), "eth9"),
+            (s.prev_result(VETH, "eth0"), "lo"),
+            (s.prev_result("other0", "eth0"), "eth0"),
+        ];
+        prevs
+            .iter()
+            .map(|(prev, ifname)| {
+                let e = cni_err(&s.run("ADD", &conf(NET, entry.clone(), prev.clone()), CID, ifname));
+                assert_eq!(tc_state(s)["plain"], json!([]), "{prev} {ifname}");
+                json!([e["code"], e["msg"]])
+            })
+            .collect()
+    };
+    assert_eq!(outcomes(&twin.o), outcomes(&twin.r));
+    // ADD again without DEL: the kernel's "file exists" in the reference's words
+    for entry in [
+        json!({"egressRate": 1_000_000, "egressBurst": 100_000}),
+        json!({"ingressRate": 1_000_000, "ingressBurst": 100_000}),
+    ] {
+        let again = |s: &Side| {
+            let c = conf(NET, entry.clone(), s.prev_result(VETH, "eth0"));
+            ok(&s.run("ADD", &c, CID, "eth0"));
+            let e = cni_err(&s.run("ADD", &c, CID, "eth0"));
+            let _ = s.run("DEL", &c, CID, "eth0");
+            reset(s);
+            json!([e["code"], e["msg"]])
+        };
+        assert_eq!(again(&twin.o), again(&twin.r), "{entry}");
+    }
     // no prevResult
     for s in twin.sides() {
         let c =

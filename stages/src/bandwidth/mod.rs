@@ -21,7 +21,6 @@ mod ifb;
 use crate::netlink::htb::{self, HtbState};
 use crate::netlink::{errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 use crate::netns::NetNs;
-use anyhow::Context;
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
@@ -252,7 +251,7 @@ impl Stage for Bandwidth {
         let out = shape_pod(&mut host, &veth, &c, subnets.as_ref(), &owner, &mut made, &mut result);
         if let Err(e) = out {
             undo(&mut host, &made);
-            return Err(err(e));
+            return Err(e);
         }
         CniResult::from_v1(result, inv.version)
     }
@@ -430,8 +429,29 @@ impl Stage for Bandwidth {
     }
 }
 
-/// ADD's kernel work, recording what it makes in `made`. The error contexts are the
-/// reference's messages for the same steps.
+/// A failed kernel step as the reference reports it: its message for the step and the
+/// errno in Go's words ("create qdisc: invalid argument"); cnichain's account of the
+/// request in `details`.
+fn kernel_error(step: &str, e: anyhow::Error) -> CniError {
+    match errno_of(&e) {
+        Some(n) => reference_error(format!("{step}: {}", go_errno_text(n)), format!("bandwidth: {e:#}")),
+        None => err(e.context(step.to_string())),
+    }
+}
+
+/// Go's syscall.Errno text: the C library's, first letter in lower case.
+fn go_errno_text(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    let s = s.split(" (os error").next().unwrap_or_default();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => format!("errno {errno}"),
+    }
+}
+
+/// ADD's kernel work, recording what it makes in `made`. Errors carry the reference's
+/// message for the same step.
 fn shape_pod(
     host: &mut Netlink,
     veth: &Link,
@@ -440,7 +460,8 @@ fn shape_pod(
     owner: &ifb::Owner,
     made: &mut Vec<Made>,
     result: &mut Result100,
-) -> anyhow::Result<()> {
+) -> Result<(), CniError> {
+    let fault = |name: &str| cnichain_engine::fault::point(name);
     if let (Some(s), Some(n)) = (&c.ingress, subnets) {
         // htb's leaf queues (default pfifo) are as long as the device's tx queue: on a
         // veth made with queue length 0 (as the reference 1.1.1 bridge makes them) they
@@ -451,18 +472,21 @@ fn shape_pod(
                 veth.name
             );
             host.set_txqlen(veth.index, HTB_MIN_QLEN)
-                .with_context(|| format!("set the tx queue length of {}", veth.name))?;
+                .map_err(|e| kernel_error(&format!("set the tx queue length of {}", veth.name), e))?;
         }
-        add_htb_layout(host, veth.index, s, n, made).context("create htb container ingress qos rules")?;
-        cnichain_engine::fault::point("bandwidth.after-ingress").map_err(|e| anyhow::anyhow!("{e}"))?;
+        add_htb_layout(host, veth.index, s, n, made)
+            .map_err(|e| kernel_error("create htb container ingress qos rules", e))?;
+        fault("bandwidth.after-ingress")?;
     } else if let Some(s) = &c.ingress {
         host.add_tbf_ticks(veth.index, s.rate, s.buffer, s.limit)
-            .context("create qdisc")?;
+            .map_err(|e| kernel_error("create qdisc", e))?;
         made.push(Made::RootTbf(veth.index));
-        cnichain_engine::fault::point("bandwidth.after-ingress").map_err(|e| anyhow::anyhow!("{e}"))?;
+        fault("bandwidth.after-ingress")?;
     }
     if let Some(s) = &c.egress {
-        let ifb = owner.create(host, veth.mtu)?;
+        let ifb = owner
+            .create(host, veth.mtu)
+            .map_err(|e| kernel_error("adding link", e))?;
         made.push(Made::Ifb(ifb.index));
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
@@ -475,8 +499,8 @@ fn shape_pod(
         // With its owner alias for DEL, CHECK and GC (the kernel takes no alias at
         // creation): one request.
         host.set_txqlen_alias(ifb.index, want_qlen, &owner.alias)
-            .with_context(|| format!("set the tx queue length and alias of {}", ifb.name))?;
-        cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| kernel_error(&format!("set the tx queue length and alias of {}", ifb.name), e))?;
+        fault("bandwidth.after-ifb")?;
         result.interfaces.push(Interface {
             name: ifb.name.clone(),
             mac: ifb.mac.map(|m| format_mac(&m)).unwrap_or_default(),
@@ -484,16 +508,18 @@ fn shape_pod(
         });
         // Shape the ifb before any traffic is sent there.
         match subnets {
-            Some(n) => add_htb_layout(host, ifb.index, s, n, made).context("create htb container egress qos rules")?,
+            Some(n) => add_htb_layout(host, ifb.index, s, n, made)
+                .map_err(|e| kernel_error("create htb container egress qos rules", e))?,
             None => host
                 .add_tbf_ticks(ifb.index, s.rate, s.buffer, s.limit)
-                .context("create qdisc")
-                .context("create ifb qdisc")?,
+                .map_err(|e| kernel_error("create ifb qdisc: create qdisc", e))?,
         }
-        host.add_ingress_qdisc(veth.index).context("create ingress qdisc")?;
+        host.add_ingress_qdisc(veth.index)
+            .map_err(|e| kernel_error("create ingress qdisc", e))?;
         made.push(Made::IngressQdisc(veth.index));
-        host.add_redirect_filter(veth.index, ifb.index).context("add filter")?;
-        cnichain_engine::fault::point("bandwidth.after-redirect").map_err(|e| anyhow::anyhow!("{e}"))?;
+        host.add_redirect_filter(veth.index, ifb.index)
+            .map_err(|e| kernel_error("add filter", e))?;
+        fault("bandwidth.after-redirect")?;
     }
     Ok(())
 }
