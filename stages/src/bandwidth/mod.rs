@@ -5,7 +5,11 @@
 //!   veth whose u32 match-all filter redirects every packet to an ifb device
 //!   `bwp<hash>` that carries its own root tbf `1:`.
 //!
-//! Latency 25 ms, limit = rate x 25 ms + burst, rates and bursts in bits as configured.
+//! The tbf's rate, buffer and limit are the reference's to the unit (its float64 and
+//! uint32 steps, [`crate::netlink::tbf::ReferenceTbf`]), saturated only where its uint32
+//! arithmetic wraps around (the runtimes' default bursts at low rates). The ifb is named
+//! as the reference names it unless another attachment of the same network and pod
+//! holds that name (see `ifb.rs`).
 //!
 //! With upstream's (1.4+) `shapedSubnets` or `unshapedSubnets`, the root tbf of either
 //! device (host veth, ifb) is replaced by upstream's htb layout (see
