@@ -65,9 +65,7 @@ impl Owner {
             }
         }
         Ok(reference.filter(|l| {
-            l.alias.is_empty()
-                && l.kind.as_deref() == Some("ifb")
-                && listed.is_none_or(|names| names.iter().any(|n| *n == l.name))
+            l.alias.is_empty() && l.kind.as_deref() == Some("ifb") && listed.is_none_or(|names| names.contains(&l.name))
         }))
     }
 }
