@@ -1,6 +1,6 @@
 //! The bandwidth drop-in against the reference binary (/usr/lib/cni/bandwidth, 1.1.1) on
 //! the same input in twin sandboxes: for a table of (rate, burst) pairs from 1 kbit/s to
-//! 10 Gbit/s, shaping both directions at once (ingress tbf on the host veth, egress tbf
+//! 100 Gbit/s, shaping both directions at once (ingress tbf on the host veth, egress tbf
 //! on the ifb behind the veth's ingress redirect), the results, the errors and the tc
 //! state (`tc -j qdisc show`, `tc -d -raw -j qdisc show`, the ingress filter) must be the
 //! same to the last unit. The runtimes' bursts (containerd 2^32-1 bits, CRI-O 2^35-9)
@@ -119,7 +119,8 @@ fn raw_tbf<'a>(tc: &'a Value, dev: &str) -> Option<&'a Value> {
 /// bursts from a few packets to many seconds, odd figures included.
 fn pairs() -> Vec<(u64, u64)> {
     let mut v = Vec::new();
-    let rates: [u64; 22] = [
+    // beyond 34 Gbit/s the rate needs TCA_TBF_RATE64
+    let rates: [u64; 24] = [
         1_000,
         1_500,
         8_000,
@@ -142,6 +143,8 @@ fn pairs() -> Vec<(u64, u64)> {
         2_500_000_000,
         9_999_999_999,
         10_000_000_000,
+        40_000_000_000,
+        100_000_000_000,
     ];
     for (i, &r) in rates.iter().enumerate() {
         // 12000 bits = one 1500-byte packet; 299992: the 37499 bytes
