@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod bounded;
+pub mod bwtwin;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -15,12 +15,16 @@ pub fn host_veth(pod: &NetNs, host: &mut Netlink, prev: &Result100, ifname: &str
     }
     let mut pod_nl = Netlink::new_in(pod)?;
     let cont = pod_nl.link_by_name(ifname)?;
+    // the reference's messages (ip.GetVethPeerIfindex's inside getHostInterface's)
     let (cont_index, peer) = match &cont {
         Some(l) if l.kind.as_deref() == Some("veth") => (l.index, l.peer_index),
-        _ => (0, None),
+        Some(_) => {
+            bail!("container interface {ifname} has no veth peer: interface {ifname:?} was not a veth interface")
+        }
+        None => bail!("container interface {ifname} has no veth peer: could not look up {ifname:?}: Link not found"),
     };
     let Some(peer) = peer else {
-        bail!("container interface {ifname} has no veth peer");
+        bail!("container interface {ifname} has no veth peer: unable to get veth peer index");
     };
     let link = host
         .link_by_index(peer)?

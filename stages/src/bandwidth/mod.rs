@@ -5,7 +5,11 @@
 //!   veth whose u32 match-all filter redirects every packet to an ifb device
 //!   `bwp<hash>` that carries its own root tbf `1:`.
 //!
-//! Latency 25 ms, limit = rate x 25 ms + burst, rates and bursts in bits as configured.
+//! The tbf's rate, buffer and limit are the reference's to the unit (its float64 and
+//! uint32 steps, [`crate::netlink::tbf::ReferenceTbf`]), saturated only where its uint32
+//! arithmetic wraps around (the runtimes' default bursts at low rates). The ifb is named
+//! as the reference names it unless another attachment of the same network and pod
+//! holds that name (see `ifb.rs`).
 //!
 //! With upstream's (1.4+) `shapedSubnets` or `unshapedSubnets`, the root tbf of either
 //! device (host veth, ifb) is replaced by upstream's htb layout (see
@@ -16,18 +20,15 @@
 
 pub mod config;
 pub mod host;
+mod ifb;
 
-use crate::conf;
 use crate::netlink::htb::{self, HtbState};
-use crate::netlink::{
-    errno_of, format_mac, tbf, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT,
-};
+use crate::netlink::{errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 use crate::netns::NetNs;
-use anyhow::Context;
-use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
+use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
-use config::{BandwidthConf, Shape, Subnets};
+use config::{reference_error, BandwidthConf, Shape, Subnets};
 
 pub struct Bandwidth;
 
@@ -65,23 +66,37 @@ fn root_tbf(qdiscs: &[Qdisc]) -> Option<&Qdisc> {
     qdiscs.iter().find(|q| q.parent == TC_H_ROOT && q.kind == "tbf")
 }
 
-/// Whether a tbf qdisc carries the settings of `s`: rate and limit exactly, the burst
-/// within what the kernel keeps of it (a buffer in 64 ns ticks) and what the reference
-/// plugin makes of it (a buffer in whole microseconds), so that a tbf the reference made
-/// passes too.
-fn tbf_matches(q: &Qdisc, s: &Shape) -> Result<(), String> {
+/// Whether a tbf qdisc carries the settings of `s`: the rate exactly; the limit and the
+/// buffer as cnichain sets them or as the reference sets them (its wrapped values
+/// included), and the buffer also within the 1 us rounding of earlier cnichain versions
+/// (which let the kernel derive it from the burst). Err: the reference's message for the
+/// first mismatch, and what differs.
+fn tbf_matches(q: &Qdisc, s: &Shape) -> Result<(), (&'static str, String)> {
     let Some(p) = q.tbf else {
-        return Err("no tbf parameters".into());
+        return Err(("Failed to find qdisc", "no tbf parameters".into()));
     };
+    let r = s.reference();
     if p.rate != s.rate {
-        return Err(format!("rate {} B/s, want {} B/s", p.rate, s.rate));
+        return Err((
+            "Rate doesn't match",
+            format!("rate {} B/s, want {} B/s", p.rate, s.rate),
+        ));
     }
-    if p.limit != s.limit {
-        return Err(format!("limit {} B, want {} B", p.limit, s.limit));
+    if p.limit != s.limit && p.limit != r.reference_limit {
+        return Err((
+            "Limit doesn't match",
+            format!("limit {} B, want {} B", p.limit, s.limit),
+        ));
     }
-    let slack = (u128::from(p.rate) * 1064).div_ceil(1_000_000_000) + 1;
-    if u128::from(p.burst.abs_diff(s.burst)) > slack {
-        return Err(format!("burst {} B, want {} B", p.burst, s.burst));
+    let close = !s.saturated && p.buffer_ticks.abs_diff(s.buffer) <= 16;
+    if p.buffer_ticks != s.buffer && p.buffer_ticks != r.reference_buffer && !close {
+        return Err((
+            "Buffer doesn't match",
+            format!(
+                "buffer {} ticks (burst {} B), want {} ticks (burst {} B)",
+                p.buffer_ticks, p.burst, s.buffer, s.burst
+            ),
+        ));
     }
     Ok(())
 }
@@ -89,9 +104,10 @@ fn tbf_matches(q: &Qdisc, s: &Shape) -> Result<(), String> {
 /// The shortest tx queue a device shaped by htb gets (upstream's ifb minimum).
 const HTB_MIN_QLEN: u32 = 1000;
 
-/// The htb buffer of the shaped class: the burst's duration at the rate, psched ticks.
+/// The htb buffer of the shaped class: the burst's duration at the rate, psched ticks,
+/// computed as upstream computes it (the tbf's buffer).
 fn htb_buffer(s: &Shape) -> u32 {
-    tbf::buffer_ticks(s.rate, s.burst)
+    s.buffer
 }
 
 /// Build upstream's htb layout on link `index`: qdisc, shaped class, unshaped class, one
@@ -158,7 +174,9 @@ fn htb_matches(st: &HtbState, s: &Shape, subnets: &Subnets) -> Result<(), String
         ));
     }
     let want_buf = htb_buffer(s);
-    if shaped.buffer.abs_diff(want_buf) > 16 || shaped.cbuffer.abs_diff(want_buf) > 16 {
+    let r = s.reference().reference_buffer;
+    let ok = |b: u32| b == want_buf || b == r || (!s.saturated && b.abs_diff(want_buf) <= 16);
+    if !ok(shaped.buffer) || !ok(shaped.cbuffer) {
         return Err(format!(
             "class 1:{} buffer {}/{} ticks, want {want_buf}",
             htb::SHAPED_MINOR,
@@ -197,6 +215,8 @@ fn htb_matches(st: &HtbState, s: &Shape, subnets: &Subnets) -> Result<(), String
 
 impl Stage for Bandwidth {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        // in the reference's order: rates, nothing to do, subnets, prevResult, netns,
+        // host veth, then the kernel
         let c = BandwidthConf::load(inv)?;
         if c.is_zero() {
             return match inv.prev_result {
@@ -204,41 +224,61 @@ impl Stage for Bandwidth {
                 None => CniResult::from_v1(Result100::default(), inv.version),
             };
         }
-        let prev = inv
-            .prev_result
-            .ok_or_else(|| CniError::new(INVALID_CONFIG, "bandwidth: must be called as chained plugin"))?;
+        let subnets = c.subnets()?;
+        let prev = inv.prev_result.ok_or_else(|| {
+            reference_error(
+                "must be called as chained plugin",
+                "bandwidth: ADD needs the previous plugin's result (prevResult)",
+            )
+        })?;
         let mut result = prev.to_v1()?;
         let pod = open_pod(inv)?;
         let mut host = Netlink::new().map_err(err)?;
         let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
+        if subnets.is_none() {
+            if let Some(e) = c.kernel_refusal() {
+                return Err(e);
+            }
+        }
+        for (dir, s) in [("ingress", &c.ingress), ("egress", &c.egress)] {
+            if let Some(s) = s.filter(|s| s.saturated) {
+                let r = s.reference();
+                tracing::info!(
+                    "bandwidth: {dir} {} bits/s, burst {} bits: buffer {} ticks and limit {} B where the reference's uint32 arithmetic wraps to {} ticks and {} B",
+                    s.rate_bits, s.burst_bits, s.buffer, s.limit, r.reference_buffer, r.reference_limit
+                );
+            }
+        }
 
+        let owner = ifb::Owner::new(&c.name, &inv.rt.container_id, &inv.rt.ifname);
         let mut made = Vec::new();
-        let out = shape_pod(
-            &mut host,
-            &veth,
-            &c,
-            &inv.rt.container_id,
-            &inv.rt.ifname,
-            &mut made,
-            &mut result,
-        );
+        let out = shape_pod(&mut host, &veth, &c, subnets.as_ref(), &owner, &mut made, &mut result);
         if let Err(e) = out {
             undo(&mut host, &made);
-            return Err(err(e));
+            return Err(e);
         }
         CniResult::from_v1(result, inv.version)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        // DEL needs no valid config and no prevResult: the ifb is found by its name.
-        let name = inv.config.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-        let ifb_name = config::ifb_name(name, &inv.rt.container_id);
+        // DEL needs no valid config and no prevResult: the ifb is found by its names and
+        // owner alias.
+        let conf = BandwidthConf::load(inv).ok();
+        let name = match &conf {
+            Some(c) => c.name.clone(),
+            None => config::network_name(inv),
+        };
+        let owner = ifb::Owner::new(&name, &inv.rt.container_id, &inv.rt.ifname);
+        let prev = inv.prev_result.and_then(|p| p.to_v1().ok());
+        let listed: Option<Vec<String>> = prev
+            .as_ref()
+            .map(|r| r.interfaces.iter().map(|i| i.name.clone()).collect());
         let mut host = Netlink::new().map_err(err)?;
-        let ifb = host.link_by_name(&ifb_name).map_err(err)?;
+        let ifb = owner.find(&mut host, listed.as_deref()).map_err(err)?;
 
         // With prevResult and the pod still there, also take this stage's qdiscs off the
         // host veth (the reference leaves them until the veth goes).
-        if let Some(veth) = find_veth_for_del(inv, &mut host) {
+        if let Some(veth) = prev.as_ref().and_then(|p| find_veth_for_del(inv, p, &mut host)) {
             let qdiscs = host.qdiscs(veth.index).unwrap_or_default();
             if let Some(ifb) = &ifb {
                 let ours = host
@@ -252,9 +292,8 @@ impl Stage for Bandwidth {
                     }
                 }
             }
-            let conf = BandwidthConf::load(inv).ok();
             let ingress = conf.as_ref().and_then(|c| c.ingress);
-            let subnets = conf.as_ref().and_then(|c| c.subnets.clone());
+            let subnets = conf.as_ref().and_then(|c| c.subnets().ok().flatten());
             let ours = match (ingress, &subnets) {
                 (Some(s), None) => {
                     root_tbf(&qdiscs).is_some_and(|q| q.handle == TBF_HANDLE && tbf_matches(q, &s).is_ok())
@@ -274,7 +313,7 @@ impl Stage for Bandwidth {
         if let Some(ifb) = ifb {
             // Deleting a link waits ~20-30 ms in the kernel: let it overlap the rest of
             // the chain's DEL (the engine joins it before DEL returns).
-            let index = ifb.index;
+            let (index, ifb_name) = (ifb.index, ifb.name);
             cnichain_engine::stage::defer(format!("delete ifb {ifb_name}"), move || match host.del_link(index) {
                 Ok(()) => Ok(()),
                 Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
@@ -295,41 +334,50 @@ impl Stage for Bandwidth {
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let c = BandwidthConf::load(inv)?;
-        let prev = inv
-            .prev_result
-            .ok_or_else(|| CniError::new(INVALID_CONFIG, "bandwidth: must be called as a chained plugin"))?;
+        let prev = inv.prev_result.ok_or_else(|| {
+            reference_error(
+                "must be called as a chained plugin",
+                "bandwidth: CHECK needs the attachment's result (prevResult)",
+            )
+        })?;
         let result = prev.to_v1()?;
         let pod = open_pod(inv)?;
         let mut host = Netlink::new().map_err(err)?;
         let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
+        let subnets = c
+            .subnets()
+            .map_err(|e| reference_error(format!("failed to check subnets, details {}", e.msg), e.details))?;
+        let mismatch = |dev: &str, (msg, why): (&str, String)| reference_error(msg, format!("bandwidth: {dev}: {why}"));
 
-        if let (Some(s), Some(n)) = (&c.ingress, &c.subnets) {
+        if let (Some(s), Some(n)) = (&c.ingress, &subnets) {
             let st = host.htb_state(veth.index).map_err(err)?;
-            htb_matches(&st, s, n)
-                .map_err(|why| CniError::internal(format!("htb on {} does not match: {why}", veth.name)))?;
+            htb_matches(&st, s, n).map_err(|why| mismatch(&veth.name, ("htb does not match", why)))?;
         } else if let Some(s) = &c.ingress {
             let qdiscs = host.qdiscs(veth.index).map_err(err)?;
             let q = root_tbf(&qdiscs)
-                .ok_or_else(|| CniError::internal(format!("Failed to find qdisc: no tbf on {}", veth.name)))?;
-            tbf_matches(q, s)
-                .map_err(|why| CniError::internal(format!("tbf on {} does not match: {why}", veth.name)))?;
+                .ok_or_else(|| mismatch(&veth.name, ("Failed to find qdisc", "no root tbf".into())))?;
+            tbf_matches(q, s).map_err(|m| mismatch(&veth.name, m))?;
         }
         if let Some(s) = &c.egress {
-            let ifb_name = config::ifb_name(&c.name, &inv.rt.container_id);
-            let ifb = host
-                .link_by_name(&ifb_name)
-                .map_err(err)?
-                .ok_or_else(|| CniError::internal(format!("get ifb device: link {ifb_name} not found")))?;
-            if let Some(n) = &c.subnets {
+            let owner = ifb::Owner::new(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            let listed: Vec<String> = result.interfaces.iter().map(|i| i.name.clone()).collect();
+            let ifb = owner.find(&mut host, Some(&listed)).map_err(err)?.ok_or_else(|| {
+                reference_error(
+                    "get ifb device: Link not found",
+                    format!(
+                        "bandwidth: no ifb device of this attachment ({} or {} with alias {:?})",
+                        owner.reference, owner.derived, owner.alias
+                    ),
+                )
+            })?;
+            if let Some(n) = &subnets {
                 let st = host.htb_state(ifb.index).map_err(err)?;
-                htb_matches(&st, s, n)
-                    .map_err(|why| CniError::internal(format!("htb on {ifb_name} does not match: {why}")))?;
+                htb_matches(&st, s, n).map_err(|why| mismatch(&ifb.name, ("htb does not match", why)))?;
             } else {
                 let qdiscs = host.qdiscs(ifb.index).map_err(err)?;
                 let q = root_tbf(&qdiscs)
-                    .ok_or_else(|| CniError::internal(format!("Failed to find qdisc: no tbf on {ifb_name}")))?;
-                tbf_matches(q, s)
-                    .map_err(|why| CniError::internal(format!("tbf on {ifb_name} does not match: {why}")))?;
+                    .ok_or_else(|| mismatch(&ifb.name, ("Failed to find qdisc", "no root tbf".into())))?;
+                tbf_matches(q, s).map_err(|m| mismatch(&ifb.name, m))?;
             }
             let redirected = host
                 .filters(veth.index, INGRESS_HANDLE)
@@ -338,8 +386,8 @@ impl Stage for Bandwidth {
                 .any(|f| f.redirect_to() == Some(ifb.index));
             if !redirected {
                 return Err(CniError::internal(format!(
-                    "no filter on {} redirects its traffic to {ifb_name}",
-                    veth.name
+                    "no filter on {} redirects its traffic to {}",
+                    veth.name, ifb.name
                 )));
             }
         }
@@ -354,8 +402,7 @@ impl Stage for Bandwidth {
         use crate::probe::{self, Feature};
         let c = BandwidthConf::load(inv)?;
         let htb = c
-            .subnets
-            .as_ref()
+            .subnets()?
             .map(|s| if s.shaped { "shapedSubnets" } else { "unshapedSubnets" });
         let mut needs = Vec::new();
         if c.ingress.is_some() {
@@ -366,14 +413,7 @@ impl Stage for Bandwidth {
             needs.push((Feature::Redirect, "egressRate"));
             needs.push(htb.map_or((Feature::Tbf, "egressRate"), |k| (Feature::Htb, k)));
         }
-        let plain = config::ENTRY_KEYS.iter().any(|k| inv.config.contains_key(*k));
-        let capability = inv
-            .config
-            .get("capabilities")
-            .and_then(|v| v.get("bandwidth"))
-            .and_then(|v| v.as_bool())
-            == Some(true);
-        if capability && !plain && c.is_zero() {
+        if c.capability && !c.has_plain && c.is_zero() {
             for f in [Feature::Tbf, Feature::Ifb, Feature::Redirect] {
                 needs.push((f, "the bandwidth capability"));
             }
@@ -393,17 +433,40 @@ impl Stage for Bandwidth {
     }
 }
 
-/// ADD's kernel work, recording what it makes in `made`.
+/// A failed kernel step as the reference reports it: its message for the step and the
+/// errno in Go's words ("create qdisc: invalid argument"); cnichain's account of the
+/// request in `details`.
+fn kernel_error(step: &str, e: anyhow::Error) -> CniError {
+    match errno_of(&e) {
+        Some(n) => reference_error(format!("{step}: {}", go_errno_text(n)), format!("bandwidth: {e:#}")),
+        None => err(e.context(step.to_string())),
+    }
+}
+
+/// Go's syscall.Errno text: the C library's, first letter in lower case.
+fn go_errno_text(errno: i32) -> String {
+    let s = std::io::Error::from_raw_os_error(errno).to_string();
+    let s = s.split(" (os error").next().unwrap_or_default();
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => format!("errno {errno}"),
+    }
+}
+
+/// ADD's kernel work, recording what it makes in `made`. Errors carry the reference's
+/// message for the same step.
 fn shape_pod(
     host: &mut Netlink,
     veth: &Link,
     c: &BandwidthConf,
-    container_id: &str,
-    ifname: &str,
+    subnets: Option<&Subnets>,
+    owner: &ifb::Owner,
     made: &mut Vec<Made>,
     result: &mut Result100,
-) -> anyhow::Result<()> {
-    if let (Some(s), Some(n)) = (&c.ingress, &c.subnets) {
+) -> Result<(), CniError> {
+    let fault = |name: &str| cnichain_engine::fault::point(name);
+    if let (Some(s), Some(n)) = (&c.ingress, subnets) {
         // htb's leaf queues (default pfifo) are as long as the device's tx queue: on a
         // veth made with queue length 0 (as the reference 1.1.1 bridge makes them) they
         // would drop every packet.
@@ -413,67 +476,63 @@ fn shape_pod(
                 veth.name
             );
             host.set_txqlen(veth.index, HTB_MIN_QLEN)
-                .with_context(|| format!("set the tx queue length of {}", veth.name))?;
+                .map_err(|e| kernel_error(&format!("set the tx queue length of {}", veth.name), e))?;
         }
-        add_htb_layout(host, veth.index, s, n, made).with_context(|| format!("create ingress htb on {}", veth.name))?;
-        cnichain_engine::fault::point("bandwidth.after-ingress").map_err(|e| anyhow::anyhow!("{e}"))?;
+        add_htb_layout(host, veth.index, s, n, made)
+            .map_err(|e| kernel_error("create htb container ingress qos rules", e))?;
+        fault("bandwidth.after-ingress")?;
     } else if let Some(s) = &c.ingress {
-        host.add_tbf(veth.index, s.rate, s.burst, s.limit)
-            .with_context(|| format!("create ingress qdisc on {}", veth.name))?;
+        host.add_tbf_ticks(veth.index, s.rate, s.buffer, s.limit)
+            .map_err(|e| kernel_error("create qdisc", e))?;
         made.push(Made::RootTbf(veth.index));
-        cnichain_engine::fault::point("bandwidth.after-ingress").map_err(|e| anyhow::anyhow!("{e}"))?;
+        fault("bandwidth.after-ingress")?;
     }
     if let Some(s) = &c.egress {
-        let ifb_name = config::ifb_name(&c.name, container_id);
-        host.add_ifb_with(&ifb_name, Some(veth.mtu))
-            .with_context(|| format!("create ifb {ifb_name}"))?;
-        let ifb = host
-            .link_by_name(&ifb_name)?
-            .ok_or_else(|| anyhow::anyhow!("ifb {ifb_name} vanished after creation"))?;
+        let ifb = owner
+            .create(host, veth.mtu)
+            .map_err(|e| kernel_error("adding link", e))?;
         made.push(Made::Ifb(ifb.index));
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
         // With htb (upstream 1.4+) at least 1000: the leaf queues are that long.
-        let want_qlen = if c.subnets.is_some() {
+        let want_qlen = if subnets.is_some() {
             veth.txqlen.max(HTB_MIN_QLEN)
         } else {
             veth.txqlen
         };
-        // With its owner alias for GC (the kernel takes no alias at creation): one request.
-        let alias = conf::owner_alias("bandwidth", &c.name, container_id, ifname);
-        host.set_txqlen_alias(ifb.index, want_qlen, &alias)
-            .with_context(|| format!("set the tx queue length and alias of {ifb_name}"))?;
-        cnichain_engine::fault::point("bandwidth.after-ifb").map_err(|e| anyhow::anyhow!("{e}"))?;
+        // With its owner alias for DEL, CHECK and GC (the kernel takes no alias at
+        // creation): one request.
+        host.set_txqlen_alias(ifb.index, want_qlen, &owner.alias)
+            .map_err(|e| kernel_error(&format!("set the tx queue length and alias of {}", ifb.name), e))?;
+        fault("bandwidth.after-ifb")?;
         result.interfaces.push(Interface {
-            name: ifb_name.clone(),
+            name: ifb.name.clone(),
             mac: ifb.mac.map(|m| format_mac(&m)).unwrap_or_default(),
             ..Default::default()
         });
         // Shape the ifb before any traffic is sent there.
-        match &c.subnets {
-            Some(n) => {
-                add_htb_layout(host, ifb.index, s, n, made).with_context(|| format!("create ifb htb on {ifb_name}"))?
-            }
+        match subnets {
+            Some(n) => add_htb_layout(host, ifb.index, s, n, made)
+                .map_err(|e| kernel_error("create htb container egress qos rules", e))?,
             None => host
-                .add_tbf(ifb.index, s.rate, s.burst, s.limit)
-                .with_context(|| format!("create ifb qdisc on {ifb_name}"))?,
+                .add_tbf_ticks(ifb.index, s.rate, s.buffer, s.limit)
+                .map_err(|e| kernel_error("create ifb qdisc: create qdisc", e))?,
         }
         host.add_ingress_qdisc(veth.index)
-            .with_context(|| format!("create ingress qdisc on {}", veth.name))?;
+            .map_err(|e| kernel_error("create ingress qdisc", e))?;
         made.push(Made::IngressQdisc(veth.index));
         host.add_redirect_filter(veth.index, ifb.index)
-            .with_context(|| format!("add egress filter on {}", veth.name))?;
-        cnichain_engine::fault::point("bandwidth.after-redirect").map_err(|e| anyhow::anyhow!("{e}"))?;
+            .map_err(|e| kernel_error("add filter", e))?;
+        fault("bandwidth.after-redirect")?;
     }
     Ok(())
 }
 
-/// For DEL: the host veth of the attachment, if prevResult and the pod are at hand.
-fn find_veth_for_del(inv: &Invocation, host: &mut Netlink) -> Option<Link> {
-    let prev = inv.prev_result?.to_v1().ok()?;
+/// For DEL: the host veth of the attachment, if the pod is still there.
+fn find_veth_for_del(inv: &Invocation, prev: &Result100, host: &mut Netlink) -> Option<Link> {
     if inv.rt.netns.is_empty() {
         return None;
     }
     let pod = crate::netns::open_pod_for_del(&inv.rt.netns).ok()??;
-    host::host_veth(&pod, host, &prev, &inv.rt.ifname).ok()
+    host::host_veth(&pod, host, prev, &inv.rt.ifname).ok()
 }

@@ -4,7 +4,7 @@
 //!   (the shaped class) with `unshapedSubnets`, or `1:1` (the unshaped class) with
 //!   `shapedSubnets`;
 //! - class `1:48`: rate = the configured rate, ceil = twice that, buffer = cbuffer = the
-//!   burst's duration at the rate (psched ticks); class `1:1`: rate = ceil = 100 GB/s,
+//!   burst's duration at the rate (psched ticks, as the tbf's: [`super::tbf::ReferenceTbf`]); class `1:1`: rate = ceil = 100 GB/s,
 //!   no buffer;
 //! - per listed subnet, a u32 filter under `1:` (pref 16 protocol ip, pref 15 protocol
 //!   ipv6) matching the destination address (`ip dst` / `ip6 dst`), flowid `1:1` for

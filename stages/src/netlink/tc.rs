@@ -192,18 +192,32 @@ impl Netlink {
         )
     }
 
-    /// Root tbf `1:` on link `index` (`tc qdisc add dev X root handle 1: tbf ...`). Rate
-    /// and burst must be positive; see [`tbf::reference_limit`] for the limit.
+    /// Root tbf `1:` on link `index` for a rate (bytes/s), burst and limit (bytes), the
+    /// buffer computed from the burst as the reference computes it
+    /// ([`tbf::ReferenceTbf`]).
     pub fn add_tbf(&mut self, index: u32, rate_bytes_per_sec: u64, burst_bytes: u32, limit_bytes: u32) -> Result<()> {
-        if rate_bytes_per_sec == 0 || burst_bytes == 0 {
-            bail!("tbf on link {index}: rate ({rate_bytes_per_sec} B/s) and burst ({burst_bytes} B) must be positive");
+        let buffer = tbf::buffer_ticks(rate_bytes_per_sec, burst_bytes);
+        self.add_tbf_ticks(index, rate_bytes_per_sec, buffer, limit_bytes)
+    }
+
+    /// Root tbf `1:` on link `index` (`tc qdisc add dev X root handle 1: tbf ...`) with the
+    /// buffer in psched ticks. Rate and buffer must be positive.
+    pub fn add_tbf_ticks(
+        &mut self,
+        index: u32,
+        rate_bytes_per_sec: u64,
+        buffer_ticks: u32,
+        limit_bytes: u32,
+    ) -> Result<()> {
+        if rate_bytes_per_sec == 0 || buffer_ticks == 0 {
+            bail!("tbf on link {index}: rate ({rate_bytes_per_sec} B/s) and buffer ({buffer_ticks} ticks) must be positive");
         }
         let mut m = TcMessage::with_index(tc_index(index)?);
         m.header.parent = TcHandle::from(TC_H_ROOT);
         m.header.handle = TcHandle::from(TBF_HANDLE);
         m.attributes.push(TcAttribute::Kind("tbf".to_string()));
         m.attributes.push(TcAttribute::Options(
-            tbf::options(rate_bytes_per_sec, burst_bytes, limit_bytes)
+            tbf::options(rate_bytes_per_sec, buffer_ticks, limit_bytes)
                 .into_iter()
                 .map(|(t, v)| TcOption::Other(DefaultNla::new(t, v)))
                 .collect(),
@@ -211,7 +225,7 @@ impl Netlink {
         self.new_qdisc(
             m,
             format!(
-                "add tbf (rate {rate_bytes_per_sec} B/s, burst {burst_bytes} B, limit {limit_bytes} B) on link {index}"
+                "add tbf (rate {rate_bytes_per_sec} B/s, buffer {buffer_ticks} ticks, limit {limit_bytes} B) on link {index}"
             ),
         )
     }
