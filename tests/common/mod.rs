@@ -293,3 +293,4 @@ pub fn load_cycles() -> usize {
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
+pub mod twin;
