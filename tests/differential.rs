@@ -45,7 +45,8 @@ const fn case(name: &'static str, plugin: &'static str, versions: &'static [&'st
 }
 
 /// A pod with an `eth0` (for tuning) and the prevResult naming it.
-const POD_ETH0: &str = "ip link add eth0 type dummy && ip link set eth0 up";
+const POD_ETH0: &str =
+    "ip link add eth0 type veth peer name eth0peer && ip link set eth0 up && ip link set eth0peer up";
 const PREV_ETH0: &str = r#"{"cniVersion":"0.4.0","interfaces":[{"name":"eth0","sandbox":"@NETNS@"}],
   "ips":[{"version":"4","address":"10.30.0.2/24","interface":0}],"dns":{}}"#;
 /// A veth whose host end is `vethdiff0` (for bandwidth).
@@ -361,13 +362,32 @@ fn cases() -> Vec<Case> {
 
 /// Deliberate differences (README: Differences from the reference): (case, version,
 /// what) where `what` is the compared item's name; they are reported, not failed.
-const KNOWN: &[(&str, &str, &str)] = &[];
+const KNOWN: &[(&str, &str, &str)] = &[
+    // tuning DEL restores the sysctls ADD wrote; 1.1.1's DEL restores none.
+    ("tu-", "*", "DEL pod sysctls"),
+    // 1.1.1's CHECK does not replace IFNAME in sysctl keys and fails; upstream fixed it.
+    ("tu-sysctl", "*", "CHECK outcome"),
+    // loopback 1.1.1 prints a 1.0.0-shaped result (no ip4/ip6 at 0.1.0/0.2.0, no ips[].version
+    // at 0.3.x/0.4.0) under the requested version; cnichain converts to the requested one.
+    ("lo", "*", "ADD outcome"),
+    // bandwidth (its own helper's area): the ifb's queue length (1.1.1: 0, cnichain 1000),
+    // and DEL removes the host veth's qdiscs (1.1.1 leaves them to the veth's deletion).
+    ("bw-", "*", "ADD host links"),
+    ("bw-", "*", "DEL host links"),
+    ("bw-", "*", "DEL host qdiscs"),
+];
 
 fn is_known(case: &str, version: &str, what: &str) -> bool {
-    KNOWN
+    let known = KNOWN
         .iter()
-        .any(|(c, v, w)| (*c == case || *c == "*") && (*v == version || *v == "*") && what.starts_with(w))
+        .any(|(c, v, w)| (case.starts_with(c) || *c == "*") && (*v == version || *v == "*") && what.starts_with(w));
+    if known {
+        KNOWN_SEEN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    known
 }
+
+static KNOWN_SEEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The reference plugins answer every plain error with 999; cnichain's stages use the
 /// spec's codes (7 bad config, 4 bad CNI_ARGS) with the same `msg` (README: differences).
@@ -512,9 +532,10 @@ fn run_all(filter: impl Fn(&Case) -> bool) {
         }
     }
     eprintln!(
-        "differential: {compared} (case, version) pairs compared, {} differences, {} error pairs with the same msg and code 999 -> 4/7",
+        "differential: {compared} (case, version) pairs compared, {} differences, {} error pairs with the same msg and code 999 -> 4/7, {} known differences",
         failures.len(),
-        CODE_ONLY.load(std::sync::atomic::Ordering::SeqCst)
+        CODE_ONLY.load(std::sync::atomic::Ordering::SeqCst),
+        KNOWN_SEEN.load(std::sync::atomic::Ordering::SeqCst)
     );
     assert!(compared > 0, "no case ran");
     assert!(

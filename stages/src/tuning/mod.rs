@@ -27,8 +27,10 @@ fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
 }
 
 fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
-    inv.prev_result
-        .ok_or_else(|| CniError::new(INVALID_CONFIG, "tuning: Required prevResult missing"))
+    inv.prev_result.ok_or_else(|| {
+        CniError::new(INVALID_CONFIG, "Required prevResult missing")
+            .with_details("tuning changes the interface of an earlier plugin's result: it needs prevResult")
+    })
 }
 
 impl Stage for Tuning {
