@@ -31,6 +31,8 @@ pub struct Twin {
     pub pod_ns: String,
     /// The drop-in symlinks (cnichain twin only).
     pub bin: PathBuf,
+    /// The container ID cnitool derives from the pod's netns path.
+    pub cnitool_cid: String,
 }
 
 /// What one plugin call printed and returned, comparable across the twins.
@@ -66,12 +68,18 @@ impl Twin {
                 std::os::unix::fs::symlink(cnichain_bin(), bin.join(p)).expect("symlink");
             }
         }
+        let out = Command::new("sh")
+            .args(["-c", &format!("printf %s '{pod}' | sha512sum | cut -c1-20")])
+            .output()
+            .expect("sha512sum");
+        let cnitool_cid = format!("cnitool-{}", String::from_utf8_lossy(&out.stdout).trim());
         Twin {
             sb,
             reference,
             pod,
             pod_ns,
             bin,
+            cnitool_cid,
         }
     }
 
@@ -160,11 +168,12 @@ impl Twin {
         let mut t = text
             .replace(&self.sb.dir.display().to_string(), "<dir>")
             .replace(&self.pod_ns, "<pod>")
-            .replace(&self.sb.host(), "<host>");
+            .replace(&self.sb.host(), "<host>")
+            .replace(&self.cnitool_cid, "<cid>");
         for v in host_veths {
             t = t.replace(v.as_str(), "<hostveth>");
         }
-        normalize_macs(&t, keep)
+        normalize_macs(&normalize_veth_names(&t), keep)
     }
 
     /// The result with random parts replaced; returns the host veth names it saw.
@@ -201,11 +210,12 @@ impl Twin {
     /// namespace, its output cut into sections.
     pub fn state(&self, host_veths: &[String], sysctls: &[&str], keep: &str) -> BTreeMap<String, String> {
         let host = self.sb.host();
-        let clean = "sed -E 's/^[0-9]+: //; s/@if[0-9]+//; s/ link-netns [^ ]+//; s/link-netnsid [0-9]+//; s/ +/ /g' | grep -v -e 'fe80' -e 'valid_lft' | sort";
+        // carrier state settles asynchronously after a port or peer comes or goes
+        let clean = "sed -E 's/NO-CARRIER,//; s/ state (UP|DOWN|LOWERLAYERDOWN) / state <carrier> /; s/ linkdown//; s/^[0-9]+: //; s/@if[0-9]+//; s/ link-netns [^ ]+//; s/link-netnsid [0-9]+//; s/ +/ /g' | grep -v -e 'fe80' -e 'valid_lft' | sort";
         let mut script = format!(
             "echo '## links'; ip -o -d link show | sed -E 's/ (addrgenmode|numtxqueues|numrxqueues|gso_max_size|gso_max_segs|tso_max_size|tso_max_segs|gro_max_size|gso_ipv4_max_size|gro_ipv4_max_size|parentbus|parentdev|bridge_id|designated_root|root_id|designated_bridge|port_id|port_no|designated_port|designated_cost|vlan_protocol|group_address|mcast_[a-z_]+|nf_call_[a-z]+|no_linklocal_learn) [^ ]+//g; s/ (hello_timer|tcn_timer|topology_change_timer|gc_timer|message_age_timer|forward_delay_timer|hold_timer) +[0-9.]+//g; s/\\\\ +alias .*$//' | {clean}; \
              echo '## addrs'; ip -o addr show | awk '{{print $2, $3, $4, $5, $6}}' | {clean}; \
-             echo '## routes'; {{ ip route show table all; ip -6 route show table all; }} | grep -v -e fe80 -e '^local' -e '^broadcast' -e '^multicast' -e anycast | sed -E 's/ pref medium//' | sort; \
+             echo '## routes'; {{ ip route show table all; ip -6 route show table all; }} | grep -v -e fe80 -e '^local' -e '^broadcast' -e '^multicast' -e anycast | sed -E 's/ pref medium//; s/ linkdown//' | sort; \
              echo '## qdiscs'; tc qdisc show | sort; \
              echo '## sysctls'; echo fwd4=$(cat /proc/sys/net/ipv4/ip_forward);"
         );
@@ -238,6 +248,33 @@ impl Twin {
         out.insert("files".into(), self.normalize_text(&files, host_veths, keep));
         out
     }
+}
+
+/// `veth` + 8 hex digits (the reference's random host veth names, cnichain's derived
+/// ones) become `<hostveth>`; `bwp` + 12 hex digits (the ifb, named from the container
+/// ID, which cnitool derives from the netns path) `<ifb>`.
+pub fn normalize_veth_names(text: &str) -> String {
+    let mut t = text.to_string();
+    for (prefix, digits, to) in [("veth", 8, "<hostveth>"), ("bwp", 12, "<ifb>")] {
+        let mut out = String::with_capacity(t.len());
+        let mut rest = t.as_str();
+        while let Some(i) = rest.find(prefix) {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + prefix.len()..];
+            let hex = after.bytes().take(digits).filter(u8::is_ascii_hexdigit).count();
+            let boundary = after.as_bytes().get(digits).is_none_or(|c| !c.is_ascii_alphanumeric());
+            if hex == digits && boundary {
+                out.push_str(to);
+                rest = &after[digits..];
+            } else {
+                out.push_str(prefix);
+                rest = after;
+            }
+        }
+        out.push_str(rest);
+        t = out;
+    }
+    t
 }
 
 /// MAC addresses (xx:xx:xx:xx:xx:xx) not found in `keep` become `<mac>`; broadcast
