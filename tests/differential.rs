@@ -291,6 +291,18 @@ fn cases() -> Vec<Case> {
             ..case("tu-empty", "tuning", FROM_030, r#"{"sysctl":{}}"#)
         },
         Case {
+            prev: Some(PREV_ETH0),
+            pod_setup: POD_ETH0,
+            sysctls: &["net.ipv4.conf.eth0.arp_notify"],
+            ..case(
+                "tu-args-go-keys",
+                "tuning",
+                FROM_030,
+                // (1.1.1 panics on args.cni.sysctl without a top-level sysctl map: "sysctl":{})
+                r#"{"mtu":1500,"sysctl":{},"Args":{"CNI":{"MTU":1280,"Sysctl":{"net.ipv4.conf.eth0.arp_notify":"1"},"PROMISC":true}}}"#,
+            )
+        },
+        Case {
             pod_setup: POD_ETH0,
             ..case("tu-no-prev", "tuning", FROM_030, r#"{"mtu":1400}"#)
         },
@@ -323,6 +335,12 @@ fn cases() -> Vec<Case> {
             "bridge",
             FROM_030,
             r#"{"Bridge":"cncdf1","IsGateway":true,"MTU":1300,"IPAM":{"type":"host-local","dataDir":"@DIR@/ipam","ranges":[[{"subnet":"10.41.0.0/24"}]]}}"#,
+        ),
+        case(
+            "br-runtime-mac",
+            "bridge",
+            FROM_040,
+            r#"{"bridge":"cncdf2","RuntimeConfig":{"MAC":"02:aa:bb:cc:dd:07"},"ipam":{"type":"host-local","dataDir":"@DIR@/ipam","ranges":[[{"subnet":"10.42.0.0/24"}]]}}"#,
         ),
         case(
             "ptp-v4",
@@ -497,7 +515,10 @@ fn run_case(case: &Case, version: &str) -> Vec<String> {
             c.iter().map(|s| &s.0).collect::<Vec<_>>()
         ));
     }
-    for ((verb, a), (_, b)) in r.iter().zip(c.iter()) {
+    for (verb, a) in r.iter() {
+        let Some((_, b)) = c.iter().find(|(v, _)| v == verb) else {
+            continue;
+        };
         let what = format!("{verb} outcome");
         if a.outcome != b.outcome && code_only(&a.outcome, &b.outcome) {
             CODE_ONLY.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
