@@ -497,7 +497,9 @@ fn host_local_runtime_errors_match_reference() {
         )
         .expect_err("accepted a bad config");
         assert_eq!(e.code, *code, "{conf}: {e:?}");
-        assert!(e.msg.contains(needle), "{:?} lacks {needle:?}", e.msg);
+        // the reference's text in msg, the field in details
+        let shown = format!("{} ({})", e.msg, e.details);
+        assert!(shown.contains(needle), "{shown:?} lacks {needle:?}");
         // nothing written on either side
         assert!(!dir.exists(), "{conf}: something was written");
     }

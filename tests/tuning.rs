@@ -628,10 +628,13 @@ fn tuning_bad_input_changes_nothing() {
         let o = plugin(&sb, &ours, "ADD", &pod, &format!("cid-bad{i}"), &conf, &[]);
         let e = cni_err(&o);
         assert_eq!(e["code"], 7, "case {i} ({needle}): {e}");
-        assert!(
-            e["msg"].as_str().unwrap_or("").contains(needle.as_str()),
-            "case {i}: {e} does not name {needle}"
+        // the reference's text in msg, cnichain's help (the field, why) in details
+        let shown = format!(
+            "{} {}",
+            e["msg"].as_str().unwrap_or(""),
+            e["details"].as_str().unwrap_or("")
         );
+        assert!(shown.contains(needle.as_str()), "case {i}: {e} does not name {needle}");
         assert_eq!(watched(&sb, &pod), before, "case {i} ({needle}) changed a sysctl");
         assert_eq!(
             link_state(&sb, &pod, "eth0"),

@@ -38,10 +38,11 @@ impl DnsConf {
     }
 }
 
-/// Deserialize a stage's config; a type error is code 7 naming the JSON path.
+/// Deserialize a stage's config with Go's key rules (see [`crate::godecode`]); a type
+/// error is code 7 naming the JSON path.
 pub fn parse<T: DeserializeOwned>(config: &Map<String, Value>, plugin: &str) -> Result<T, CniError> {
     let v = Value::Object(config.clone());
-    serde_path_to_error::deserialize(v).map_err(|e| {
+    crate::godecode::from_value(&v).map_err(|e| {
         let path = e.path().to_string();
         CniError::new(
             INVALID_CONFIG,
@@ -154,12 +155,38 @@ pub fn is_ifname_chars(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
+/// The value of the field `name` of a Go struct decoded from `v`: the last key matching
+/// it (exactly or with Go's case folding) whose value is not `null`.
+pub fn go_get<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    v.as_object()?
+        .iter()
+        .filter(|(k, v)| !v.is_null() && cnichain_engine::spec::result::key_is(k, name))
+        .map(|(_, v)| v)
+        .next_back()
+}
+
+/// [`go_get`] of a string field.
+pub fn go_str<'a>(v: &'a Value, name: &str) -> Option<&'a str> {
+    go_get(v, name).and_then(Value::as_str)
+}
+
+/// [`go_get`] on a config map.
+pub fn config_get<'a>(config: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    config
+        .iter()
+        .filter(|(k, v)| !v.is_null() && cnichain_engine::spec::result::key_is(k, name))
+        .map(|(_, v)| v)
+        .next_back()
+}
+
+/// [`go_str`] on a config map.
+pub fn config_str<'a>(config: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    config_get(config, name).and_then(Value::as_str)
+}
+
 /// The `ipam` object's `type`, if any.
 pub fn ipam_type(config: &Map<String, Value>) -> Option<String> {
-    config
-        .get("ipam")?
-        .get("type")?
-        .as_str()
+    go_str(config_get(config, "ipam")?, "type")
         .filter(|s| !s.is_empty())
         .map(String::from)
 }
@@ -170,21 +197,15 @@ pub fn requested_mac(config: &Map<String, Value>, env_mac: Option<&str>) -> Resu
     let mut mac: Option<(String, &str)> = env_mac
         .filter(|m| !m.is_empty())
         .map(|m| (m.to_string(), "CNI_ARGS MAC"));
-    if let Some(m) = config
-        .get("args")
-        .and_then(|a| a.get("cni"))
-        .and_then(|c| c.get("mac"))
-        .and_then(Value::as_str)
+    if let Some(m) = config_get(config, "args")
+        .and_then(|a| go_get(a, "cni"))
+        .and_then(|c| go_str(c, "mac"))
     {
         if !m.is_empty() {
             mac = Some((m.to_string(), "args.cni.mac"));
         }
     }
-    if let Some(m) = config
-        .get("runtimeConfig")
-        .and_then(|r| r.get("mac"))
-        .and_then(Value::as_str)
-    {
+    if let Some(m) = config_get(config, "runtimeConfig").and_then(|r| go_str(r, "mac")) {
         if !m.is_empty() {
             mac = Some((m.to_string(), "runtimeConfig.mac"));
         }
@@ -267,5 +288,21 @@ mod tests {
         let c: Map<String, Value> = serde_json::from_str(r#"{"runtimeConfig":{"mac":"nope"}}"#).unwrap();
         let e = requested_mac(&c, None).unwrap_err();
         assert!(e.msg.contains("runtimeConfig.mac"));
+        // Go's key matching: any case, the last key wins, null is no value
+        let c: Map<String, Value> = serde_json::from_str(
+            r#"{"Args":{"CNI":{"MAC":"02:00:00:00:00:02"}},"RuntimeConfig":{"Mac":"02:00:00:00:00:03","mac":null}}"#,
+        )
+        .unwrap();
+        assert_eq!(requested_mac(&c, None).unwrap(), Some([2, 0, 0, 0, 0, 3]));
+    }
+
+    #[test]
+    fn ipam_type_like_go() {
+        let c: Map<String, Value> = serde_json::from_str(r#"{"IPAM":{"Type":"host-local"},"ipam":null}"#).unwrap();
+        assert_eq!(ipam_type(&c).as_deref(), Some("host-local"));
+        let c: Map<String, Value> = serde_json::from_str(r#"{"ipam":{"type":"a","TYPE":"b"}}"#).unwrap();
+        assert_eq!(ipam_type(&c).as_deref(), Some("b"));
+        let c: Map<String, Value> = serde_json::from_str(r#"{"ipam":{"type":""}}"#).unwrap();
+        assert_eq!(ipam_type(&c), None);
     }
 }

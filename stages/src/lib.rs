@@ -8,6 +8,7 @@ pub mod bandwidth;
 pub mod bridge;
 pub mod conf;
 pub mod gc;
+pub mod godecode;
 pub mod goerr;
 pub mod ifaddr;
 pub mod ipam;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod difftwin;
 pub mod twin;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);

@@ -13,8 +13,24 @@ use cnichain_engine::spec::result::{CniResult, Dns, Route};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
-/// An invalid-config error (code 7) naming `path`.
+/// An invalid-config error (code 7) for a condition the reference plugin reports too:
+/// `msg` is the reference's text exactly (tools match it), the field goes in `details`.
 pub fn invalid(path: &str, msg: impl std::fmt::Display) -> CniError {
+    CniError::new(INVALID_CONFIG, msg.to_string()).with_details(format!("field {path}"))
+}
+
+/// The error as one line, `path: msg`, the way the tests compare it.
+#[cfg(test)]
+pub fn with_field(e: &CniError) -> String {
+    match e.details.strip_prefix("field ") {
+        Some(p) => format!("{}: {}", p.split(": ").next().unwrap_or(p), e.msg),
+        None => e.msg.clone(),
+    }
+}
+
+/// An invalid-config error (code 7) for a check of cnichain's own (the reference has no
+/// message for it): the message starts with the field's JSON path.
+pub fn invalid_at(path: &str, msg: impl std::fmt::Display) -> CniError {
     CniError::new(INVALID_CONFIG, format!("{path}: {msg}"))
 }
 
@@ -35,7 +51,7 @@ pub fn kind(v: &Value) -> &'static str {
 }
 
 fn want(path: &str, what: &str, got: &Value) -> CniError {
-    invalid(path, format!("expected {what}, got {}", kind(got)))
+    invalid_at(path, format!("expected {what}, got {}", kind(got)))
 }
 
 /// `parent.key`, or `key` at the top level.
@@ -165,7 +181,7 @@ pub fn routes(ipam: &Map<String, Value>, parent: &str) -> Result<Vec<Route>, Cni
     let fake = json!({"cniVersion": "1.1.0", "routes": v});
     match CniResult::from_value(&fake, "1.1.0") {
         Ok(CniResult::V1(r)) => Ok(r.routes),
-        Ok(_) => Err(invalid(&join(parent, "routes"), "could not be decoded")),
+        Ok(_) => Err(invalid_at(&join(parent, "routes"), "could not be decoded")),
         Err(e) => Err(result_error_to_config(e, parent)),
     }
 }
@@ -178,7 +194,7 @@ pub fn dns(ipam: &Map<String, Value>, parent: &str) -> Result<Dns, CniError> {
     let fake = json!({"cniVersion": "1.1.0", "dns": v});
     match CniResult::from_value(&fake, "1.1.0") {
         Ok(CniResult::V1(r)) => Ok(r.dns),
-        Ok(_) => Err(invalid(&join(parent, "dns"), "could not be decoded")),
+        Ok(_) => Err(invalid_at(&join(parent, "dns"), "could not be decoded")),
         Err(e) => Err(result_error_to_config(e, parent)),
     }
 }
@@ -243,7 +259,10 @@ mod tests {
         assert_eq!(ip_field(&o, "a", "p").unwrap(), None);
         assert_eq!(ip_field(&o, "b", "p").unwrap(), None);
         assert_eq!(ip_field(&o, "c", "p").unwrap(), Some("10.0.0.1".parse().unwrap()));
-        assert_eq!(ip_field(&o, "d", "p").unwrap_err().msg, "p.d: invalid IP address: x");
+        assert_eq!(
+            with_field(&ip_field(&o, "d", "p").unwrap_err()),
+            "p.d: invalid IP address: x"
+        );
         assert_eq!(ip_field(&o, "e", "p").unwrap_err().code, 7);
         assert_eq!(ip_field(&o, "zz", "p").unwrap(), None);
     }
@@ -259,11 +278,11 @@ mod tests {
             "fd00::9".parse::<IpAddr>().unwrap()
         );
         assert_eq!(
-            requested_ip(&json!("x"), "r[0]").unwrap_err().msg,
+            with_field(&requested_ip(&json!("x"), "r[0]").unwrap_err()),
             "r[0]: invalid IP address x"
         );
         assert_eq!(
-            requested_ip(&json!(""), "r[0]").unwrap_err().msg,
+            with_field(&requested_ip(&json!(""), "r[0]").unwrap_err()),
             "r[0]: cannot understand ip: IP <nil> not v4 nor v6"
         );
         assert_eq!(

@@ -2,7 +2,7 @@
 //! and validation (default gateway .1, default start .1, default end broadcast-1 for
 //! IPv4 and the last address for IPv6), containment and overlap.
 
-use super::config::{as_array, as_object, field, invalid, ip_field, join};
+use super::config::{as_array, as_object, field, invalid, invalid_at, ip_field, join};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::{format_ip, IpNet};
 use serde_json::Value;
@@ -111,7 +111,7 @@ impl RawRange {
             Some(Value::Null) => return Err(invalid(&subnet_path, "invalid CIDR address: ")),
             Some(Value::String(s)) => Some(s.parse::<IpNet>().map_err(|e| invalid(&subnet_path, e))?),
             Some(other) => {
-                return Err(invalid(
+                return Err(invalid_at(
                     &subnet_path,
                     format!("expected a string, got {}", super::config::kind(other)),
                 ))
@@ -130,7 +130,10 @@ impl RawRange {
     /// start may not lie after the end (the reference then allocates outside the subnet).
     pub fn canonicalize(&self) -> Result<Range, CniError> {
         let subnet_path = join(&self.path, "subnet");
-        let subnet = self.subnet.ok_or_else(|| invalid(&subnet_path, "missing"))?;
+        // the reference canonicalizes the unset subnet's nil IP
+        let subnet = self.subnet.ok_or_else(|| {
+            invalid(&subnet_path, "IP <nil> not v4 nor v6").with_details(format!("field {subnet_path}: missing"))
+        })?;
         let ones = subnet.mask_len();
         if ones > subnet.bits() - 2 {
             return Err(invalid(
@@ -175,7 +178,7 @@ impl RawRange {
             None => last_ip(&subnet),
         };
         if cmp_ip(start, end) == Some(Ordering::Greater) {
-            return Err(invalid(
+            return Err(invalid_at(
                 &join(&self.path, "rangeStart"),
                 format!("RangeStart {} is after RangeEnd {}", format_ip(&start), format_ip(&end)),
             ));
@@ -351,7 +354,7 @@ mod tests {
             (json!({"subnet": "x"}), "ipam.ranges[0][0].subnet: invalid CIDR address: x"),
             (json!({"subnet": null}), "ipam.ranges[0][0].subnet: invalid CIDR address: "),
             (json!({"subnet": 5}), "ipam.ranges[0][0].subnet: expected a string, got number"),
-            (json!({"gateway": "10.0.0.1"}), "ipam.ranges[0][0].subnet: missing"),
+            (json!({"gateway": "10.0.0.1"}), "ipam.ranges[0][0].subnet: IP <nil> not v4 nor v6"),
             (json!("10.0.0.0/8"), "ipam.ranges[0][0]: expected an object, got string"),
             (
                 json!({"subnet": "10.1.0.0/24", "rangeStart": "10.2.0.1"}),
@@ -382,7 +385,11 @@ mod tests {
         ];
         for (v, want) in cases {
             let e = range(v.clone()).unwrap_err();
-            assert_eq!((e.code, e.msg.as_str()), (7, want), "{v}");
+            assert_eq!(
+                (e.code, super::super::config::with_field(&e).as_str()),
+                (7, want),
+                "{v}"
+            );
         }
     }
 
@@ -403,13 +410,16 @@ mod tests {
         assert!(s.is_ipv4());
         let e = parse(json!([[{"subnet": "10.1.0.0/24"}, {"subnet": "10.1.0.0/25"}]])).unwrap_err();
         assert_eq!(
-            e.msg,
+            super::super::config::with_field(&e),
             "ipam.ranges[0]: subnets 10.1.0.1-10.1.0.254 and 10.1.0.1-10.1.0.126 overlap"
         );
         let e = parse(json!([[{"subnet": "10.1.0.0/24"}, {"subnet": "fd00::/64"}]])).unwrap_err();
-        assert_eq!(e.msg, "ipam.ranges[0]: mixed address families");
+        assert_eq!(
+            super::super::config::with_field(&e),
+            "ipam.ranges[0]: mixed address families"
+        );
         let e = parse(json!([[]])).unwrap_err();
-        assert_eq!(e.msg, "ipam.ranges[0]: empty range set");
+        assert_eq!(super::super::config::with_field(&e), "ipam.ranges[0]: empty range set");
         let e = parse(json!([{}])).unwrap_err();
         assert_eq!(e.msg, "ipam.ranges[0]: expected an array, got object");
         let e = parse_range_sets(Some(&json!({})), "ipam.ranges").unwrap_err();

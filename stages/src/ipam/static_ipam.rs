@@ -48,9 +48,7 @@ impl StaticConf {
     ) -> Result<StaticConf, CniError> {
         let cni_version = config::cni_version(config, selected_version)?;
         let ipam = match field(config, "ipam") {
-            None | Some(Value::Null) => {
-                return Err(CniError::new(INVALID_CONFIG, "ipam: IPAM config missing 'ipam' key"))
-            }
+            None | Some(Value::Null) => return Err(invalid("ipam", "IPAM config missing 'ipam' key")),
             Some(v) => as_object(v, "ipam")?,
         };
         let routes = config::routes(ipam, "ipam")?;
@@ -333,7 +331,7 @@ mod tests {
         assert!(add(&conf(json!({})), &[("FOO", "1"), ("IgnoreUnknown", "1")]).is_ok());
         let e = add(&conf(json!({"runtimeConfig": {"ips": ["10.1.0.8"]}})), &[]).unwrap_err();
         assert_eq!(
-            (e.code, e.msg.as_str()),
+            (e.code, super::config::with_field(&e).as_str()),
             (
                 7,
                 "runtimeConfig.ips[0]: an entry in the 'ips' field is NOT in CIDR notation, got: '10.1.0.8'"
@@ -343,7 +341,7 @@ mod tests {
         c.insert("ipam".into(), json!({"addresses": [{"address": "10.1.0.5"}]}));
         let e = add(&c, &[]).unwrap_err();
         assert_eq!(
-            (e.code, e.msg.as_str()),
+            (e.code, super::config::with_field(&e).as_str()),
             (
                 7,
                 "ipam.addresses[0].address: the 'address' field is expected to be in CIDR notation, got: '10.1.0.5'"
@@ -354,7 +352,7 @@ mod tests {
             json!({"addresses": [{"address": "10.1.0.5/24", "gateway": "x"}]}),
         );
         assert_eq!(
-            add(&c, &[]).unwrap_err().msg,
+            super::config::with_field(&add(&c, &[]).unwrap_err()),
             "ipam.addresses[0].gateway: invalid IP address: x"
         );
         c.insert(
@@ -364,10 +362,10 @@ mod tests {
         c.insert("cniVersion".into(), json!("0.2.0"));
         assert_eq!(
             add(&c, &[]).unwrap_err().msg,
-            "cniVersion: CNI version 0.2.0 does not support more than 1 address per family"
+            "CNI version 0.2.0 does not support more than 1 address per family"
         );
         c.remove("ipam");
-        assert_eq!(add(&c, &[]).unwrap_err().msg, "ipam: IPAM config missing 'ipam' key");
+        assert_eq!(add(&c, &[]).unwrap_err().msg, "IPAM config missing 'ipam' key");
         // DEL never fails
         assert!(run(&c, Command::Del, &[], None).is_ok());
     }

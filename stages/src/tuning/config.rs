@@ -173,7 +173,14 @@ impl TuningConf {
         c.sysctls = sysctls;
 
         if let Some((m, field)) = mac {
-            let addr = conf::parse_mac(&m).ok_or_else(|| invalid(format!("invalid MAC address {m:?} in {field}")))?;
+            // the reference's text (net.ParseMAC's error wrapped by its changeMacAddr)
+            let addr = conf::parse_mac(&m).ok_or_else(|| {
+                CniError::new(
+                    INVALID_CONFIG,
+                    format!("invalid args {m} for MAC addr: address {m}: invalid MAC address"),
+                )
+                .with_details(format!("field {field}"))
+            })?;
             if addr[0] & 1 != 0 {
                 return Err(invalid(format!(
                     "invalid MAC address {m:?} in {field}: a multicast address"
@@ -242,8 +249,11 @@ fn sysctl_list(m: Option<&Map<String, Value>>, field: &str, ifname: &str) -> Res
                 "invalid value for sysctl {key:?} in {field}: contains NUL"
             )));
         }
-        let path =
-            sysctl_path(key, ifname).map_err(|why| invalid(format!("invalid sysctl key {key:?} in {field}: {why}")))?;
+        // the reference's text for a key it refuses; why cnichain refuses it in details
+        let path = sysctl_path(key, ifname).map_err(|why| {
+            CniError::new(INVALID_CONFIG, format!("invalid net sysctl key: {key:?}"))
+                .with_details(format!("field {field}.{key}: {why}"))
+        })?;
         if let Some(first) = out.iter().find(|s| s.path == path) {
             return Err(invalid(format!(
                 "duplicated sysctl keys are not allowed: {:?} and {key:?} in {field} both name /proc/sys/{path}",

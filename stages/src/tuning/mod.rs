@@ -27,8 +27,10 @@ fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
 }
 
 fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
-    inv.prev_result
-        .ok_or_else(|| CniError::new(INVALID_CONFIG, "tuning: Required prevResult missing"))
+    inv.prev_result.ok_or_else(|| {
+        CniError::new(INVALID_CONFIG, "Required prevResult missing")
+            .with_details("tuning changes the interface of an earlier plugin's result: it needs prevResult")
+    })
 }
 
 impl Stage for Tuning {
@@ -65,10 +67,7 @@ impl Stage for Tuning {
             let earlier = record::read(&path).ok().flatten().filter(|r| r.is_for(&pod_id));
             let undo = pod::undo_record(&c, &resolved, link.as_ref());
             let mut keep = pod::merge(earlier.as_ref(), &undo);
-            keep.network = inv
-                .config
-                .get("name")
-                .and_then(|v| v.as_str())
+            keep.network = crate::conf::config_str(inv.config, "name")
                 .unwrap_or_default()
                 .to_string();
             keep.container_id = inv.rt.container_id.clone();
@@ -214,9 +213,7 @@ impl Stage for Tuning {
 
 /// `dataDir` when it is an absolute path (DEL and GC need no otherwise valid config).
 fn data_dir_of(inv: &Invocation) -> Option<std::path::PathBuf> {
-    inv.config
-        .get("dataDir")
-        .and_then(|v| v.as_str())
+    crate::conf::config_str(inv.config, "dataDir")
         .filter(|d| d.starts_with('/'))
         .map(std::path::PathBuf::from)
 }

@@ -28,15 +28,20 @@ pub fn resolve(pod: &NetNs, sysctls: &[Sysctl]) -> Result<Vec<Resolved>, CniErro
         let mut out = Vec::new();
         for s in sysctls {
             if let Err(e) = sysctl::net_path(&s.path) {
-                let why = if errno_of(&e) == Some(libc::ENOENT) {
-                    format!("no such entry /proc/sys/{} in the pod's network namespace", s.path)
+                // the reference's text: its failed write of the missing file
+                let err = if errno_of(&e) == Some(libc::ENOENT) {
+                    CniError::new(
+                        INVALID_CONFIG,
+                        format!("open /proc/sys/{}: no such file or directory", s.path),
+                    )
+                    .with_details(format!(
+                        "sysctl key {:?} names no entry in the pod's network namespace; nothing was written",
+                        s.key
+                    ))
                 } else {
-                    format!("{e:#}")
+                    CniError::new(INVALID_CONFIG, format!("tuning: invalid sysctl key {:?}: {e:#}", s.key))
                 };
-                return Err(anyhow::Error::new(CniError::new(
-                    INVALID_CONFIG,
-                    format!("tuning: invalid sysctl key {:?}: {why}", s.key),
-                )));
+                return Err(anyhow::Error::new(err));
             }
             let original = match sysctl::read(&s.path) {
                 Ok(v) => Some(v),
