@@ -31,12 +31,22 @@ use std::time::{Duration, Instant};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// The bandwidth annotations' rate. containerd asks for a 4294967295-bit burst whatever
-/// the rate; today's cnichain refuses a burst that lasts more than 274 s at the rate,
-/// i.e. rates below ~15.7 Mbit/s with that burst.
-const RATE: &str = "50M";
-const RATE_BPS: u64 = 50_000_000;
-/// containerd's burst (math.MaxUint32 bits) in bytes.
-const BURST_BYTES: u64 = u32::MAX as u64 / 8;
+/// the rate; at 10 Mbit/s that burst takes longer to drain than a tbf can hold (274.9 s),
+/// so cnichain saturates the buffer instead of refusing it (the reference's uint32
+/// arithmetic wraps there).
+const RATE: &str = "10M";
+const RATE_BPS: u64 = 10_000_000;
+/// The burst the tbf really holds in bytes: containerd's (math.MaxUint32 bits), or what
+/// the longest tbf buffer (0xffffffff ticks, 274.9 s) lets through at the rate.
+const BURST_BYTES: u64 = {
+    let asked = u32::MAX as u64 / 8;
+    let longest = 274_877_906 * RATE_BPS / 8 / 1000;
+    if asked < longest {
+        asked
+    } else {
+        longest
+    }
+};
 /// A second address of the host netns (on its lo) for the port mappings with host_ip.
 const HOST_IP: &str = "10.77.0.1";
 const IFNAME: &str = "eth0";

@@ -420,6 +420,25 @@ mod tests {
     }
 
     #[test]
+    fn keys_match_as_in_go() {
+        // What containerd 1.6's go-cni sends for the kubernetes.io/*-bandwidth annotations:
+        // its Go field names, as that struct has no json tags.
+        let c = serde_json::json!({ "name": "n", "RuntimeConfig": { "Bandwidth": {
+            "IngressRate": 50_000_000u64, "IngressBurst": 4_294_967_295u64,
+            "EgressRate": 1_000_000u64, "EgressBurst": 100_000u64 } } });
+        let raw: Raw = conf::parse(c.as_object().unwrap(), "bandwidth").unwrap();
+        let e = raw
+            .runtime_config
+            .and_then(|r| r.bandwidth)
+            .expect("runtimeConfig.bandwidth read");
+        assert!(e.ingress_rate.is_present() && e.egress_burst.is_present());
+        // Plain config keys in another case count as plain config, as in Go.
+        let c = serde_json::json!({ "INGRESSRATE": 1, "ingressBurst": 2 });
+        let raw: Raw = conf::parse(c.as_object().unwrap(), "bandwidth").unwrap();
+        assert!(raw.ingress_rate.is_present());
+    }
+
+    #[test]
     fn subnet_lists() {
         let mut c = BandwidthConf::default();
         assert_eq!(c.subnets().unwrap(), None);
