@@ -627,29 +627,75 @@ fn no_mappings_touches_nothing_and_a_lone_portmap_needs_prev_result() {
 }
 
 /// A UDP conntrack entry made before the mapping existed would keep the client's packets
-/// away from the pod; ADD deletes it.
+/// away from the pod; ADD deletes it, and only the entries of its own UDP host ports
+/// (filtered in the kernel: by port for one port, by protocol for several).
 #[test]
 fn udp_conntrack_entries_of_a_new_host_port_are_flushed() {
-    if !is_root() {
-        return;
-    }
+    assert!(is_root(), "this test needs root (netns, nftables, conntrack)");
     let mut sb = Sandbox::new("pmct");
     let a = sb.pod("a");
     let b = sb.pod("b");
+    let c = sb.pod("c");
     let net = format!("{}-n", sb.tag);
     sb.write_conflist("10.conflist", &conflist(&net, "pmbt", "10.68.0.0/24", None, true, ""));
     // a first pod with a mapping makes the table (and conntrack) live in the host netns
     add(&sb, &net, &b, Some(&maps(&[(7000, 70, "tcp", None)])));
     let host = sb.host();
-    // a client asks a host port nobody serves yet, from a fixed source port
-    assert_eq!(udp_ask(&host, sa("10.68.0.1", 5353), 40000, 1), "");
-    let before = in_ns(&host, || Ok(nft::conntrack::count_udp_by_dport(Family::V4, 5353)?)).unwrap();
-    assert!(before >= 1, "a stale conntrack entry exists");
+    let count = |port: u16| {
+        let h = host.clone();
+        in_ns(&h, move || Ok(nft::conntrack::count_udp_by_dport(Family::V4, port)?)).unwrap()
+    };
+    // clients ask host ports nobody serves yet, from fixed source ports
+    for (port, src) in [(5353, 40000), (5354, 40001), (5355, 40002), (5357, 40003)] {
+        assert_eq!(udp_ask(&host, sa("10.68.0.1", port), src, 1), "");
+        assert!(count(port) >= 1, "a stale conntrack entry for {port} exists");
+    }
+    // the kernel filters the dump (CTA_FILTER): for one port it sends that port's entry
+    // only, for several the UDP entries only (not the TCP ones of the host's own nc)
+    let sent = |ports: Vec<u16>| {
+        let h = host.clone();
+        in_ns(&h, move || Ok(nft::conntrack::dumped_for(Family::V4, &ports)?)).unwrap()
+    };
+    assert_eq!(sent(vec![5357]), count(5357), "filtered by port in the kernel");
+    let _ = tcp_once(&sb, &host, "10.68.0.1", 7001);
+    let all_udp = sent(vec![1, 2]);
+    assert!(all_udp >= 4, "the four UDP entries");
+    assert!(
+        all_udp
+            < in_ns(&host, || Ok(std::fs::read_to_string(
+                "/proc/sys/net/netfilter/nf_conntrack_count"
+            )?))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap(),
+        "not the TCP entry"
+    );
 
-    add(&sb, &net, &a, Some(&maps(&[(5353, 53, "udp", None)])));
+    // one UDP port: 5353's entry goes, the others stay
+    add(
+        &sb,
+        &net,
+        &a,
+        Some(&maps(&[(5353, 53, "udp", None), (5354, 54, "tcp", None)])),
+    );
+    assert_eq!(count(5353), 0, "the mapped UDP port's entry is flushed");
+    assert!(count(5354) >= 1, "a TCP mapping's port keeps its UDP entry");
+    assert!(count(5355) >= 1 && count(5357) >= 1, "other ports keep theirs");
     let _u = udp_server(&a, 53, "A");
     // the same client socket tuple now reaches the pod
     assert!(udp_ask(&host, sa("10.68.0.1", 5353), 40000, 3).starts_with("A "));
+
+    // several UDP ports: 5355's entry goes, 5357 (not mapped) and 5354 stay
+    add(
+        &sb,
+        &net,
+        &c,
+        Some(&maps(&[(5355, 55, "udp", None), (5356, 56, "udp", None)])),
+    );
+    assert_eq!(count(5355), 0, "a mapped UDP port's entry is flushed");
+    assert!(count(5357) >= 1 && count(5354) >= 1, "the others survive");
+    ok(&run(&sb, "del", &net, &c, None));
     ok(&run(&sb, "del", &net, &a, None));
     ok(&run(&sb, "del", &net, &b, None));
 }

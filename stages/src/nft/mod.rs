@@ -30,8 +30,8 @@ pub mod records;
 use serde_json::{json, Value};
 use std::fmt;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 

@@ -155,7 +155,10 @@ impl Nfnl {
         let first = self.seq.wrapping_add(1);
         self.seq = self.seq.wrapping_add(msgs.len() as u32 + 2);
         let buf = encode_batch(subsys, first, msgs);
-        self.size_buffers(buf.len(), msgs.len().saturating_add(2).saturating_mul(ERROR_ANSWER_ROOM))?;
+        self.size_buffers(
+            buf.len(),
+            msgs.len().saturating_add(2).saturating_mul(ERROR_ANSWER_ROOM),
+        )?;
         self.wrote = true;
         let total = buf.len();
         let sent = self.sock.send(&buf, 0)?;
@@ -263,6 +266,22 @@ impl Nfnl {
     /// message of the answer. Ends at the ACK (`NLM_F_ACK`) or at NLMSG_DONE (dumps); a
     /// negative errno in the answer is an `io::Error` with that errno.
     pub fn request(&mut self, subsys: u16, msg: u16, flags: u16, family: u8, attrs: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.request_each(subsys, msg, flags, family, attrs, |m| out.push(m.to_vec()))?;
+        Ok(out)
+    }
+
+    /// [`Nfnl::request`] handing each data message's attributes to `each` as it is read:
+    /// a dump is never held whole in memory.
+    pub fn request_each(
+        &mut self,
+        subsys: u16,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        attrs: &[u8],
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let len = NLMSG_HDR + 4 + attrs.len();
@@ -277,7 +296,6 @@ impl Nfnl {
         m.extend_from_slice(attrs);
         self.sock.send(&m, 0)?;
 
-        let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
         loop {
             buf.clear();
@@ -307,7 +325,7 @@ impl Nfnl {
                             -libc::EINVAL
                         };
                         return if err == 0 {
-                            Ok(out)
+                            Ok(())
                         } else {
                             Err(io::Error::from_raw_os_error(-err))
                         };
@@ -317,12 +335,12 @@ impl Nfnl {
                         return if err < 0 {
                             Err(io::Error::from_raw_os_error(-err))
                         } else {
-                            Ok(out)
+                            Ok(())
                         };
                     }
                     _ => {
                         if body.len() >= 4 {
-                            out.push(body[4..].to_vec());
+                            each(&body[4..]);
                         }
                     }
                 }
@@ -434,7 +452,15 @@ fn sockopt_get(fd: libc::c_int, opt: libc::c_int) -> io::Result<usize> {
     let mut val: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: a valid descriptor, an int and its length.
-    let rc = unsafe { libc::getsockopt(fd, libc::SOL_SOCKET, opt, (&mut val as *mut libc::c_int).cast(), &mut len) };
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
     if rc == 0 {
         Ok(usize::try_from(val).unwrap_or(0))
     } else {
