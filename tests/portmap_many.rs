@@ -269,17 +269,30 @@ fn lifecycle(ports: u16, first: bool, tag: &str, br: &str, n: u8) {
         assert_eq!(owned(&all, set, &id), entries, "{set}");
     }
     assert_eq!(owned(&all, "records", &id), 0, "records carry text, not the id");
-    let recs = all.iter().filter(|(s, _)| s == "records").count() - before.iter().filter(|(s, _)| s == "records").count();
+    let recs =
+        all.iter().filter(|(s, _)| s == "records").count() - before.iter().filter(|(s, _)| s == "records").count();
     assert_eq!(recs, 2 * entries + 1, "one record per DNAT and the network record");
-    assert_eq!(owned_anywhere(&all, &id), 4 * entries + 3 * entries, "maps and snat sets");
+    assert_eq!(
+        owned_anywhere(&all, &id),
+        4 * entries + 3 * entries,
+        "maps and snat sets"
+    );
 
     // real TCP from the host netns through the first and the last tcp host port
     let first_port = base;
     let last_port = base + ports - 1;
     let _s1 = tcp_server(&pod, first_port - 10000, "FIRST");
     let _s2 = tcp_server(&pod, last_port - 10000, "LAST");
-    assert_eq!(ask(&sb, &net.gw4, first_port), "FIRST", "IPv4 through host port {first_port}");
-    assert_eq!(ask(&sb, &net.gw6, last_port), "LAST", "IPv6 through host port {last_port}");
+    assert_eq!(
+        ask(&sb, &net.gw4, first_port),
+        "FIRST",
+        "IPv4 through host port {first_port}"
+    );
+    assert_eq!(
+        ask(&sb, &net.gw6, last_port),
+        "LAST",
+        "IPv6 through host port {last_port}"
+    );
 
     // CHECK with the ADD's result as prevResult, as libcni sends it
     let check_in = stdin_for(&sb, &net, &maps, &[("prevResult", res.clone())]);
@@ -295,7 +308,13 @@ fn lifecycle(ports: u16, first: bool, tag: &str, br: &str, n: u8) {
     // a second DEL succeeds
     ok(&call(&sb, "DEL", "big", &pod, &del_in));
     if !first {
-        ok(&call(&sb, "DEL", "small", &other, &stdin_for(&sb, &net, &mappings(15000, 1), &[])));
+        ok(&call(
+            &sb,
+            "DEL",
+            "small",
+            &other,
+            &stdin_for(&sb, &net, &mappings(15000, 1), &[]),
+        ));
         assert!(elements(&sb).iter().all(|(s, _)| !s.starts_with("pm-port")));
     }
 }
@@ -333,7 +352,13 @@ fn gc_removes_a_five_thousand_mapping_pod() {
     ok(&call(&sb, "ADD", "small", &other, &small_in));
     let before = elements(&sb);
     let t = Instant::now();
-    ok(&call(&sb, "ADD", "big", &pod, &stdin_for(&sb, &net, &mappings(20000, 2500), &[])));
+    ok(&call(
+        &sb,
+        "ADD",
+        "big",
+        &pod,
+        &stdin_for(&sb, &net, &mappings(20000, 2500), &[]),
+    ));
     eprintln!("many: 5,000-entry ADD took {:?}", t.elapsed());
     let id = pm_id(&net.name, "big");
     assert_eq!(owned(&elements(&sb), "pm-port4-to", &id), 5000);
@@ -343,7 +368,13 @@ fn gc_removes_a_five_thousand_mapping_pod() {
     let after = elements(&sb);
     assert_eq!(owned_anywhere(&after, &id), 0, "GC removed the pod's elements");
     assert_eq!(after, before, "and left the valid pod's");
-    ok(&call(&sb, "DEL", "big", &pod, &stdin_for(&sb, &net, &mappings(20000, 2500), &[])));
+    ok(&call(
+        &sb,
+        "DEL",
+        "big",
+        &pod,
+        &stdin_for(&sb, &net, &mappings(20000, 2500), &[]),
+    ));
     ok(&call(&sb, "DEL", "small", &other, &small_in));
 }
 
@@ -372,7 +403,9 @@ fn kill_9_during_a_five_thousand_mapping_add_then_del() {
     // one whole ADD and DEL to measure the window
     let pod = sb.pod("p0");
     let t = Instant::now();
-    let o = spawn(&sb, &bin, "ADD", "p0", &pod, &add_in).wait_with_output().expect("add");
+    let o = spawn(&sb, &bin, "ADD", "p0", &pod, &add_in)
+        .wait_with_output()
+        .expect("add");
     let window = t.elapsed();
     ok(&o);
     ok(&call(&sb, "DEL", "p0", &pod, &add_in));
@@ -385,7 +418,11 @@ fn kill_9_during_a_five_thousand_mapping_add_then_del() {
         let id = pm_id(&net.name, &cid);
         // spread over the ADD's duration (the first half of the trials in its second half,
         // where the element transaction runs)
-        let frac = if i % 2 == 0 { 0.5 + f64::from(i) / f64::from(trials * 2 + 2) } else { f64::from(i) / f64::from(trials + 1) };
+        let frac = if i % 2 == 0 {
+            0.5 + f64::from(i) / f64::from(trials * 2 + 2)
+        } else {
+            f64::from(i) / f64::from(trials + 1)
+        };
         let delay = window.mul_f64(frac);
         let mut child = spawn(&sb, &bin, "ADD", &cid, &pod, &add_in);
         std::thread::sleep(delay);
@@ -401,9 +438,15 @@ fn kill_9_during_a_five_thousand_mapping_add_then_del() {
         }
         ok(&call(&sb, "DEL", &cid, &pod, &add_in));
         let after = elements(&sb);
-        assert_eq!(owned_anywhere(&after, &id), 0, "trial {i} (kill after {delay:?}): leftovers");
+        assert_eq!(
+            owned_anywhere(&after, &id),
+            0,
+            "trial {i} (kill after {delay:?}): leftovers"
+        );
         assert_eq!(after, before, "trial {i}: the state before the ADD");
     }
-    eprintln!("many: {trials} trials, ADD took {window:?}, {killed} killed before the end, {mid} with the elements committed");
+    eprintln!(
+        "many: {trials} trials, ADD took {window:?}, {killed} killed before the end, {mid} with the elements committed"
+    );
     ok(&call(&sb, "DEL", "small", &other, &small_in));
 }
