@@ -1144,3 +1144,47 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
     );
     assert!(record_owners(&sb).is_empty());
 }
+
+/// An `nft` run that hangs (here a stand-in that never answers, with a child of its own
+/// holding the pipes) is killed with its whole process group after CNICHAIN_NFT_TIMEOUT
+/// seconds and reaped; ADD fails with an error that says so.
+#[test]
+fn a_hanging_nft_is_killed_and_reaped() {
+    assert!(is_root(), "this test needs root (netns, nftables)");
+    let mut sb = Sandbox::new("pmto");
+    let a = sb.pod("a");
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist("10.conflist", &conflist(&net, "pmbto", "10.69.0.0/24", None, false, ""));
+    let pidfile = sb.dir.join("sleeper.pid");
+    let fake = sb.dir.join("nft");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nsleep 300 &\necho $! > {}\nwait\n", pidfile.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let caps = maps(&[(8080, 80, "tcp", None)]).to_string();
+    let mut c = sb.in_host(&cnichain_bin());
+    c.env("CNI_PATH", REF_PLUGINS)
+        .env("CNICHAIN_NFT", &fake)
+        .env("CNICHAIN_NFT_TIMEOUT", "1")
+        .args(["--exec", EXEC, "--cap-args", &caps, "add", &net, &a]);
+    let out = c.output().expect("run cnichain");
+    assert!(!out.status.success());
+    let e = cni_err(&out);
+    let msg = e["msg"].as_str().unwrap_or("");
+    assert!(msg.contains("nft did not finish within 1 s and was killed"), "{e}");
+    // the stand-in's child was killed with it (its process group), not left behind
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(!alive, "the nft stand-in's child {pid} is still running");
+    // nothing was written; DEL succeeds
+    assert_eq!(table_text(&sb), "");
+    let mut d = sb.in_host(&cnichain_bin());
+    d.env("CNI_PATH", REF_PLUGINS).args(["--exec", EXEC, "del", &net, &a]);
+    ok(&d.output().expect("del"));
+}
