@@ -569,12 +569,27 @@ fn injection_attempts_are_code_7_and_write_nothing() {
             "[1].containerPort",
         ),
     ];
+    // the reference's text for the condition it checks itself, through the chain
+    let caps = json!({"portMappings": [{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]});
+    let e = cni_err(&run(&sb, "add", &net, &a, Some(&caps)));
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("failed to parse config: Invalid host port number: 0"),
+        "{e}"
+    );
     for (bad, field) in cases {
         let caps = json!({"portMappings": [{"hostPort": 1234, "containerPort": 80, "protocol": "tcp"}, bad]});
         let e = cni_err(&run(&sb, "add", &net, &a, Some(&caps)));
         assert_eq!(e["code"], 7, "{e}");
-        let msg = e["msg"].as_str().unwrap_or("");
-        assert!(msg.contains(&format!("runtimeConfig.portMappings{field}")), "{msg}");
+        // the path is in msg, or in details where msg is the reference's own text
+        let text = format!(
+            "{} {}",
+            e["msg"].as_str().unwrap_or(""),
+            e["details"].as_str().unwrap_or("")
+        );
+        assert!(text.contains(&format!("runtimeConfig.portMappings{field}")), "{e}");
         assert_eq!(table_text(&sb), "", "nothing written for {bad}");
         ok(&run(&sb, "del", &net, &a, Some(&caps)));
     }
