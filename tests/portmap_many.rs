@@ -298,6 +298,33 @@ fn lifecycle(ports: u16, first: bool, tag: &str, br: &str, n: u8) {
     let check_in = stdin_for(&sb, &net, &maps, &[("prevResult", res.clone())]);
     ok(&call(&sb, "CHECK", "big", &pod, &check_in));
 
+    // A second pod asking for the same host ports: every element message fails (EEXIST),
+    // thousands of error answers, all read; the ADD is refused naming the ports, and none
+    // of its elements is written.
+    let twin = sb.pod("twin");
+    let out = call(&sb, "ADD", "twin", &twin, &add_in);
+    assert!(!out.status.success(), "the host ports are taken");
+    let e = cni_err(&out);
+    let msg = e["msg"].as_str().unwrap_or("");
+    assert_eq!(e["code"], 11, "{msg}");
+    assert!(
+        msg.contains("host port already mapped to another container")
+            && msg.contains(&format!("tcp port {first_port} (ipv4)")),
+        "{msg}"
+    );
+    let twin_id = pm_id(&net.name, "twin");
+    assert_eq!(
+        owned_anywhere(&elements(&sb), &twin_id),
+        0,
+        "nothing of the refused ADD"
+    );
+    assert_eq!(
+        owned_anywhere(&elements(&sb), &id),
+        7 * entries,
+        "the first pod's intact"
+    );
+    ok(&call(&sb, "DEL", "twin", &twin, &add_in));
+
     // DEL: none of the pod's elements or records left, the other pod's untouched
     let del_in = stdin_for(&sb, &net, &maps, &[("prevResult", res)]);
     ok(&call(&sb, "DEL", "big", &pod, &del_in));
