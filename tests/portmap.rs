@@ -569,12 +569,27 @@ fn injection_attempts_are_code_7_and_write_nothing() {
             "[1].containerPort",
         ),
     ];
+    // the reference's text for the condition it checks itself, through the chain
+    let caps = json!({"portMappings": [{"hostPort": 0, "containerPort": 80, "protocol": "tcp"}]});
+    let e = cni_err(&run(&sb, "add", &net, &a, Some(&caps)));
+    assert!(
+        e["msg"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("failed to parse config: Invalid host port number: 0"),
+        "{e}"
+    );
     for (bad, field) in cases {
         let caps = json!({"portMappings": [{"hostPort": 1234, "containerPort": 80, "protocol": "tcp"}, bad]});
         let e = cni_err(&run(&sb, "add", &net, &a, Some(&caps)));
         assert_eq!(e["code"], 7, "{e}");
-        let msg = e["msg"].as_str().unwrap_or("");
-        assert!(msg.contains(&format!("runtimeConfig.portMappings{field}")), "{msg}");
+        // the path is in msg, or in details where msg is the reference's own text
+        let text = format!(
+            "{} {}",
+            e["msg"].as_str().unwrap_or(""),
+            e["details"].as_str().unwrap_or("")
+        );
+        assert!(text.contains(&format!("runtimeConfig.portMappings{field}")), "{e}");
         assert_eq!(table_text(&sb), "", "nothing written for {bad}");
         ok(&run(&sb, "del", &net, &a, Some(&caps)));
     }
@@ -627,29 +642,75 @@ fn no_mappings_touches_nothing_and_a_lone_portmap_needs_prev_result() {
 }
 
 /// A UDP conntrack entry made before the mapping existed would keep the client's packets
-/// away from the pod; ADD deletes it.
+/// away from the pod; ADD deletes it, and only the entries of its own UDP host ports
+/// (filtered in the kernel: by port for one port, by protocol for several).
 #[test]
 fn udp_conntrack_entries_of_a_new_host_port_are_flushed() {
-    if !is_root() {
-        return;
-    }
+    assert!(is_root(), "this test needs root (netns, nftables, conntrack)");
     let mut sb = Sandbox::new("pmct");
     let a = sb.pod("a");
     let b = sb.pod("b");
+    let c = sb.pod("c");
     let net = format!("{}-n", sb.tag);
     sb.write_conflist("10.conflist", &conflist(&net, "pmbt", "10.68.0.0/24", None, true, ""));
     // a first pod with a mapping makes the table (and conntrack) live in the host netns
     add(&sb, &net, &b, Some(&maps(&[(7000, 70, "tcp", None)])));
     let host = sb.host();
-    // a client asks a host port nobody serves yet, from a fixed source port
-    assert_eq!(udp_ask(&host, sa("10.68.0.1", 5353), 40000, 1), "");
-    let before = in_ns(&host, || Ok(nft::conntrack::count_udp_by_dport(Family::V4, 5353)?)).unwrap();
-    assert!(before >= 1, "a stale conntrack entry exists");
+    let count = |port: u16| {
+        let h = host.clone();
+        in_ns(&h, move || Ok(nft::conntrack::count_udp_by_dport(Family::V4, port)?)).unwrap()
+    };
+    // clients ask host ports nobody serves yet, from fixed source ports
+    for (port, src) in [(5353, 40000), (5354, 40001), (5355, 40002), (5357, 40003)] {
+        assert_eq!(udp_ask(&host, sa("10.68.0.1", port), src, 1), "");
+        assert!(count(port) >= 1, "a stale conntrack entry for {port} exists");
+    }
+    // the kernel filters the dump (CTA_FILTER): for one port it sends that port's entry
+    // only, for several the UDP entries only (not the TCP ones of the host's own nc)
+    let sent = |ports: Vec<u16>| {
+        let h = host.clone();
+        in_ns(&h, move || Ok(nft::conntrack::dumped_for(Family::V4, &ports)?)).unwrap()
+    };
+    assert_eq!(sent(vec![5357]), count(5357), "filtered by port in the kernel");
+    let _ = tcp_once(&sb, &host, "10.68.0.1", 7001);
+    let all_udp = sent(vec![1, 2]);
+    assert!(all_udp >= 4, "the four UDP entries");
+    assert!(
+        all_udp
+            < in_ns(&host, || Ok(std::fs::read_to_string(
+                "/proc/sys/net/netfilter/nf_conntrack_count"
+            )?))
+            .unwrap()
+            .trim()
+            .parse::<usize>()
+            .unwrap(),
+        "not the TCP entry"
+    );
 
-    add(&sb, &net, &a, Some(&maps(&[(5353, 53, "udp", None)])));
+    // one UDP port: 5353's entry goes, the others stay
+    add(
+        &sb,
+        &net,
+        &a,
+        Some(&maps(&[(5353, 53, "udp", None), (5354, 54, "tcp", None)])),
+    );
+    assert_eq!(count(5353), 0, "the mapped UDP port's entry is flushed");
+    assert!(count(5354) >= 1, "a TCP mapping's port keeps its UDP entry");
+    assert!(count(5355) >= 1 && count(5357) >= 1, "other ports keep theirs");
     let _u = udp_server(&a, 53, "A");
     // the same client socket tuple now reaches the pod
     assert!(udp_ask(&host, sa("10.68.0.1", 5353), 40000, 3).starts_with("A "));
+
+    // several UDP ports: 5355's entry goes, 5357 (not mapped) and 5354 stay
+    add(
+        &sb,
+        &net,
+        &c,
+        Some(&maps(&[(5355, 55, "udp", None), (5356, 56, "udp", None)])),
+    );
+    assert_eq!(count(5355), 0, "a mapped UDP port's entry is flushed");
+    assert!(count(5357) >= 1 && count(5354) >= 1, "the others survive");
+    ok(&run(&sb, "del", &net, &c, None));
     ok(&run(&sb, "del", &net, &a, None));
     ok(&run(&sb, "del", &net, &b, None));
 }
@@ -1097,4 +1158,48 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
         table_text(&sb)
     );
     assert!(record_owners(&sb).is_empty());
+}
+
+/// An `nft` run that hangs (here a stand-in that never answers, with a child of its own
+/// holding the pipes) is killed with its whole process group after CNICHAIN_NFT_TIMEOUT
+/// seconds and reaped; ADD fails with an error that says so.
+#[test]
+fn a_hanging_nft_is_killed_and_reaped() {
+    assert!(is_root(), "this test needs root (netns, nftables)");
+    let mut sb = Sandbox::new("pmto");
+    let a = sb.pod("a");
+    let net = format!("{}-n", sb.tag);
+    sb.write_conflist("10.conflist", &conflist(&net, "pmbto", "10.69.0.0/24", None, false, ""));
+    let pidfile = sb.dir.join("sleeper.pid");
+    let fake = sb.dir.join("nft");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\nsleep 300 &\necho $! > {}\nwait\n", pidfile.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let caps = maps(&[(8080, 80, "tcp", None)]).to_string();
+    let mut c = sb.in_host(&cnichain_bin());
+    c.env("CNI_PATH", REF_PLUGINS)
+        .env("CNICHAIN_NFT", &fake)
+        .env("CNICHAIN_NFT_TIMEOUT", "1")
+        .args(["--exec", EXEC, "--cap-args", &caps, "add", &net, &a]);
+    let out = c.output().expect("run cnichain");
+    assert!(!out.status.success());
+    let e = cni_err(&out);
+    let msg = e["msg"].as_str().unwrap_or("");
+    assert!(msg.contains("nft did not finish within 1 s and was killed"), "{e}");
+    // the stand-in's child was killed with it (its process group), not left behind
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let alive = std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(!alive, "the nft stand-in's child {pid} is still running");
+    // nothing was written; DEL succeeds
+    assert_eq!(table_text(&sb), "");
+    let mut d = sb.in_host(&cnichain_bin());
+    d.env("CNI_PATH", REF_PLUGINS).args(["--exec", EXEC, "del", &net, &a]);
+    ok(&d.output().expect("del"));
 }

@@ -30,8 +30,10 @@ pub mod records;
 use serde_json::{json, Value};
 use std::fmt;
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// What went wrong in an nft run, classified from the kernel's errno text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +159,18 @@ impl Batch {
     pub fn extend(&mut self, other: Batch) {
         self.cmds.extend(other.cmds);
     }
+    /// The commands that are not element writes (in order), and the element writes.
+    pub fn split(&self) -> (Batch, Vec<&ElemOp>) {
+        let mut rest = Batch::new();
+        let mut elems = Vec::new();
+        for c in &self.cmds {
+            match c {
+                Cmd::Elem(op) => elems.push(op),
+                Cmd::Json(_) => rest.cmds.push(c.clone()),
+            }
+        }
+        (rest, elems)
+    }
     /// The element writes, when the batch holds nothing else.
     pub fn elem_ops(&self) -> Option<Vec<&ElemOp>> {
         self.cmds
@@ -205,6 +219,18 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// How long one `nft` run may take before it is killed: `CNICHAIN_NFT_TIMEOUT` seconds
+/// (a positive integer), else 30. nft answers in milliseconds; a run that hangs (a
+/// wedged kernel, a stuck nfnetlink lock) must not hang a runtime's call with it.
+pub fn nft_timeout() -> Duration {
+    let secs = std::env::var("CNICHAIN_NFT_TIMEOUT")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(30);
+    Duration::from_secs(secs)
+}
+
 fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
     let bin = nft_binary().ok_or_else(|| NftError {
         kind: NftErrorKind::NoBinary,
@@ -213,19 +239,76 @@ fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
     let mut cmd = Command::new(&bin);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    // Its own process group: on timeout the whole group is killed (a wrapper script's
+    // children too, which would otherwise hold the pipes open).
+    cmd.process_group(0);
     let mut child = cmd.spawn().map_err(|e| NftError {
         kind: NftErrorKind::NoBinary,
         msg: format!("failed to run {}: {e}", bin.display()),
     })?;
-    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // nft reads all of its input before it answers; a write error (nft gone early)
-        // shows up below as its exit status and message.
-        let _ = pipe.write_all(data);
+    let writer = match (stdin, child.stdin.take()) {
+        (Some(data), Some(mut pipe)) => {
+            let data = data.to_vec();
+            // nft reads all of its input before it answers; a write error (nft gone
+            // early) shows up below as its exit status and message.
+            Some(std::thread::spawn(move || {
+                let _ = pipe.write_all(&data);
+            }))
+        }
+        _ => None,
+    };
+    // The pipes are read on threads that end at EOF (nft's exit, or its kill); only
+    // this thread reaps the child, so its pid stays valid until then.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (mut out_pipe, mut err_pipe) = (child.stdout.take(), child.stderr.take());
+    std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            if let Some(p) = err_pipe.as_mut() {
+                let _ = std::io::Read::read_to_end(p, &mut v);
+            }
+            v
+        });
+        let mut out = Vec::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = std::io::Read::read_to_end(p, &mut out);
+        }
+        let err = err_reader.join().unwrap_or_default();
+        let _ = tx.send((out, err));
+    });
+    let limit = nft_timeout();
+    let (stdout, stderr) = match rx.recv_timeout(limit) {
+        Ok(o) => o,
+        Err(_) => {
+            // SAFETY: killpg on the group this child leads; the child is not reaped yet,
+            // so the id cannot belong to anything else.
+            unsafe {
+                libc::killpg(child.id() as libc::pid_t, libc::SIGKILL);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(w) = writer {
+                let _ = w.join();
+            }
+            return Err(NftError {
+                kind: NftErrorKind::Other,
+                msg: format!(
+                    "nft did not finish within {} s and was killed ({} {}); set CNICHAIN_NFT_TIMEOUT to wait longer",
+                    limit.as_secs(),
+                    bin.display(),
+                    args.join(" ")
+                ),
+            });
+        }
+    };
+    if let Some(w) = writer {
+        let _ = w.join();
     }
-    let out = child.wait_with_output().map_err(|e| NftError {
+    let status = child.wait().map_err(|e| NftError {
         kind: NftErrorKind::Other,
         msg: format!("failed to wait for nft: {e}"),
     })?;
+    let out = std::process::Output { status, stdout, stderr };
     if out.status.success() {
         return Ok(out.stdout);
     }
@@ -315,8 +398,8 @@ pub fn list_set(family: &str, table: &str, name: &str) -> Result<Value, NftError
 }
 
 /// Write element `ops` in one nfnetlink transaction on `nl` (NFNL_MSG_BATCH_BEGIN, one
-/// NEWSETELEM / DELSETELEM per element, NFNL_MSG_BATCH_END): all or nothing. Every
-/// message's ACK is read; the first failure names its element and set. EEXIST (a key
+/// NEWSETELEM / DELSETELEM per element, NFNL_MSG_BATCH_END): all or nothing, whatever
+/// its size (see [`netlink::Nfnl::batch`]). The first failure names its element and set. EEXIST (a key
 /// that exists) is [`NftErrorKind::Exists`], ENOENT (no such table, set or element)
 /// [`NftErrorKind::NotFound`], EBUSY [`NftErrorKind::Busy`].
 pub fn apply_elems(nl: &mut netlink::Nfnl, ops: &[&ElemOp]) -> Result<(), NftError> {
@@ -377,22 +460,40 @@ fn errno_error(errno: i32, what: &str) -> NftError {
 }
 
 /// Run a pod's batch (its elements, records and any per-prefix / per-bit rule it is the
-/// first to need). The common case, elements only, is one nfnetlink transaction on `nl`
-/// and no process. A batch with a rule, or one that fails with ENOENT because the table
-/// or a set is missing (first use on this host or netns), runs through `nft`; on ENOENT
-/// once more with the fixed objects declared in front.
+/// first to need). The elements and records are always one nfnetlink transaction on `nl`
+/// (all or nothing, whatever their number). A rule the batch adds (with its set) runs
+/// first through one `nft` process, with the fixed objects declared in front when the
+/// table is missing; so does the declaration alone when the elements find no table or
+/// set (first use on this host or netns), before the elements are sent once more.
+///
+/// The rules are shared and kept once made (nothing removes them), so committing them
+/// ahead of the elements leaves, should the elements fail or the process die between the
+/// two, only what the next ADD would make anyway. Sending the elements over nfnetlink
+/// rather than through nft keeps a first pod with thousands of mappings as fast as any
+/// other.
 pub fn apply_pod(nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
     if batch.is_empty() {
         return Ok(());
     }
-    if let Some(ops) = batch.elem_ops() {
-        match apply_elems(nl, &ops) {
-            Err(e) if e.kind == NftErrorKind::NotFound => {
-                tracing::debug!("element transaction: {e}; running nft");
-            }
-            other => return other,
-        }
+    let (rules, elems) = batch.split();
+    if !rules.is_empty() {
+        apply_declared(&rules)?;
     }
+    match apply_elems(nl, &elems) {
+        Err(e) if e.kind == NftErrorKind::NotFound && rules.is_empty() => {
+            tracing::debug!("element transaction: {e}; declaring the cnichain nftables table");
+            let mut base = Batch::new();
+            layout::declare_base(&mut base);
+            apply_nft(&base)?;
+            apply_elems(nl, &elems)
+        }
+        other => other,
+    }
+}
+
+/// Run `batch` through nft; when something it refers to is missing, once more with the
+/// fixed objects of the layout declared in front.
+fn apply_declared(batch: &Batch) -> Result<(), NftError> {
     match apply_nft(batch) {
         Err(e) if e.kind == NftErrorKind::NotFound => {
             tracing::debug!("declaring the cnichain nftables table ({e})");

@@ -52,6 +52,15 @@ const UDATA_RULE_COMMENT: u8 = 0;
 const UDATA_SET_ELEM_COMMENT: u8 = 0;
 
 const RECV_BUF: usize = 256 * 1024;
+/// Receive buffer room per batch message: one error answer (36 bytes with
+/// NETLINK_CAP_ACK) costs about 768 bytes of buffer in the kernel's accounting.
+const ERROR_ANSWER_ROOM: usize = 1024;
+/// The receive buffer is never asked to grow past this (the kernel allows up to
+/// INT_MAX / 2); memory is only used if the answers come.
+const MAX_RECV_BUF: usize = 128 * 1024 * 1024;
+/// SOL_NETLINK's NETLINK_CAP_ACK: an error answer carries the failed message's header,
+/// not the whole message (an element message is ~250 bytes).
+const NETLINK_CAP_ACK: libc::c_int = 10;
 /// How long a read waits for the kernel before giving up (it answers in microseconds;
 /// this only keeps a lost answer from hanging a runtime's call forever).
 const RECV_TIMEOUT_SECS: libc::time_t = 10;
@@ -111,6 +120,11 @@ impl Nfnl {
         sock.bind_auto()?;
         sock.connect(&SocketAddr::new(0, 0))?;
         set_recv_timeout(&sock)?;
+        {
+            use std::os::unix::io::AsRawFd;
+            // Best effort (kernels before 4.3 lack it): errors echo only headers.
+            let _ = sockopt_set(sock.as_raw_fd(), libc::SOL_NETLINK, NETLINK_CAP_ACK, 1);
+        }
         Ok(Nfnl {
             sock,
             seq: 0,
@@ -119,27 +133,59 @@ impl Nfnl {
     }
 
     /// Send `msgs` as one nfnetlink batch of subsystem `subsys` (BATCH_BEGIN, the
-    /// messages with NLM_F_ACK added, BATCH_END): one kernel transaction, committed only
-    /// if every message succeeds. Returns each message's answer (0 or a negative errno),
-    /// in order. An error for the batch as a whole (the frame refused, the commit failed)
-    /// is the `io::Error`.
+    /// messages, BATCH_END) in one `send`: one kernel transaction, committed only if every
+    /// message succeeds. Returns each message's answer (0 or a negative errno), in order.
+    /// An error for the batch as a whole (the frame refused, the commit failed, answers
+    /// lost) is the `io::Error`.
+    ///
+    /// The kernel takes a batch only whole, in one datagram (a batch cut over several
+    /// sends is aborted at the first one's end), and refuses a datagram longer than the
+    /// socket's send buffer less 32 bytes (EMSGSIZE; 212,992 bytes by default, about 800
+    /// element messages). So the send buffer is grown to the batch first, with
+    /// SO_SNDBUFFORCE as nft and libmnl do (CAP_NET_ADMIN, which writing nftables needs
+    /// anyway), SO_SNDBUF up to `net.core.wmem_max` otherwise.
+    ///
+    /// The messages ask for no ACK: the kernel answers only the ones that fail (and the
+    /// BEGIN header when the commit fails), all before `send` returns, since a netlink
+    /// socket of the kernel handles a datagram in the sender's call. So the answers are
+    /// read without waiting until none is left (as nft does), and the receive buffer,
+    /// which must hold them all at once, is sized for one (capped) error per message; a
+    /// lost answer (ENOBUFS) can only have been an error, so the batch did not commit.
     pub fn batch(&mut self, subsys: u16, msgs: &[BatchMsg]) -> io::Result<Vec<i32>> {
         let first = self.seq.wrapping_add(1);
         self.seq = self.seq.wrapping_add(msgs.len() as u32 + 2);
         let buf = encode_batch(subsys, first, msgs);
+        self.size_buffers(
+            buf.len(),
+            msgs.len().saturating_add(2).saturating_mul(ERROR_ANSWER_ROOM),
+        )?;
         self.wrote = true;
+        let total = buf.len();
         let sent = self.sock.send(&buf, 0)?;
-        if sent != buf.len() {
+        drop(buf);
+        if sent != total {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "netlink batch sent in part"));
         }
-        let mut answers: Vec<Option<i32>> = vec![None; msgs.len()];
-        let mut missing = msgs.len();
+        let mut answers: Vec<i32> = vec![0; msgs.len()];
+        let mut failed = false;
+        let mut lost = false;
         let mut rbuf: Vec<u8> = Vec::with_capacity(RECV_BUF);
-        while missing > 0 {
+        loop {
             rbuf.clear();
-            let n = self.sock.recv(&mut rbuf, libc::MSG_TRUNC)?;
+            let n = match self.sock.recv(&mut rbuf, libc::MSG_TRUNC | libc::MSG_DONTWAIT) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    lost = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if n > rbuf.len() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink answer truncated"));
+                // An answer cut short: it was an error (only errors answer).
+                lost = true;
+                continue;
             }
             let mut off = 0usize;
             while off + NLMSG_HDR <= n {
@@ -168,20 +214,74 @@ impl Nfnl {
                     continue;
                 }
                 if let Some(slot) = answers.get_mut(idx - 1) {
-                    if slot.is_none() {
-                        missing -= 1;
-                    }
-                    *slot = Some(err);
+                    *slot = err;
+                    failed |= err != 0;
                 }
             }
         }
-        Ok(answers.into_iter().map(|a| a.unwrap_or(0)).collect())
+        if lost && !failed {
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
+                format!(
+                    "the kernel's answers to a batch of {} messages overflowed the receive buffer \
+                     (ENOBUFS); the batch was refused",
+                    msgs.len()
+                ),
+            ));
+        }
+        Ok(answers)
+    }
+
+    /// Grow the send buffer so that a datagram of `send` bytes fits, and the receive
+    /// buffer to at least `recv` bytes. Buffers already large enough are left alone.
+    fn size_buffers(&mut self, send: usize, recv: usize) -> io::Result<()> {
+        use std::os::unix::io::AsRawFd;
+        let fd = self.sock.as_raw_fd();
+        // The kernel refuses a datagram longer than sk_sndbuf - 32; it stores twice
+        // the value given, so asking for `send` + 32 is plenty.
+        let want_send = send.saturating_add(64);
+        if sockopt_get(fd, libc::SO_SNDBUF)? < want_send {
+            grow(fd, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, want_send);
+            let have = sockopt_get(fd, libc::SO_SNDBUF)?;
+            if have < want_send {
+                return Err(io::Error::new(
+                    io::ErrorKind::Other,
+                    format!(
+                        "an nfnetlink batch of {send} bytes does not fit the socket's send buffer ({have} bytes): \
+                         growing it past net.core.wmem_max needs CAP_NET_ADMIN"
+                    ),
+                ));
+            }
+        }
+        let want_recv = recv.min(MAX_RECV_BUF);
+        if sockopt_get(fd, libc::SO_RCVBUF)? < want_recv {
+            // Best effort: a smaller buffer only matters if many messages fail, and then
+            // ENOBUFS says so.
+            grow(fd, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF, want_recv);
+        }
+        Ok(())
     }
 
     /// Send one request and return the attribute bytes (after `nfgenmsg`) of every data
     /// message of the answer. Ends at the ACK (`NLM_F_ACK`) or at NLMSG_DONE (dumps); a
     /// negative errno in the answer is an `io::Error` with that errno.
     pub fn request(&mut self, subsys: u16, msg: u16, flags: u16, family: u8, attrs: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        self.request_each(subsys, msg, flags, family, attrs, |m| out.push(m.to_vec()))?;
+        Ok(out)
+    }
+
+    /// [`Nfnl::request`] handing each data message's attributes to `each` as it is read:
+    /// a dump is never held whole in memory.
+    pub fn request_each(
+        &mut self,
+        subsys: u16,
+        msg: u16,
+        flags: u16,
+        family: u8,
+        attrs: &[u8],
+        mut each: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
         let len = NLMSG_HDR + 4 + attrs.len();
@@ -196,7 +296,6 @@ impl Nfnl {
         m.extend_from_slice(attrs);
         self.sock.send(&m, 0)?;
 
-        let mut out = Vec::new();
         let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
         loop {
             buf.clear();
@@ -226,7 +325,7 @@ impl Nfnl {
                             -libc::EINVAL
                         };
                         return if err == 0 {
-                            Ok(out)
+                            Ok(())
                         } else {
                             Err(io::Error::from_raw_os_error(-err))
                         };
@@ -236,12 +335,12 @@ impl Nfnl {
                         return if err < 0 {
                             Err(io::Error::from_raw_os_error(-err))
                         } else {
-                            Ok(out)
+                            Ok(())
                         };
                     }
                     _ => {
                         if body.len() >= 4 {
-                            out.push(body[4..].to_vec());
+                            each(&body[4..]);
                         }
                     }
                 }
@@ -297,7 +396,7 @@ fn encode_batch(subsys: u16, first: u32, msgs: &[BatchMsg]) -> Vec<u8> {
         put_msg(
             &mut buf,
             (subsys << 8) | m.msg,
-            NLM_F_REQUEST | NLM_F_ACK | m.flags,
+            NLM_F_REQUEST | m.flags,
             seq,
             [m.family, 0, 0, 0],
             &m.attrs,
@@ -327,6 +426,54 @@ fn set_recv_timeout(sock: &Socket) -> io::Result<()> {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+fn sockopt_set(fd: libc::c_int, level: libc::c_int, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+    // SAFETY: a valid descriptor and an int of the size passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A socket buffer size (what the kernel holds: twice what was set).
+fn sockopt_get(fd: libc::c_int, opt: libc::c_int) -> io::Result<usize> {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid descriptor, an int and its length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(usize::try_from(val).unwrap_or(0))
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Set a socket buffer to `size` with the privileged option `force` (past the sysctl
+/// maximum), or with `plain` (capped at it) when that is not permitted.
+fn grow(fd: libc::c_int, force: libc::c_int, plain: libc::c_int, size: usize) {
+    let v = libc::c_int::try_from(size).unwrap_or(libc::c_int::MAX / 2);
+    if sockopt_set(fd, libc::SOL_SOCKET, force, v).is_err() {
+        let _ = sockopt_set(fd, libc::SOL_SOCKET, plain, v);
     }
 }
 
@@ -764,12 +911,13 @@ mod tests {
         begin.extend(0u32.to_ne_bytes());
         begin.extend([0, 0, 0, 10]);
         assert_eq!(&b[..20], &begin[..]);
-        // the messages: nftables subsystem, REQUEST | ACK, seq 8 and 9, family inet
+        // the messages: nftables subsystem, REQUEST, seq 8 and 9, family inet
         for (i, seq) in [(0usize, 8u32), (1, 9)] {
             let off = 20 + i * one;
             assert_eq!(u32_at(&b, off) as usize, one);
             assert_eq!(u16_at(&b, off + 4), (10 << 8) | NFT_MSG_DELSETELEM);
-            assert_eq!(u16_at(&b, off + 6), NLM_F_REQUEST | NLM_F_ACK);
+            // no ACK asked: only a failing message answers
+            assert_eq!(u16_at(&b, off + 6), NLM_F_REQUEST);
             assert_eq!(u32_at(&b, off + 8), seq);
             assert_eq!(&b[off + 16..off + 20], &[1, 0, 0, 0]);
         }

@@ -34,6 +34,30 @@ struct Keys {
     conditions_v6: Option<Vec<String>>,
     #[serde(default)]
     backend: Option<String>,
+    #[serde(default, rename = "runtimeConfig")]
+    runtime_config: Option<RuntimeConfig>,
+}
+
+/// `runtimeConfig`, as the reference declares the part it reads.
+#[derive(Debug, Deserialize, Default)]
+struct RuntimeConfig {
+    #[serde(default, rename = "portMappings")]
+    port_mappings: Option<Vec<Entry>>,
+}
+
+/// One `portMappings` entry with its keys matched by the typed parse; the values stay
+/// JSON so that a bad one is reported naming its field (the reference's `int` and
+/// `string` fields, checked below).
+#[derive(Debug, Deserialize, Default)]
+struct Entry {
+    #[serde(default, rename = "hostPort")]
+    host_port: Option<Value>,
+    #[serde(default, rename = "containerPort")]
+    container_port: Option<Value>,
+    #[serde(default)]
+    protocol: Option<Value>,
+    #[serde(default, rename = "hostIP")]
+    host_ip: Option<Value>,
 }
 
 /// One validated `portMappings` entry.
@@ -60,14 +84,57 @@ fn invalid(msg: String) -> CniError {
     CniError::invalid_config(format!("portmap: {msg}"))
 }
 
+/// An error the reference reports for the same condition: its text as `msg` (ADD and
+/// DEL wrap parse errors in "failed to parse config: ", CHECK does not), cnichain's
+/// help (the JSON path) as `details`.
+fn reference(check: bool, text: String, help: String) -> CniError {
+    let msg = if check {
+        text
+    } else {
+        format!("failed to parse config: {text}")
+    };
+    CniError::invalid_config(msg).with_details(format!("portmap: {help}"))
+}
+
 fn unsupported(key: &str, why: &str) -> CniError {
     CniError::new(UNSUPPORTED_FIELD, format!("portmap: {key} is not supported: {why}"))
 }
 
 impl PortmapConf {
-    /// Parse and validate the whole request config.
+    /// Parse and validate the whole request config (for ADD).
     pub fn parse(config: &Map<String, Value>) -> Result<PortmapConf, CniError> {
+        PortmapConf::parse_for(config, false)
+    }
+
+    /// Parse and validate the whole request config; `check`: for CHECK, whose errors the
+    /// reference does not prefix.
+    pub fn parse_for(config: &Map<String, Value>, check: bool) -> Result<PortmapConf, CniError> {
         let keys: Keys = conf::parse(config, "portmap")?;
+        // The reference's own checks first, in its order.
+        if keys.external_set_mark_chain.is_some() && keys.mark_masq_bit.is_some() {
+            return Err(reference(
+                check,
+                "Cannot specify externalSetMarkChain and markMasqBit".to_string(),
+                "externalSetMarkChain and markMasqBit are both set".to_string(),
+            ));
+        }
+        let mark_bit = match keys.mark_masq_bit {
+            None => DEFAULT_MARK_BIT,
+            Some(b) if (0..=31).contains(&b) => b as u8,
+            Some(b) => {
+                return Err(reference(
+                    check,
+                    "MasqMarkBit must be between 0 and 31".to_string(),
+                    format!("markMasqBit must be between 0 and 31, got {b}"),
+                ))
+            }
+        };
+        let entries: &[Entry] = keys
+            .runtime_config
+            .as_ref()
+            .and_then(|r| r.port_mappings.as_deref())
+            .unwrap_or_default();
+        reference_port_checks(entries, check)?;
         for (key, c) in [
             ("conditionsV4", &keys.conditions_v4),
             ("conditionsV6", &keys.conditions_v6),
@@ -80,11 +147,6 @@ impl PortmapConf {
             }
         }
         if let Some(chain) = &keys.external_set_mark_chain {
-            if keys.mark_masq_bit.is_some() {
-                return Err(invalid(
-                    "cannot specify externalSetMarkChain and markMasqBit".to_string(),
-                ));
-            }
             return Err(unsupported(
                 "externalSetMarkChain",
                 &format!(
@@ -93,11 +155,6 @@ impl PortmapConf {
                 ),
             ));
         }
-        let mark_bit = match keys.mark_masq_bit {
-            None => DEFAULT_MARK_BIT,
-            Some(b) if (0..=31).contains(&b) => b as u8,
-            Some(b) => return Err(invalid(format!("markMasqBit must be between 0 and 31, got {b}"))),
-        };
         match keys.backend.as_deref() {
             None | Some("") | Some("nftables") => {}
             Some("iptables") => {
@@ -113,51 +170,70 @@ impl PortmapConf {
             snat: keys.snat.unwrap_or(true),
             masq_all: keys.masq_all.unwrap_or(false),
             mark_bit,
-            mappings: parse_mappings(config)?,
+            mappings: mappings(entries)?,
         })
     }
 }
 
-/// A key of a JSON object, matched exactly first and then case-insensitively (Go's
-/// encoding/json rule, which the reference's parsing follows).
-fn field<'a>(obj: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    obj.get(name)
-        .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+/// The network name alone (DEL reads nothing else); "" when it is missing or not a string.
+pub fn network_name(config: &Map<String, Value>) -> String {
+    #[derive(Deserialize, Default)]
+    struct Name {
+        #[serde(default)]
+        name: String,
+    }
+    conf::parse::<Name>(config, "portmap")
+        .map(|n| n.name)
+        .unwrap_or_default()
+}
+
+/// The reference's port checks, entry by entry: container port, then host port, each
+/// refused when not positive (a missing one is Go's zero).
+fn reference_port_checks(entries: &[Entry], check: bool) -> Result<(), CniError> {
+    for (i, e) in entries.iter().enumerate() {
+        for (v, key, what) in [
+            (&e.container_port, "containerPort", "container"),
+            (&e.host_port, "hostPort", "host"),
+        ] {
+            let n = match v {
+                None | Some(Value::Null) => Some(0),
+                Some(v) => v.as_i64(),
+            };
+            if let Some(n) = n.filter(|n| *n <= 0) {
+                return Err(reference(
+                    check,
+                    format!("Invalid {what} port number: {n}"),
+                    format!("runtimeConfig.portMappings[{i}].{key}: must be a port number 1-65535, got {n}"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `runtimeConfig.portMappings`, validated entry by entry.
-pub fn parse_mappings(config: &Map<String, Value>) -> Result<Vec<Mapping>, CniError> {
-    let rc = match field(config, "runtimeConfig") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Object(o)) => o,
-        Some(_) => return Err(invalid("runtimeConfig must be an object".to_string())),
-    };
-    let list = match field(rc, "portMappings") {
-        None | Some(Value::Null) => return Ok(Vec::new()),
-        Some(Value::Array(a)) => a,
-        Some(_) => return Err(invalid("runtimeConfig.portMappings must be a list".to_string())),
-    };
-    let mut out = Vec::with_capacity(list.len());
-    for (i, e) in list.iter().enumerate() {
+fn mappings(entries: &[Entry]) -> Result<Vec<Mapping>, CniError> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
         let at = |k: &str| format!("runtimeConfig.portMappings[{i}].{k}");
-        let obj = match e {
-            Value::Object(o) => o,
-            _ => return Err(invalid(format!("runtimeConfig.portMappings[{i}] must be an object"))),
+        let show = |v: &Option<Value>| {
+            v.as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "nothing".to_string())
         };
-        let port = |k: &str| -> Result<u16, CniError> {
-            let v = field(obj, k);
-            match v.and_then(Value::as_i64) {
+        let port = |v: &Option<Value>, k: &str| -> Result<u16, CniError> {
+            match v.as_ref().and_then(Value::as_i64) {
                 Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
                 _ => Err(invalid(format!(
                     "{}: must be a port number 1-65535, got {}",
                     at(k),
-                    v.map(|v| v.to_string()).unwrap_or_else(|| "nothing".to_string())
+                    show(v)
                 ))),
             }
         };
-        let host_port = port("hostPort")?;
-        let container_port = port("containerPort")?;
-        let proto = match field(obj, "protocol") {
+        let host_port = port(&e.host_port, "hostPort")?;
+        let container_port = port(&e.container_port, "containerPort")?;
+        let proto = match &e.protocol {
             Some(Value::String(s)) => Proto::parse(s),
             _ => None,
         }
@@ -165,12 +241,10 @@ pub fn parse_mappings(config: &Map<String, Value>) -> Result<Vec<Mapping>, CniEr
             invalid(format!(
                 "{}: must be \"tcp\", \"udp\" or \"sctp\", got {}",
                 at("protocol"),
-                field(obj, "protocol")
-                    .map(|v| v.to_string())
-                    .unwrap_or_else(|| "nothing".to_string())
+                show(&e.protocol)
             ))
         })?;
-        let host_ip = match field(obj, "hostIP") {
+        let host_ip = match &e.host_ip {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => None,
             Some(Value::String(s)) => {
@@ -298,8 +372,68 @@ mod tests {
                 {"hostPort":1,"containerPort":1,"protocol":"tcp"}, entry.clone()]}}));
             let e = PortmapConf::parse(&c).unwrap_err();
             assert_eq!(e.code, 7, "{entry}");
-            assert!(e.msg.contains(path), "{entry}: {}", e.msg);
+            assert!(e.msg.contains(path) || e.details.contains(path), "{entry}: {e:?}");
         }
+    }
+
+    /// Where the reference has a message for the condition, `msg` is its text exactly
+    /// (prefixed as its ADD and DEL prefix parse errors; CHECK is not), the help in
+    /// `details`; its order: externalSetMarkChain with markMasqBit, the bit's range, then
+    /// per entry the container port and the host port.
+    #[test]
+    fn reference_messages() {
+        let pm = |entries: Value| json!({"name":"n","runtimeConfig":{"portMappings": entries}});
+        for (c, want) in [
+            (
+                pm(json!([{"hostPort":0,"containerPort":80,"protocol":"tcp"}])),
+                "Invalid host port number: 0",
+            ),
+            (
+                pm(json!([{"hostPort":-5,"containerPort":80}])),
+                "Invalid host port number: -5",
+            ),
+            (
+                pm(json!([{"hostPort":80,"containerPort":-1}])),
+                "Invalid container port number: -1",
+            ),
+            (
+                pm(json!([{"hostPort":80,"protocol":"tcp"}])),
+                "Invalid container port number: 0",
+            ),
+            (
+                pm(json!([{"hostPort":0,"containerPort":0}])),
+                "Invalid container port number: 0",
+            ),
+            // a later entry's reference error wins over an earlier entry's own check
+            (
+                pm(json!([{"hostPort":99999,"containerPort":80,"protocol":"tcp"},{"hostPort":0,"containerPort":1}])),
+                "Invalid host port number: 0",
+            ),
+            (json!({"markMasqBit":32}), "MasqMarkBit must be between 0 and 31"),
+            (
+                json!({"markMasqBit":-1,"runtimeConfig":{"portMappings":[{"hostPort":0}]}}),
+                "MasqMarkBit must be between 0 and 31",
+            ),
+            (
+                json!({"markMasqBit":40,"externalSetMarkChain":"X"}),
+                "Cannot specify externalSetMarkChain and markMasqBit",
+            ),
+        ] {
+            let e = PortmapConf::parse(&cfg(c.clone())).unwrap_err();
+            assert_eq!(
+                (e.code, e.msg.as_str()),
+                (7, format!("failed to parse config: {want}").as_str()),
+                "{c}"
+            );
+            assert!(e.details.starts_with("portmap: "), "{c}: {e:?}");
+            let e = PortmapConf::parse_for(&cfg(c.clone()), true).unwrap_err();
+            assert_eq!(e.msg, want, "CHECK: {c}");
+        }
+        let e = PortmapConf::parse(&cfg(pm(json!([{"hostPort":0,"containerPort":80}])))).unwrap_err();
+        assert_eq!(
+            e.details,
+            "portmap: runtimeConfig.portMappings[0].hostPort: must be a port number 1-65535, got 0"
+        );
     }
 
     #[test]
@@ -325,7 +459,7 @@ mod tests {
         ] {
             let e = PortmapConf::parse(&cfg(c.clone())).unwrap_err();
             assert_eq!(e.code, code, "{c}");
-            assert!(e.msg.contains(key), "{c}: {}", e.msg);
+            assert!(e.msg.contains(key) || e.details.contains(key), "{c}: {e:?}");
         }
         // empty condition lists are fine
         assert!(PortmapConf::parse(&cfg(

@@ -60,8 +60,8 @@ impl Stage for Portmap {
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         // Everything this attachment made is in its own records: neither portMappings nor
         // prevResult is needed, and the rest of the config is not read.
-        let network = inv.config.get("name").and_then(|v| v.as_str()).unwrap_or_default();
-        let id = rules::owner_id(network, &inv.rt.container_id, &inv.rt.ifname);
+        let network = config::network_name(inv.config);
+        let id = rules::owner_id(&network, &inv.rt.container_id, &inv.rt.ifname);
         // Removing elements leaves the kernel cleanup work (an RCU grace period): let it
         // overlap the chain's other DEL work (the engine joins it before DEL returns;
         // inline otherwise).
@@ -69,7 +69,7 @@ impl Stage for Portmap {
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
-        let c = PortmapConf::parse(inv.config)?;
+        let c = PortmapConf::parse_for(inv.config, true)?;
         let prev = inv
             .prev_result
             .ok_or_else(|| CniError::invalid_config("portmap: Required prevResult missing"))?;

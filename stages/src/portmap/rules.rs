@@ -28,6 +28,7 @@ use crate::nft::netlink::Nfnl;
 use crate::nft::{self, records, Batch, NftErrorKind};
 use cnichain_engine::spec::error::{CniError, TRY_AGAIN_LATER};
 use cnichain_engine::spec::ipnet::{format_ip, unmap, IpNet};
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The attachment's owner id (see [`records`]): `p` and 14 hex digits.
@@ -154,10 +155,12 @@ pub struct Plan {
 impl Plan {
     /// Every element of the plan (distinct), with data.
     pub fn elements(&self) -> Vec<(Elem, Option<Field>)> {
+        // A set, not a scan of `out`: a pod may map thousands of ports.
+        let mut seen: HashSet<Elem> = HashSet::new();
         let mut out: Vec<(Elem, Option<Field>)> = Vec::new();
         for d in &self.dnats {
             for e in d.elements() {
-                if !out.iter().any(|o| o.0 == e.0) {
+                if seen.insert(e.0.clone()) {
                     out.push(e);
                 }
             }
@@ -191,6 +194,7 @@ pub fn plan(c: &PortmapConf, id: String, v4: Option<IpNet>, v6: Option<IpNet>) -
         (true, true) => Snat::All(c.mark_bit),
     };
     let mut dnats: Vec<Dnat> = Vec::new();
+    let mut taken: HashSet<HostPort> = HashSet::new();
     for pod in [v4, v6].into_iter().flatten() {
         let f = Family::of(&pod.addr);
         let Some(to) = IpNet::new(unmap(pod.addr), pod.mask_len()) else {
@@ -198,7 +202,7 @@ pub fn plan(c: &PortmapConf, id: String, v4: Option<IpNet>, v6: Option<IpNet>) -
         };
         for m in &c.mappings {
             if let Some(host) = host_port(m, f) {
-                if !dnats.iter().any(|d| d.host == host) {
+                if taken.insert(host) {
                     dnats.push(Dnat {
                         host,
                         to,
@@ -244,16 +248,15 @@ fn recorded(nl: &mut Nfnl, id: &str) -> Result<(Vec<Dnat>, usize), CniError> {
 
 /// Append deletes of the elements of `dnats` that still carry `id`, each once.
 fn delete_owned(nl: &mut Nfnl, b: &mut Batch, id: &str, dnats: &[Dnat]) -> Result<(), CniError> {
-    let mut seen: Vec<Elem> = Vec::new();
+    let mut seen: HashSet<Elem> = HashSet::new();
     for d in dnats {
         for (e, _) in d.elements() {
-            if seen.contains(&e) {
+            if !seen.insert(e.clone()) {
                 continue;
             }
             if records::owned_by(nl, &e, id).map_err(nl_err)? {
                 b.delete_elem(&e);
             }
-            seen.push(e);
         }
     }
     Ok(())
