@@ -203,6 +203,39 @@ fn bridge_mac_never_changes_like_the_reference() {
     assert_eq!(seen[1], seen[0], "cnichain differs from the reference");
 }
 
+/// A bridge whose ports all left before it was ever pinned reads 00:00:00:00:00:00 (a
+/// failed ADD's veth removed by the runtime's DEL). The reference fails every later ADD
+/// on it ("could not set bridge's mac: invalid argument"); cnichain pins the address the
+/// bridge takes from its first port instead (README, Differences).
+#[test]
+fn a_bridge_with_a_zero_mac_still_takes_pods() {
+    root();
+    for mut t in Twin::pair("zmac") {
+        let pod = t.sb.pod("p");
+        t.host_sh("ip link add brz0 type bridge && ip link add za type veth peer name zb && ip link set za master brz0 && ip link del za");
+        assert_eq!(t.host_mac("brz0"), "00:00:00:00:00:00", "{}: the set-up", t.label());
+        let conf = json!({"cniVersion":"1.0.0","name":"zmac","type":"bridge","bridge":"brz0","isGateway":true,
+            "ipam":{"type":"static","addresses":[{"address":"10.76.0.2/24","gateway":"10.76.0.1"}]}});
+        let o = t.call("bridge", "ADD", &pod, "eth0", "c1", &conf);
+        let res = json_out(&o, t.label());
+        if t.reference {
+            assert!(!o.status.success(), "the reference now takes it: {res}");
+            assert!(
+                res["msg"].as_str().unwrap_or("").contains("could not set bridge's mac"),
+                "{res}"
+            );
+        } else {
+            assert!(o.status.success(), "cnichain: {res}");
+            let mac = t.host_mac("brz0");
+            assert_ne!(mac, "00:00:00:00:00:00");
+            assert_eq!(res["interfaces"][0]["mac"], json!(mac), "{res}");
+            ok(&t.call("bridge", "DEL", &pod, "eth0", "c1", &conf));
+            // Pinned: the bridge keeps it once its last port is gone.
+            assert_eq!(t.host_mac("brz0"), mac);
+        }
+    }
+}
+
 /// B: a `dns` list that is present, even empty, replaces the IPAM's dns (an empty dns);
 /// an absent or null one does not; an empty domain is unset. bridge and ptp as the
 /// reference, but for the one documented difference: with no dns of its own, bridge 1.1.1

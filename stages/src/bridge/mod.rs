@@ -619,7 +619,20 @@ fn ensure_addr(nl: &mut Netlink, br: &Link, gw: &IpNet, force: bool) -> Result<(
     // MAC is the one read before this ADD's veth joined (`br` is that reading), as the
     // reference does: a new bridge keeps the address it was made with and an existing one
     // keeps its own, instead of adopting this pod's host veth MAC.
-    if let Some(mac) = br.mac {
+    // A bridge whose ports all left before it was ever pinned (a rolled-back or failed ADD)
+    // reads 00:00:00:00:00:00, which the kernel refuses: then it keeps the address it took
+    // from its ports now, as it would have on its first ADD.
+    let valid = |m: &[u8; 6]| m.iter().any(|b| *b != 0) && m[0] & 1 == 0;
+    let mac = match br.mac.filter(valid) {
+        Some(m) => Some(m),
+        None => nl
+            .link_by_name(&br.name)
+            .ok()
+            .flatten()
+            .and_then(|l| l.mac)
+            .filter(valid),
+    };
+    if let Some(mac) = mac {
         nl.set_mac(br.index, mac)
             .map_err(|e| fail(format!("could not set bridge's mac: {}", goerr::errno_text(&e)), &e))?;
     }
