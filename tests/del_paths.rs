@@ -10,16 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `cnichain install` into the sandbox's `cnibin`.
-fn install(sb: &Sandbox) -> PathBuf {
-    let dir = sb.dir.join("cnibin");
-    ok(&Command::new(cnichain_bin())
-        .args(["install", "--bin-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap());
-    dir
-}
-
 /// How a test drives the runtime side.
 #[derive(Clone, Copy, Debug)]
 enum Via {
@@ -244,19 +234,6 @@ fn drop_in_del_of_a_non_namespace_succeeds() {
             assert!(o.status.success(), "{t} DEL {path}: {} {}", stdout(&o), stderr(&o));
         }
     }
-}
-
-fn pipe(mut c: Command, stdin: &str) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// A plugin script in `dir` named `name`: passes prevResult through on ADD; on DEL fails

@@ -6,31 +6,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-fn install(sb: &Sandbox) -> PathBuf {
-    let dir = sb.dir.join("cnibin");
-    ok(&Command::new(cnichain_bin())
-        .args(["install", "--bin-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap());
-    dir
-}
-
-fn pipe(mut c: Command, stdin: &str) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
-}
+use std::process::Output;
 
 /// The host netns as the pod would see it: addresses, routes, links, sysctls that a
 /// wrongly entered stage would change.

@@ -297,6 +297,36 @@ pub fn load_cycles() -> usize {
         .unwrap_or(1000)
 }
 
+/// Runs `c` with `stdin` written to it, as a runtime runs a plugin; its whole output.
+pub fn pipe(mut c: Command, stdin: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for the plugin")
+}
+
+/// `cnichain install` into `<sandbox>/cnibin`: the binary and its drop-in links.
+pub fn install(sb: &Sandbox) -> PathBuf {
+    let dir = sb.dir.join("cnibin");
+    ok(&Command::new(cnichain_bin())
+        .args(["install", "--bin-dir"])
+        .arg(&dir)
+        .output()
+        .expect("run cnichain install"));
+    dir
+}
+
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
