@@ -3,7 +3,6 @@
 use crate::cli::ValidateArgs;
 use cnichain_engine::stage::Registry;
 use cnichain_engine::validate::{self, diag, Options};
-use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeou
     let out = match validate::run(&paths, opts) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("cnichain validate: {e}");
+            crate::cli::write_stderr(&format!("cnichain validate: {e}\n"));
             return 2;
         }
     };
@@ -49,26 +48,30 @@ pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeou
     };
     // One stream for the whole report, summary included: stdout, or stderr when stdout
     // carries the Graphviz text.
-    let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
-    let report_to: &mut dyn Write = if a.graph.is_some() {
-        for (file, dot) in &out.graphs {
-            let _ = writeln!(stdout, "// {file}");
-            let _ = write!(stdout, "{dot}");
-        }
-        &mut stderr
-    } else {
-        &mut stdout
-    };
-    let _ = write!(report_to, "{report}");
+    let mut text = report;
     if a.format != "json" {
-        if !report.is_empty() {
-            let _ = writeln!(report_to);
+        if !text.is_empty() {
+            text.push('\n');
         }
-        let _ = writeln!(report_to, "{}", summary.line());
+        text.push_str(&summary.line());
+        text.push('\n');
     }
-    let _ = report_to.flush();
-    let _ = stdout.flush();
+    // A report nobody received is not a clean run: a closed stdout is exit 2.
+    let written = if a.graph.is_some() {
+        let dots: String = out
+            .graphs
+            .iter()
+            .map(|(file, dot)| format!("// {file}\n{dot}"))
+            .collect();
+        crate::cli::write_stderr(&text);
+        crate::cli::write_stdout(&dots)
+    } else {
+        crate::cli::write_stdout(&text)
+    };
+    if let Err(e) = written {
+        crate::cli::write_stderr(&format!("cnichain validate: writing to stdout: {e}\n"));
+        return 2;
+    }
     if summary.errors > 0 || (a.strict && summary.warnings > 0) {
         1
     } else {

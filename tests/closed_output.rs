@@ -112,3 +112,15 @@ fn plugin_mode_stdin_is_capped() {
         "{e}"
     );
 }
+
+/// A validate report nobody received is not a clean run: exit 2, no panic.
+#[test]
+fn a_closed_stdout_fails_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conflists");
+    let mut c = Command::new(cnichain_bin());
+    c.arg("validate").arg(&dir);
+    let o = with_closed_stdout(c);
+    assert_eq!(o.status.code(), Some(2), "want exit status 2: {}", stderr(&o));
+    assert!(stderr(&o).contains("Broken pipe"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+}
