@@ -137,6 +137,7 @@ impl Engine {
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         // Refused requests leave no lock file.
         validate_attachment(list, rt, Command::Add)?;
+        self.preflight(list, rt)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
         // The lock file stays with the attachment (see lock.rs) unless the failed ADD
@@ -173,7 +174,59 @@ impl Engine {
     /// ADD forward through every plugin, threading each result into the next one's
     /// prevResult. No cache (the `cnichain` meta-plugin's runtime keeps the result).
     pub fn add_uncached(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
+        validate_attachment(list, rt, Command::Add)?;
+        self.preflight(list, rt)?;
         self.add_steps(list, rt).map_err(|(e, _)| e)
+    }
+
+    /// Before the first stage of an ADD runs: every plugin's type must resolve (an
+    /// exec'd one must be in CNI_PATH), its ipam.type must be an IPAM, and every
+    /// in-process stage's [`Stage::preflight`] must pass on the request it will get
+    /// (prevResult aside). The error is the one that stage's ADD would give, so a bad
+    /// value in the last plugin refuses the ADD with nothing created.
+    pub fn preflight(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
+        let started = Instant::now();
+        let out = list.plugins.iter().try_for_each(|plugin| {
+            self.preflight_one(list, plugin, rt).map_err(|e| {
+                e.context(format!(
+                    "plugin {} failed (add)",
+                    request::describe(plugin, Command::Add)
+                ))
+            })
+        });
+        if self.record_timings {
+            if let Ok(mut t) = self.timings.lock() {
+                t.push(Timing {
+                    plugin_type: "preflight".into(),
+                    command: Command::Add,
+                    how: format!("{} plugins", list.plugins.len()),
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+        out
+    }
+
+    fn preflight_one(&self, list: &NetConfList, plugin: &PluginConf, rt: &RuntimeConf) -> Result<(), CniError> {
+        let stage = self.registry.resolve(&plugin.plugin_type)?;
+        if let Some(t) = &plugin.ipam_type {
+            ids::validate_plugin_type(t, "ipam.type")?;
+            crate::stage::check_ipam_type(&plugin.plugin_type, t)?;
+        }
+        if !self.registry.is_in_process(&plugin.plugin_type) {
+            return Ok(());
+        }
+        let config = request::build(list, plugin, None, rt);
+        let inv = Invocation {
+            command: Command::Add,
+            config: &config,
+            prev_result: None,
+            rt,
+            version: &list.cni_version,
+            cni_path: &self.registry.cni_path,
+            registry: &self.registry,
+        };
+        stage.preflight(&inv)
     }
 
     /// [`Engine::add_uncached`]; the error carries whether any plugin's ADD succeeded.
