@@ -186,20 +186,28 @@ impl Engine {
     /// value in the last plugin refuses the ADD with nothing created.
     pub fn preflight(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         let started = Instant::now();
+        let mut each = Vec::new();
         let out = list.plugins.iter().try_for_each(|plugin| {
-            self.preflight_one(list, plugin, rt).map_err(|e| {
+            let t = Instant::now();
+            let r = self.preflight_one(list, plugin, rt).map_err(|e| {
                 e.context(format!(
                     "plugin {} failed (add)",
                     request::describe(plugin, Command::Add)
                 ))
-            })
+            });
+            each.push(format!(
+                "{} {:.3}",
+                plugin.plugin_type,
+                t.elapsed().as_secs_f64() * 1000.0
+            ));
+            r
         });
         if self.record_timings {
             if let Ok(mut t) = self.timings.lock() {
                 t.push(Timing {
                     plugin_type: "preflight".into(),
                     command: Command::Add,
-                    how: format!("{} plugins", list.plugins.len()),
+                    how: format!("ms per plugin: {}", each.join(", ")),
                     elapsed: started.elapsed(),
                 });
             }
