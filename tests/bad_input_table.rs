@@ -7,8 +7,8 @@
 //! of the 4-stage default chain, which preflight must refuse before bridge runs.
 
 mod common;
-use common::kstate::KState;
-use common::snapshot::Snapshot;
+use common::kstate::{assert_kernel_unchanged, KState};
+use common::snapshot::{assert_unchanged, Snapshot};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -665,4 +665,63 @@ fn problems(
         }
     }
     None
+}
+
+/// 13.2: with a working attachment in place (a bridge, host-local reservations, a cache
+/// entry, nft maps, qdiscs), a second pod's ADD with a bad value in the LAST plugin of
+/// the 4-stage chain is refused before the first stage runs: the state, cache and data
+/// trees and the kernel state of the host and both pods are what they were.
+#[test]
+fn bad_last_plugin_changes_nothing_beside_a_live_attachment() {
+    assert!(is_root(), "this test needs root (netns, bridges, nftables)");
+    let mut sb = Sandbox::new("tblb");
+    let pod_a = sb.pod("a");
+    let pod_b = sb.pod("b");
+    let ipam = sb.ipam_dir().display().to_string();
+    let good = sb.write_conflist("10-good.conflist", &last(BANDWIDTH).replace("@IPAM@", &ipam));
+    let bad = sb.write_conflist(
+        "20-bad.conflist",
+        &last(
+            r#"{"type":"bandwidth","ingressRate":8000000,"ingressBurst":800000,"egressRate":-4,"egressBurst":400000}"#,
+        )
+        .replace("@IPAM@", &ipam),
+    );
+    let (good, bad) = (good.display().to_string(), bad.display().to_string());
+    // Each pod its own host port, so that without preflight the refused ADD would get
+    // as far as bandwidth.
+    let with = |verb: &str, file: &str, pod: &str, id: &str| {
+        let caps = if id == "ctr-a" {
+            GOOD_CAPS.to_string()
+        } else {
+            GOOD_CAPS.replace("8080", "8081")
+        };
+        sb.cnichain(
+            REF_PLUGINS,
+            &["--container-id", id, "--cap-args", &caps, verb, file, pod],
+        )
+    };
+    ok(&with("add", &good, &pod_a, "ctr-a"));
+    let roots: Vec<(&str, &Path)> = vec![("sandbox", sb.dir.as_path())];
+    let files = Snapshot::take(&roots);
+    let netns = [sb.host(), ns_name(&pod_a), ns_name(&pod_b)];
+    let kernel: Vec<(String, KState)> = netns.iter().map(|n| (n.clone(), KState::take(n))).collect();
+    // The live attachment really put state where the refused ADD would: a vacuous
+    // comparison would prove nothing.
+    assert!(
+        !sb.files_in("cache").is_empty(),
+        "no cache entry for the live attachment"
+    );
+    assert!(kernel[0].1 .0["nft"].contains("8080"), "no port mapping in the ruleset");
+    assert!(kernel[0].1 .0["qdisc"].contains("tbf"), "no tbf qdisc on the host");
+
+    let out = with("add", &bad, &pod_b, "ctr-b");
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let e = cni_err(&out);
+    assert_eq!(e["code"], 7, "{e}");
+    let msg = e["msg"].as_str().unwrap_or_default();
+    assert!(msg.contains("bandwidth") && msg.contains("egressRate"), "{msg}");
+    assert_unchanged(&files, &roots, "the refused ADD");
+    assert_kernel_unchanged(&kernel, "the refused ADD");
+
+    ok(&with("del", &good, &pod_a, "ctr-a"));
 }
