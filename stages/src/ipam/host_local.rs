@@ -432,6 +432,39 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Requested addresses ADD would refuse without its store are refused by the
+    /// preflight check, with ADD's code and text; ones ADD may grant pass.
+    #[test]
+    fn ipam_requested_addresses_checked_before_the_store() {
+        let c = |ips: Value| {
+            conf(
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24", "gateway": "10.1.0.1"}], [{"subnet": "fd00::/64"}]]}),
+                json!({"runtimeConfig": {"ips": ips}}),
+            )
+        };
+        let check = |ips: Value| check_requested(&load(&c(ips), &[]).unwrap());
+        assert!(check(json!(["10.1.0.7/24", "fd00::7/64"])).is_ok());
+        assert!(
+            check(json!(["10.1.0.7", "10.1.0.7"])).is_ok(),
+            "the same address twice is one request"
+        );
+        let e = check(json!(["10.2.0.7/24"])).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (INTERNAL, "failed to allocate all requested IPs: 10.2.0.7")
+        );
+        let e = check(json!(["10.1.0.7", "10.1.0.8"])).unwrap_err();
+        assert_eq!(
+            e.msg, "failed to allocate all requested IPs: 10.1.0.8",
+            "one address per range set"
+        );
+        let e = check(json!(["fd00::9", "10.1.0.1"])).unwrap_err();
+        assert_eq!(
+            e.msg,
+            "failed to allocate for range 0: requested ip 10.1.0.1 is subnet's gateway"
+        );
+    }
+
     #[test]
     fn ipam_config_range_order_and_sources() {
         let c = conf(
