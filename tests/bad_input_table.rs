@@ -314,6 +314,30 @@ fn rows(not_ns: &str) -> Vec<Row> {
             &["--cap-args", r#"{"ips":["10.99.0.9/24"]}"#],
             999,
         ),
+        // --- static IPAM and ptp
+        cli(
+            "static address not a CIDR",
+            one(
+                r#"{"type":"bridge","bridge":"cnctbl0","ipam":{"type":"static","addresses":[{"address":"10.77.0.300/24"}]}}"#,
+            ),
+            &[],
+            7,
+        ),
+        cli(
+            "static CNI_ARGS IP not a CIDR",
+            one(r#"{"type":"bridge","bridge":"cnctbl0","ipam":{"type":"static"}}"#),
+            &["--args", "IgnoreUnknown=1;IP=nope"],
+            4,
+        ),
+        cli(
+            "ptp chain, bad last plugin",
+            format!(
+                r#"{{"cniVersion":"1.0.0","name":"tbl-net","plugins":[{{"type":"ptp","ipam":{{"type":"host-local","dataDir":"@IPAM@","subnet":"10.78.0.0/24"}}}},{BANDWIDTH},{}]}}"#,
+                r#"{"type":"tuning","mtu":-1}"#
+            ),
+            &[],
+            7,
+        ),
         // --- tuning (not last: the chain's bandwidth is good)
         cli(
             "tuning sysctl traversal",
@@ -589,7 +613,7 @@ fn refused_inputs_change_nothing_anywhere() {
     let rows = rows(&not_ns.display().to_string());
     assert!(rows.len() >= 60, "{} rows", rows.len());
     let ipam = sb.ipam_dir().display().to_string();
-    let netns = vec![sb.host(), ns_name(&pod)];
+    let netns = [sb.host(), ns_name(&pod)];
     let mut failures = Vec::new();
     for r in &rows {
         let conf = r.conf.replace("@IPAM@", &ipam);
