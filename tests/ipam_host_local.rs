@@ -170,6 +170,8 @@ struct Diff<'a> {
     ref_dir: PathBuf,
     our_dir: PathBuf,
     steps: usize,
+    /// The next step is refused before host-local opens its store.
+    refused_before_store: bool,
 }
 
 impl<'a> Diff<'a> {
@@ -182,6 +184,7 @@ impl<'a> Diff<'a> {
             ref_dir: base.join("ref"),
             our_dir: base.join("ours"),
             steps: 0,
+            refused_before_store: false,
         }
     }
 
@@ -213,6 +216,35 @@ impl<'a> Diff<'a> {
             verb.as_str()
         );
         let (rt, ot) = (tree(&self.ref_dir), tree(&self.our_dir));
+        if self.refused_before_store {
+            // Deliberate difference: a requested address refused without the store
+            // (outside every range, or the gateway) makes nothing; the reference has
+            // made the network's directory and lock file by then, and may have moved
+            // its round-robin cursor (it allocates, then releases).
+            self.refused_before_store = false;
+            assert!(
+                matches!(r, Out::Err(_)),
+                "[{}] step {}: not refused",
+                self.name,
+                self.steps
+            );
+            assert!(
+                ot.is_empty(),
+                "[{}] step {}: ours made {}",
+                self.name,
+                self.steps,
+                show(&ot)
+            );
+            assert!(
+                rt.keys()
+                    .all(|k| k.ends_with('/') || k.ends_with("/lock") || k.contains("/last_reserved_ip.")),
+                "[{}] step {}: the reference stored {}",
+                self.name,
+                self.steps,
+                show(&rt)
+            );
+            return r;
+        }
         assert_eq!(
             show(&ot),
             show(&rt),
@@ -416,13 +448,19 @@ fn host_local_runtime_errors_match_reference() {
     d.step(Verb::Del, "c1", "eth0", "");
     d.step(Verb::Add, "c2", "eth0", "IgnoreUnknown=true;FOO=bar");
     let conf = hl(json!({"ranges": [[{"subnet": "10.32.0.0/24"}], [{"subnet": "fd32::/64"}]]}));
-    let mut d = Diff::new(&sb, &ns, "requested", &conf);
+    // Each refusal in a store of its own: the reference's refused ADD may have moved
+    // its round-robin cursor (last_reserved_ip), ours changes nothing.
+    let mut d = Diff::new(&sb, &ns, "requested-gateway", &conf);
+    d.refused_before_store = true;
     let e = d.step(Verb::Add, "c3", "eth0", "IP=10.32.0.1");
     assert_eq!(
         e,
         Out::Err("failed to allocate for range 0: requested ip 10.32.0.1 is subnet's gateway".into())
     );
+    let mut d = Diff::new(&sb, &ns, "requested-outside", &conf);
+    d.refused_before_store = true;
     let e = d.step(Verb::Add, "c3", "eth0", "IP=10.99.0.1");
+    let mut d = Diff::new(&sb, &ns, "requested", &conf);
     assert_eq!(e, Out::Err("failed to allocate all requested IPs: 10.99.0.1".into()));
     d.step(Verb::Add, "c3", "eth0", "IP=fd32::1:2");
     let e = d.step(Verb::Add, "c4", "eth0", "IP=fd32::1:2");

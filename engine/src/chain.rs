@@ -137,6 +137,7 @@ impl Engine {
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
         // Refused requests leave no lock file.
         validate_attachment(list, rt, Command::Add)?;
+        self.preflight(list, rt)?;
         let held = self.lock_attachment(list, rt)?;
         let out = self.add_and_cache(list, rt);
         // The lock file stays with the attachment (see lock.rs) unless the failed ADD
@@ -173,7 +174,67 @@ impl Engine {
     /// ADD forward through every plugin, threading each result into the next one's
     /// prevResult. No cache (the `cnichain` meta-plugin's runtime keeps the result).
     pub fn add_uncached(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
+        validate_attachment(list, rt, Command::Add)?;
+        self.preflight(list, rt)?;
         self.add_steps(list, rt).map_err(|(e, _)| e)
+    }
+
+    /// Before the first stage of an ADD runs: every plugin's type must resolve (an
+    /// exec'd one must be in CNI_PATH), its ipam.type must be an IPAM, and every
+    /// in-process stage's [`Stage::preflight`] must pass on the request it will get
+    /// (prevResult aside). The error is the one that stage's ADD would give, so a bad
+    /// value in the last plugin refuses the ADD with nothing created.
+    pub fn preflight(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
+        let started = Instant::now();
+        let mut each = Vec::new();
+        let out = list.plugins.iter().try_for_each(|plugin| {
+            let t = Instant::now();
+            let r = self.preflight_one(list, plugin, rt).map_err(|e| {
+                e.context(format!(
+                    "plugin {} failed (add)",
+                    request::describe(plugin, Command::Add)
+                ))
+            });
+            each.push(format!(
+                "{} {:.3}",
+                plugin.plugin_type,
+                t.elapsed().as_secs_f64() * 1000.0
+            ));
+            r
+        });
+        if self.record_timings {
+            if let Ok(mut t) = self.timings.lock() {
+                t.push(Timing {
+                    plugin_type: "preflight".into(),
+                    command: Command::Add,
+                    how: format!("ms per plugin: {}", each.join(", ")),
+                    elapsed: started.elapsed(),
+                });
+            }
+        }
+        out
+    }
+
+    fn preflight_one(&self, list: &NetConfList, plugin: &PluginConf, rt: &RuntimeConf) -> Result<(), CniError> {
+        let stage = self.registry.resolve(&plugin.plugin_type)?;
+        if let Some(t) = &plugin.ipam_type {
+            ids::validate_plugin_type(t, "ipam.type")?;
+            crate::stage::check_ipam_type(&plugin.plugin_type, t)?;
+        }
+        if !self.registry.is_in_process(&plugin.plugin_type) {
+            return Ok(());
+        }
+        let config = request::build(list, plugin, None, rt);
+        let inv = Invocation {
+            command: Command::Add,
+            config: &config,
+            prev_result: None,
+            rt,
+            version: &list.cni_version,
+            cni_path: &self.registry.cni_path,
+            registry: &self.registry,
+        };
+        stage.preflight(&inv)
     }
 
     /// [`Engine::add_uncached`]; the error carries whether any plugin's ADD succeeded.
@@ -702,5 +763,119 @@ mod netns_tests {
         let e = combine_errors(vec![one, CniError::new(7, "b"), CniError::new(999, "c")]).unwrap_err();
         assert_eq!((e.code, e.msg.as_str()), (11, "a"));
         assert_eq!(e.details, "d; 2 more failed: b; c");
+    }
+}
+
+#[cfg(test)]
+mod preflight_tests {
+    use super::*;
+    use crate::cache::Cache;
+    use crate::spec::error::INVALID_CONFIG;
+    use serde_json::{json, Map, Value};
+    use std::sync::{Arc, Mutex};
+
+    /// A stage that records what it was asked and refuses a preflight whose config has
+    /// `"bad": true`, naming the capability arguments it saw.
+    struct Probe(Arc<Mutex<Vec<String>>>);
+
+    impl Stage for Probe {
+        fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+            let t = inv.config.get("type").and_then(Value::as_str).unwrap_or_default();
+            let rc = inv.config.get("runtimeConfig").cloned().unwrap_or(Value::Null);
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("preflight {t} prev={} rc={rc}", inv.prev_result.is_some()));
+            if inv.config.get("bad") == Some(&Value::Bool(true)) {
+                return Err(CniError::new(
+                    INVALID_CONFIG,
+                    format!("{t}: bad value, runtimeConfig {rc}"),
+                ));
+            }
+            Ok(())
+        }
+        fn add(&self, _inv: &Invocation) -> Result<CniResult, CniError> {
+            self.0.lock().unwrap().push("add".into());
+            Err(CniError::internal("add must not run in these tests"))
+        }
+        fn del(&self, _inv: &Invocation) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn check(&self, _inv: &Invocation) -> Result<(), CniError> {
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "in-process".into()
+        }
+    }
+
+    fn engine(calls: &Arc<Mutex<Vec<String>>>) -> Engine {
+        let mut reg = Registry::new(vec!["/nonexistent-cnichain-test".into()]);
+        for t in ["one", "two", "three"] {
+            reg.register(t, Arc::new(Probe(calls.clone())));
+        }
+        Engine::new(reg, Cache::new("/nonexistent-cnichain-test/cache"))
+    }
+
+    fn list(plugins: Value) -> NetConfList {
+        let raw: Map<String, Value> = serde_json::from_value(json!({
+            "cniVersion": "1.0.0", "name": "pf", "plugins": plugins
+        }))
+        .unwrap();
+        NetConfList::from_map(&raw, Vec::new(), Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn preflight_refuses_with_the_failing_stage_before_any_add() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let e = engine(&calls);
+        let rt = RuntimeConf {
+            capability_args: serde_json::from_value(json!({"portMappings": [{"hostPort": 0}]})).unwrap(),
+            ..Default::default()
+        };
+        let l = list(json!([
+            {"type": "one"},
+            {"type": "two"},
+            {"type": "three", "bad": true, "capabilities": {"portMappings": true}}
+        ]));
+        let err = e.preflight(&l, &rt).unwrap_err();
+        assert_eq!(err.code, INVALID_CONFIG);
+        assert_eq!(
+            err.msg,
+            r#"plugin type="three" failed (add): three: bad value, runtimeConfig {"portMappings":[{"hostPort":0}]}"#
+        );
+        // every stage up to the failing one, each without prevResult, and no ADD
+        assert_eq!(
+            *calls.lock().unwrap(),
+            [
+                "preflight one prev=false rc=null",
+                "preflight two prev=false rc=null",
+                r#"preflight three prev=false rc={"portMappings":[{"hostPort":0}]}"#
+            ]
+        );
+        assert!(e
+            .preflight(&list(json!([{"type": "one"}, {"type": "two"}])), &rt)
+            .is_ok());
+    }
+
+    #[test]
+    fn preflight_refuses_missing_exec_plugins_and_bad_ipam_types() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let e = engine(&calls);
+        let rt = RuntimeConf::default();
+        let err = e
+            .preflight(&list(json!([{"type": "one"}, {"type": "not-here"}])), &rt)
+            .unwrap_err();
+        assert!(
+            err.msg
+                .starts_with(r#"plugin type="not-here" failed (add): failed to find plugin"#),
+            "{}",
+            err.msg
+        );
+        let err = e
+            .preflight(&list(json!([{"type": "one", "ipam": {"type": "bridge"}}])), &rt)
+            .unwrap_err();
+        assert!(err.msg.contains("is not an IPAM plugin"), "{}", err.msg);
+        assert!(!calls.lock().unwrap().iter().any(|c| c == "add"));
     }
 }

@@ -123,6 +123,36 @@ impl Invocation<'_> {
     }
 }
 
+impl Invocation<'_> {
+    /// The preflight of the IPAM `type_name` this (main) stage delegates to: the
+    /// refusals of [`Invocation::delegate`] on ADD, the plugin's lookup (an exec'd IPAM
+    /// must exist in CNI_PATH), and an in-process IPAM's own preflight.
+    pub fn preflight_ipam(&self, type_name: &str) -> Result<(), CniError> {
+        let own = self.config.get("type").and_then(Value::as_str).unwrap_or_default();
+        check_ipam_type(own, type_name)?;
+        if delegation_depth() >= MAX_DELEGATION_DEPTH {
+            return Err(CniError::new(
+                INVALID_CONFIG,
+                format!(
+                    "ipam.type {type_name:?}: IPAM delegation nested more than {MAX_DELEGATION_DEPTH} deep (a cycle)"
+                ),
+            ));
+        }
+        let stage = self.registry.resolve(type_name)?;
+        let _depth = DepthGuard::enter();
+        let inv = Invocation {
+            command: Command::Add,
+            config: self.config,
+            prev_result: self.prev_result,
+            rt: self.rt,
+            version: self.version,
+            cni_path: self.cni_path,
+            registry: self.registry,
+        };
+        stage.preflight(&inv)
+    }
+}
+
 /// In-process stages that are not IPAM plugins: an `ipam.type` naming one would run it
 /// as its own IPAM (the reference execs it with the same config: bridge and ptp recurse
 /// without end, loopback "allocates" 127.0.0.1/8 for the pod's interface).
@@ -197,6 +227,14 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
     fn status(&self, _inv: &Invocation) -> Result<(), CniError> {
+        Ok(())
+    }
+    /// ADD's checks that change nothing, run for every in-process stage of a chain
+    /// before its first stage's ADD: the config, capability arguments and CNI_ARGS as
+    /// `add` reads them first (and the stage's in-process IPAM's), so that a bad value
+    /// in the last plugin refuses the ADD before anything is created. Checks that need
+    /// prevResult are left to `add`. Exec'd plugins cannot be asked: Ok.
+    fn preflight(&self, _inv: &Invocation) -> Result<(), CniError> {
         Ok(())
     }
     /// Spec versions this stage accepts (VERSION, validation).

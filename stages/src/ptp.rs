@@ -109,6 +109,11 @@ fn host_prefix(a: &IpNet) -> u8 {
 }
 
 impl Stage for Ptp {
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        let (_, ipam) = load(inv)?;
+        inv.preflight_ipam(&ipam)
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, ipam) = load(inv)?;
         let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;

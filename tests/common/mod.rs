@@ -6,6 +6,7 @@
 
 pub mod bounded;
 pub mod bwtwin;
+pub mod kstate;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -214,6 +214,20 @@ fn htb_matches(st: &HtbState, s: &Shape, subnets: &Subnets) -> Result<(), String
 }
 
 impl Stage for Bandwidth {
+    /// ADD's config checks: rates, subnets, and the bursts the kernel would refuse.
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        let c = BandwidthConf::load(inv)?;
+        if c.is_zero() {
+            return Ok(());
+        }
+        if c.subnets()?.is_none() {
+            if let Some(e) = c.kernel_refusal() {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         // in the reference's order: rates, nothing to do, subnets, prevResult, netns,
         // host veth, then the kernel

@@ -25,7 +25,25 @@ fn err(e: anyhow::Error) -> CniError {
     CniError::from(e)
 }
 
+fn check_modes(c: &BridgeConf) -> Result<(), CniError> {
+    if c.hairpin_mode && c.promisc_mode {
+        return Err(CniError::internal(
+            "cannot set hairpin mode and promiscuous mode at the same time.",
+        ));
+    }
+    Ok(())
+}
+
 impl Stage for Bridge {
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        let (c, _) = BridgeConf::load(inv)?;
+        check_modes(&c)?;
+        match &c.ipam {
+            Some(ipam) => inv.preflight_ipam(ipam),
+            None => Ok(()),
+        }
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, mac) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
@@ -33,10 +51,11 @@ impl Stage for Bridge {
         let mut host = Netlink::new().map_err(err)?;
         let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
 
-        if c.hairpin_mode && c.promisc_mode {
-            return Err(CniError::internal(
-                "cannot set hairpin mode and promiscuous mode at the same time.",
-            ));
+        check_modes(&c)?;
+        // The IPAM's config is checked before the bridge exists (the reference makes
+        // the bridge and the veth first, and leaves the bridge when its IPAM refuses).
+        if let Some(ipam) = &ipam {
+            inv.preflight_ipam(ipam)?;
         }
         let br = ensure_bridge(&mut host, &c)?;
         fault::point("bridge.after-bridge")?;

@@ -19,7 +19,7 @@ use super::store::{Mode, Store};
 use cnichain_engine::spec::error::{CniError, INTERNAL, INVALID_CONFIG, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ids;
 use cnichain_engine::spec::ipnet::format_ip;
-use cnichain_engine::spec::result::{CniResult, Result100, Route};
+use cnichain_engine::spec::result::{CniResult, Dns, Result100, Route};
 use cnichain_engine::spec::version;
 use cnichain_engine::stage::{Invocation, Stage};
 use serde_json::{Map, Value};
@@ -201,14 +201,58 @@ fn open_store(conf: &HostLocalConf) -> Result<Store, CniError> {
 
 pub struct HostLocal;
 
-impl Stage for HostLocal {
-    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
-        check_attachment(inv)?;
-        let conf = HostLocalConf::load(inv.config, &inv.rt.args, inv.version)?;
-        let dns = match &conf.resolv_conf {
-            Some(p) => resolv::parse_file(p, "ipam.resolvConf")?,
-            None => Default::default(),
+/// The requested addresses as ADD places them (the first one inside each range set),
+/// refused as ADD refuses them when that needs no store: one that is its range's
+/// gateway, or one no range set takes. Checked before the store's directory is made.
+fn check_requested(conf: &HostLocalConf) -> Result<(), CniError> {
+    let mut requested: Vec<IpAddr> = Vec::new();
+    for ip in &conf.ip_args {
+        if !requested.iter().any(|r| format_ip(r) == format_ip(ip)) {
+            requested.push(*ip);
+        }
+    }
+    for (idx, set) in conf.ranges.iter().enumerate() {
+        let Some(p) = requested.iter().position(|ip| set.contains(*ip)) else {
+            continue;
         };
+        let ip = requested.remove(p);
+        if set.range_for(ip).is_some_and(|r| r.gateway == ip) {
+            return Err(
+                CniError::new(INTERNAL, format!("requested ip {} is subnet's gateway", format_ip(&ip)))
+                    .context(format!("failed to allocate for range {idx}")),
+            );
+        }
+    }
+    if !requested.is_empty() {
+        let list: Vec<String> = requested.iter().map(format_ip).collect();
+        return Err(CniError::new(
+            INTERNAL,
+            format!("failed to allocate all requested IPs: {}", list.join(" ")),
+        ));
+    }
+    Ok(())
+}
+
+/// ADD's checks before it opens the store: the attachment, the config with its
+/// CNI_ARGS and runtimeConfig, resolvConf, and the requested addresses.
+fn load_for_add(inv: &Invocation) -> Result<(HostLocalConf, Dns), CniError> {
+    check_attachment(inv)?;
+    let conf = HostLocalConf::load(inv.config, &inv.rt.args, inv.version)?;
+    let dns = match &conf.resolv_conf {
+        Some(p) => resolv::parse_file(p, "ipam.resolvConf")?,
+        None => Default::default(),
+    };
+    check_requested(&conf)?;
+    Ok((conf, dns))
+}
+
+impl Stage for HostLocal {
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        load_for_add(inv).map(|_| ())
+    }
+
+    fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
+        let (conf, dns) = load_for_add(inv)?;
         let (cid, ifname) = (inv.rt.container_id.as_str(), inv.rt.ifname.as_str());
         let store = open_store(&conf)?;
 
@@ -386,6 +430,39 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    /// Requested addresses ADD would refuse without its store are refused by the
+    /// preflight check, with ADD's code and text; ones ADD may grant pass.
+    #[test]
+    fn ipam_requested_addresses_checked_before_the_store() {
+        let c = |ips: Value| {
+            conf(
+                json!({"type": "host-local", "ranges": [[{"subnet": "10.1.0.0/24", "gateway": "10.1.0.1"}], [{"subnet": "fd00::/64"}]]}),
+                json!({"runtimeConfig": {"ips": ips}}),
+            )
+        };
+        let check = |ips: Value| check_requested(&load(&c(ips), &[]).unwrap());
+        assert!(check(json!(["10.1.0.7/24", "fd00::7/64"])).is_ok());
+        assert!(
+            check(json!(["10.1.0.7", "10.1.0.7"])).is_ok(),
+            "the same address twice is one request"
+        );
+        let e = check(json!(["10.2.0.7/24"])).unwrap_err();
+        assert_eq!(
+            (e.code, e.msg.as_str()),
+            (INTERNAL, "failed to allocate all requested IPs: 10.2.0.7")
+        );
+        let e = check(json!(["10.1.0.7", "10.1.0.8"])).unwrap_err();
+        assert_eq!(
+            e.msg, "failed to allocate all requested IPs: 10.1.0.8",
+            "one address per range set"
+        );
+        let e = check(json!(["fd00::9", "10.1.0.1"])).unwrap_err();
+        assert_eq!(
+            e.msg,
+            "failed to allocate for range 0: requested ip 10.1.0.1 is subnet's gateway"
+        );
     }
 
     #[test]

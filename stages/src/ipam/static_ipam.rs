@@ -159,6 +159,10 @@ impl StaticConf {
 pub struct StaticIpam;
 
 impl Stage for StaticIpam {
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        StaticConf::load(inv.config, &inv.rt.args, inv.version).map(|_| ())
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let conf = StaticConf::load(inv.config, &inv.rt.args, inv.version)?;
         let result = Result100 {

@@ -32,6 +32,10 @@ use config::PortmapConf;
 pub struct Portmap;
 
 impl Stage for Portmap {
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        PortmapConf::parse(inv.config).map(|_| ())
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let c = PortmapConf::parse(inv.config)?;
         let prev = inv

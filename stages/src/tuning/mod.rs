@@ -34,6 +34,12 @@ fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
 }
 
 impl Stage for Tuning {
+    /// The config as ADD reads it; the keys' existence inside the pod is ADD's (an
+    /// IFNAME key names a link an earlier stage has yet to make).
+    fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
+        TuningConf::load(inv).map(|_| ())
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         // 1. Check everything: config, keys, prevResult, and every key inside the pod.
         let c = TuningConf::load(inv)?;
