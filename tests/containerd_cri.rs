@@ -303,6 +303,11 @@ impl Node {
     /// addresses, host ports or ids, no reservation, no cache file, no lock or state file,
     /// no netns file, and containerd lists none of them.
     fn assert_clean(&self, ids: &[String], ips: &[String], ports: &[u16]) {
+        self.assert_clean_but(ids, ips, ports, &[]);
+    }
+
+    /// As assert_clean, with netns files that containerd itself may leave (`leak_ok`).
+    fn assert_clean_but(&self, ids: &[String], ips: &[String], ports: &[u16], leak_ok: &[String]) {
         let veths = self.links_of_type("veth");
         assert!(veths.is_empty(), "veths left: {veths:?}");
         let ifbs = self.links_of_type("ifb");
@@ -322,7 +327,12 @@ impl Node {
         assert!(files.is_empty(), "state left: {files:?}");
         let cache = self.cache_files(ids);
         assert!(cache.is_empty(), "libcni cache files left: {cache:?}");
-        let ns = self.cd.netns_files();
+        let ns: Vec<String> = self
+            .cd
+            .netns_files()
+            .into_iter()
+            .filter(|f| !leak_ok.contains(f))
+            .collect();
         assert!(ns.is_empty(), "netns files left: {ns:?}");
         let listed: Vec<String> = self
             .cri()
@@ -837,7 +847,24 @@ fn killed_and_restarted(node: &mut Node, gate: bool) {
     let mut all_ips = ips.clone();
     all_ips.extend(interrupted_ips);
     eprintln!("addresses that must be gone: {all_ips:?}");
-    node.assert_clean(&ids, &all_ips, &ports);
+    // Killed by timing alone (no gate), containerd 1.6 can die after it mounted the new
+    // sandbox's netns file and before it recorded that path; its Remove then never
+    // unmounts it (containerd's leak: no CNI plugin is told of that file, and the pod's
+    // network objects are checked gone all the same). The harness removes it on drop.
+    let leak_ok: Vec<String> = if gate {
+        Vec::new()
+    } else {
+        node.cd
+            .netns_files()
+            .into_iter()
+            .filter(|f| !before.contains(f))
+            .take(1)
+            .collect()
+    };
+    if !leak_ok.is_empty() {
+        eprintln!("netns file containerd left for the interrupted start: {leak_ok:?}");
+    }
+    node.assert_clean_but(&ids, &all_ips, &ports, &leak_ok);
 }
 
 fn kill_scenario(form: Form, tag: &str, octet: u8) {
