@@ -184,7 +184,8 @@ fn directories_give_the_expected_diagnostics() {
 }
 
 /// Every code the validator has is exercised by the corpus (E0100 and E0107 below, W0304
-/// in good_corpus_without_cni_path_has_no_errors).
+/// in good_corpus_without_cni_path_has_no_errors, W0109 in
+/// a_data_dir_others_can_write_is_named: git keeps no directory modes).
 #[test]
 fn the_corpus_covers_every_code() {
     let mut text = String::new();
@@ -203,7 +204,7 @@ fn the_corpus_covers_every_code() {
         .collect();
     assert!(codes.len() >= 25, "{codes:?}");
     for c in codes {
-        if c == "E0100" || c == "E0107" || c == "W0304" {
+        if c == "E0100" || c == "E0107" || c == "W0304" || c == "W0109" {
             continue;
         }
         assert!(text.contains(&format!("[{c}]")), "no corpus case shows {c}");
@@ -401,4 +402,42 @@ fn every_conflist_in_conflists_validates_clean() {
             stderr(&o)
         );
     }
+}
+
+/// A host-local store or tuning record directory that users other than root can write
+/// to is named (W0109): they could plant reservations or restore records there.
+#[test]
+fn a_data_dir_others_can_write_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = std::env::temp_dir().join(format!("cnichain-validate-shared-{}", std::process::id()));
+    let open = tmp.join("open");
+    std::fs::create_dir_all(&open).expect("mkdir");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let closed = tmp.join("closed");
+    std::fs::create_dir_all(&closed).expect("mkdir");
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let conf = |dir: &std::path::Path| {
+        format!(
+            r#"{{"cniVersion":"1.0.0","name":"sh","plugins":[
+  {{"type":"bridge","ipam":{{"type":"host-local","dataDir":"{}/ipam","subnet":"10.86.0.0/24"}}}},
+  {{"type":"tuning","dataDir":"{}/tuning"}}]}}"#,
+            dir.display(),
+            dir.display()
+        )
+    };
+    std::fs::write(tmp.join("open.conflist"), conf(&open)).expect("write");
+    std::fs::write(tmp.join("closed.conflist"), conf(&closed)).expect("write");
+    let o = validate(&["--cni-path", "bin", &tmp.join("open.conflist").display().to_string()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert_eq!(out.matches("warning[W0109]").count(), 2, "{out}");
+    assert!(
+        out.contains("plugins[0].ipam.dataDir") && out.contains("plugins[1].dataDir"),
+        "{out}"
+    );
+    assert!(out.contains("writable by users other than root"), "{out}");
+    let o = validate(&["--cni-path", "bin", &tmp.join("closed.conflist").display().to_string()]);
+    let out = stdout(&o);
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(!out.contains("W0109"), "{out}");
 }

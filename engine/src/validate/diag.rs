@@ -51,6 +51,7 @@ codes! {
     DuplicateKey = "W0106", Warning, "a key occurs twice in one object (the last one wins)";
     EngineRejects = "E0107", Error, "the engine refuses to load the list";
     ForeignIpam = "W0108", Warning, "an external plugin's ipam section that host-local would refuse as written (the plugin may rewrite it)";
+    SharedDir = "W0109", Warning, "a directory the plugin writes into that users other than root can write to";
     // versions
     BadVersion = "E0201", Error, "a version string is malformed";
     UnsupportedVersion = "E0202", Error, "the selected spec version is not supported";

@@ -514,6 +514,9 @@ impl<'a> Validator<'a> {
         let ptype = self.check_type(src, ptr, &obj);
         let ipam_type = self.check_ipam_type(src, ptr, &obj);
         let in_process = ptype.as_deref().is_some_and(|t| self.opts.registry.is_in_process(t));
+        if in_process {
+            self.check_data_dirs(src, ptr, &obj, ptype.as_deref(), ipam_type.as_deref());
+        }
         PluginRef {
             src,
             ptr: ptr.to_string(),
@@ -555,6 +558,46 @@ impl<'a> Validator<'a> {
                 let msg = format!("{tpath}: expected a string, got {}", json_kind(other));
                 self.cx.at(src, Code::WrongType, &tp, msg);
                 None
+            }
+        }
+    }
+
+    /// The node's files a stage keeps there: host-local's store (`dataDir`, by default
+    /// /var/lib/cni/networks) and tuning's records (`dataDir` when set). A directory there
+    /// that users other than root can write to lets them plant reservations or records.
+    fn check_data_dirs(
+        &mut self,
+        src: SrcId,
+        ptr: &str,
+        obj: &Map<String, Value>,
+        ptype: Option<&str>,
+        ipam_type: Option<&str>,
+    ) {
+        let str_at = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(String::from);
+        let mut dirs: Vec<(String, String)> = Vec::new();
+        if ptype == Some("tuning") {
+            if let Some(d) = str_at(obj, "dataDir") {
+                dirs.push((push_token(ptr, "dataDir"), d));
+            }
+        }
+        if ipam_type == Some("host-local") && self.opts.registry.is_in_process("host-local") {
+            let ip = push_token(ptr, "ipam");
+            let given = obj
+                .get("ipam")
+                .and_then(Value::as_object)
+                .and_then(|m| str_at(m, "dataDir"));
+            match given {
+                Some(d) => dirs.push((push_token(&ip, "dataDir"), d)),
+                None => dirs.push((ip, "/var/lib/cni/networks".to_string())),
+            }
+        }
+        for (at, dir) in dirs {
+            if let Some(why) = crate::nodefs::shared_writable(Path::new(&dir)) {
+                let label = self.cx.path(src, &at);
+                self.cx
+                    .at(src, Code::SharedDir, &at, format!("{label}: {dir} on this node: {why}"));
+                self.cx
+                    .hint("keep the directories a plugin writes into writable by root only (chmod go-w)");
             }
         }
     }
