@@ -91,6 +91,8 @@ impl PluginConf {
                 for (k, v) in caps {
                     match v {
                         Value::Bool(b) => capabilities.push((k.clone(), *b)),
+                        // Go decodes null into a map[string]bool element as false.
+                        Value::Null => capabilities.push((k.clone(), false)),
                         other => {
                             return Err(cfg_err(format!(
                                 "{at}.capabilities.{k}: want a boolean, got {}",
@@ -278,6 +280,21 @@ mod tests {
 
     fn list(s: &str) -> Result<NetConfList, CniError> {
         NetConfList::from_bytes(s.as_bytes())
+    }
+
+    /// Go leaves a null map[string]bool element false; a string is still refused.
+    #[test]
+    fn a_null_capability_is_false() {
+        let l = list(r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","capabilities":{"portMappings":null,"mac":true}}]}"#)
+            .expect("null capability");
+        assert_eq!(
+            l.plugins[0].capabilities,
+            vec![("portMappings".to_string(), false), ("mac".to_string(), true)]
+        );
+        assert!(list(
+            r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge","capabilities":{"mac":"true"}}]}"#
+        )
+        .is_err());
     }
 
     #[test]

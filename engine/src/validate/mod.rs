@@ -603,8 +603,21 @@ impl<'a> Validator<'a> {
     }
 
     fn check_ipam_type(&mut self, src: SrcId, ptr: &str, obj: &Map<String, Value>) -> Option<String> {
-        let Some(Value::Object(ipam)) = obj.get("ipam") else {
-            return None;
+        let ipam = match obj.get("ipam") {
+            Some(Value::Object(ipam)) => ipam,
+            None | Some(Value::Null) => return None,
+            // The engine (like libcni) refuses the list for any plugin, external too.
+            Some(other) => {
+                // (an in-process stage's schema check reports it for its own type)
+                let t = obj.get("type").and_then(Value::as_str);
+                if !t.is_some_and(|t| self.opts.registry.is_in_process(t)) {
+                    let ip = push_token(ptr, "ipam");
+                    let path = self.cx.path(src, &ip);
+                    let msg = format!("{path}: expected an object, got {}", json_kind(other));
+                    self.cx.at(src, Code::WrongType, &ip, msg);
+                }
+                return None;
+            }
         };
         let tp = push_token(&push_token(ptr, "ipam"), "type");
         match ipam.get("type") {
