@@ -1,16 +1,18 @@
 //! `cnichain` command line: cnitool's contract (add/check/del/gc/status <net> <netns>)
 //! with named options, plus `version`.
 
-use crate::runtime::{self, Settings};
+use crate::output::{init_logging, write_stderr, write_stdout};
+use crate::runtime;
+use crate::validate_cmd::ValidateArgs;
 use clap::{Args, Parser, Subcommand};
 use cnichain_engine::chain::Engine;
 use cnichain_engine::load;
 use cnichain_engine::request::Attachment;
+use cnichain_engine::settings::{split_cni_path, ExecPolicy, Settings, DEFAULT_STATE_DIR};
 use cnichain_engine::spec::args::{parse_capability_args, parse_cni_args};
 use cnichain_engine::spec::conflist::NetConfList;
 use cnichain_engine::spec::error::{CniError, INVALID_ENV};
 use cnichain_engine::spec::version;
-use cnichain_engine::stage::ExecPolicy;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -69,7 +71,7 @@ struct Common {
     #[arg(long, global = true)]
     timings: bool,
     /// Locks and stage records (tuning) live here
-    #[arg(long, global = true, env = "CNICHAIN_STATE_DIR", default_value = cnichain_engine::lock::DEFAULT_STATE_DIR)]
+    #[arg(long, global = true, env = "CNICHAIN_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// On a failed ADD, leave the plugins that ran in place for the runtime's DEL (libcni's
     /// behaviour) instead of undoing them
@@ -135,28 +137,6 @@ enum Cmd {
     Validate(ValidateArgs),
 }
 
-/// `cnichain validate [FILE|DIR]...`; exit 0 clean, 1 problems found, 2 usage error.
-#[derive(Args)]
-pub(crate) struct ValidateArgs {
-    /// Conflist files (.conflist, .conf, .json) or directories [default: --conf-dir]
-    pub paths: Vec<PathBuf>,
-    /// Output: compiler-style text, or JSON for machines
-    #[arg(long, value_parser = ["human", "json"], default_value = "human")]
-    pub format: String,
-    /// Print each chain's dataflow graph (Graphviz DOT) on stdout; diagnostics go to stderr
-    #[arg(long, value_name = "FORMAT", value_parser = ["dot"])]
-    pub graph: Option<String>,
-    /// Fail on warnings too
-    #[arg(long)]
-    pub strict: bool,
-    /// Do not run external plugins' VERSION command (types are still looked up in CNI_PATH)
-    #[arg(long)]
-    pub no_exec: bool,
-    /// Print the diagnostic codes and exit
-    #[arg(long)]
-    pub list_codes: bool,
-}
-
 pub fn main() -> i32 {
     init_logging();
     let cli = Cli::parse();
@@ -171,45 +151,24 @@ pub fn main() -> i32 {
     }
 }
 
-/// Write `text` to stdout and flush. println! panics when stdout is closed or full;
-/// here the caller gets the error (a result printed after ADD committed, say).
-pub fn write_stdout(text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())?;
-    out.flush()
-}
-
-/// Write `text` to stderr, ignoring a closed stderr (eprintln! would panic).
-pub fn write_stderr(text: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr().lock().write_all(text.as_bytes());
-}
-
 /// The error for a result that could not be written to stdout.
 fn stdout_err(what: &str, e: std::io::Error) -> CniError {
     CniError::io(format!("{what}, but writing it to stdout failed: {e}"))
 }
 
-pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CNICHAIN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .without_time()
-        .try_init();
-}
-
+/// The CLI's settings: its flags (each with its variable, merged by clap) over what
+/// only the environment says (the inherited delegation depth, nft).
 fn settings(c: &Common) -> Settings {
     Settings {
-        cni_path: c.cni_path.clone(),
+        cni_path: split_cni_path(&c.cni_path),
         cache_dir: c.cache_dir.clone(),
         exec: ExecPolicy::parse(&c.exec),
         plugin_timeout: (c.plugin_timeout > 0).then(|| Duration::from_secs(c.plugin_timeout)),
         cache_fsync: c.cache_fsync,
-        state_dir: Some(c.state_dir.clone()),
+        state_dir: c.state_dir.clone(),
+        engine_locks: true,
         rollback: !c.no_rollback,
+        ..Settings::from_process_env()
     }
 }
 
@@ -243,11 +202,8 @@ fn print_timings(engine: &Engine) {
 
 fn run(cli: Cli) -> Result<(), CniError> {
     let c = &cli.common;
-    // Stages that keep records (tuning) find the state dir in the environment, as they do
-    // when a runtime executes them as plugins. Set before any thread is started.
-    std::env::set_var("CNICHAIN_STATE_DIR", &c.state_dir);
     if let Cmd::Version = cli.cmd {
-        let engine = runtime::engine(&settings(c));
+        let engine = runtime::engine(settings(c));
         let text = format!(
             "cnichain {}\nCNI spec versions: {}\nin-process stages: {}\n",
             env!("CARGO_PKG_VERSION"),
@@ -256,7 +212,7 @@ fn run(cli: Cli) -> Result<(), CniError> {
         );
         return write_stdout(&text).map_err(|e| stdout_err("version", e));
     }
-    let mut engine = runtime::engine(&settings(c));
+    let mut engine = runtime::engine(settings(c));
     engine.record_timings = c.timings;
     match &cli.cmd {
         Cmd::Install {

@@ -2,14 +2,13 @@
 //! contract (environment, container ID, output format, messages on stderr, exit status),
 //! so it can replace cnitool in other projects' test suites.
 
-use crate::cli::{write_stderr, write_stdout};
-use crate::runtime::{self, Settings};
+use crate::output::{write_stderr, write_stdout};
+use crate::runtime;
 use cnichain_engine::load;
+use cnichain_engine::settings::Settings;
 use cnichain_engine::spec::args::{parse_capability_args, parse_cni_args};
 use cnichain_engine::spec::error::CniError;
-use cnichain_engine::stage::ExecPolicy;
 use std::path::PathBuf;
-use std::time::Duration;
 
 fn usage(me: &str) -> i32 {
     let mut text = format!("{me}: Add, check, or remove network interfaces from a network namespace\n");
@@ -21,7 +20,7 @@ fn usage(me: &str) -> i32 {
 }
 
 pub fn main() -> i32 {
-    crate::cli::init_logging();
+    crate::output::init_logging();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
         return usage("cnitool");
@@ -52,23 +51,11 @@ fn run(cmd: &str, net: &str, netns: &str) -> Result<(), CniError> {
     let mut rt = runtime::runtime_conf(runtime::cnitool_container_id(&abs), abs.display().to_string(), ifname);
     rt.args = extra;
     rt.capability_args = caps;
-    let cache_dir = match env("CNICHAIN_CACHE_DIR") {
-        d if d.is_empty() => PathBuf::from(cnichain_engine::cache::DEFAULT_CACHE_DIR),
-        d => PathBuf::from(d),
-    };
-    let engine = runtime::engine(&Settings {
-        cni_path: env("CNI_PATH"),
-        cache_dir,
-        exec: ExecPolicy::parse(&env("CNICHAIN_EXEC")),
-        plugin_timeout: None,
-        cache_fsync: std::env::var("CNICHAIN_CACHE_FSYNC").is_ok_and(|v| v == "1" || v == "true"),
-        state_dir: Some(std::path::PathBuf::from(
-            std::env::var("CNICHAIN_STATE_DIR").unwrap_or_else(|_| cnichain_engine::lock::DEFAULT_STATE_DIR.into()),
-        )),
-        // cnitool keeps libcni's behaviour: a failed ADD is left to the runtime's DEL.
+    // cnitool keeps libcni's behaviour: a failed ADD is left to the runtime's DEL.
+    let engine = runtime::engine(Settings {
         rollback: false,
+        ..Settings::from_process_env()
     });
-    let _ = Duration::ZERO;
     match cmd {
         "add" => {
             let res = engine.add(&list, &rt)?;

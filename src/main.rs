@@ -4,6 +4,7 @@
 mod cli;
 mod cnitool;
 mod install;
+mod output;
 mod plugin;
 mod runtime;
 mod validate_cmd;

@@ -1,36 +1,14 @@
 //! Shared set-up of the engine for the CLI and the cnitool stand-in.
 
-use cnichain_engine::cache::Cache;
 use cnichain_engine::chain::Engine;
-use cnichain_engine::lock::Locks;
+use cnichain_engine::settings::Settings;
 use cnichain_engine::spec::args::RuntimeConf;
-use cnichain_engine::stage::{split_cni_path, ExecPolicy, Registry};
 use sha2::{Digest, Sha512};
 use std::path::{Component, Path, PathBuf};
-use std::time::Duration;
 
-pub struct Settings {
-    pub cni_path: String,
-    pub cache_dir: PathBuf,
-    pub exec: ExecPolicy,
-    pub plugin_timeout: Option<Duration>,
-    pub cache_fsync: bool,
-    /// Locks and records (tuning) live here; None: no locks.
-    pub state_dir: Option<PathBuf>,
-    pub rollback: bool,
-}
-
-pub fn engine(s: &Settings) -> Engine {
-    let mut reg = Registry::new(split_cni_path(&s.cni_path));
-    cnichain_stages::register_all(&mut reg);
-    reg.policy = s.exec.clone();
-    reg.plugin_timeout = s.plugin_timeout;
-    let mut cache = Cache::new(&s.cache_dir);
-    cache.fsync = s.cache_fsync;
-    let mut engine = Engine::new(reg, cache);
-    engine.locks = s.state_dir.as_deref().map(Locks::new);
-    engine.rollback = s.rollback;
-    engine
+/// The engine every entry point runs: `settings` over every in-process stage.
+pub fn engine(settings: Settings) -> Engine {
+    Engine::from_settings(settings, cnichain_stages::register_all)
 }
 
 /// Go's filepath.Abs: join with the cwd and clean lexically (no symlinks resolved).

@@ -1,22 +1,45 @@
 //! `cnichain validate`: argument handling and output around the engine's validator.
 
-use crate::cli::ValidateArgs;
+use crate::output::{write_stderr, write_stdout};
+use clap::Args;
 use cnichain_engine::stage::Registry;
 use cnichain_engine::validate::{self, diag, Options};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A plugin's VERSION answer should be instant; a hung binary must not stall CI.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `cnichain validate [FILE|DIR]...`; exit 0 clean, 1 problems found, 2 usage error.
+#[derive(Args)]
+pub struct ValidateArgs {
+    /// Conflist files (.conflist, .conf, .json) or directories [default: --conf-dir]
+    pub paths: Vec<PathBuf>,
+    /// Output: compiler-style text, or JSON for machines
+    #[arg(long, value_parser = ["human", "json"], default_value = "human")]
+    pub format: String,
+    /// Print each chain's dataflow graph (Graphviz DOT) on stdout; diagnostics go to stderr
+    #[arg(long, value_name = "FORMAT", value_parser = ["dot"])]
+    pub graph: Option<String>,
+    /// Fail on warnings too
+    #[arg(long)]
+    pub strict: bool,
+    /// Do not run external plugins' VERSION command (types are still looked up in CNI_PATH)
+    #[arg(long)]
+    pub no_exec: bool,
+    /// Print the diagnostic codes and exit
+    #[arg(long)]
+    pub list_codes: bool,
+}
+
 /// Runs the validator; returns the exit status (0 clean, 1 problems, 2 usage error).
 pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeout: Option<Duration>) -> i32 {
     if a.list_codes {
         // A closed stdout is an error, not a panic.
-        return match crate::cli::write_stdout(&diag::code_table()) {
+        return match write_stdout(&diag::code_table()) {
             Ok(()) => 0,
             Err(e) => {
-                crate::cli::write_stderr(&format!("cnichain validate: writing to stdout: {e}\n"));
+                write_stderr(&format!("cnichain validate: writing to stdout: {e}\n"));
                 2
             }
         };
@@ -35,7 +58,7 @@ pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeou
     let out = match validate::run(&paths, opts) {
         Ok(o) => o,
         Err(e) => {
-            crate::cli::write_stderr(&format!("cnichain validate: {e}\n"));
+            write_stderr(&format!("cnichain validate: {e}\n"));
             return 2;
         }
     };
@@ -63,13 +86,13 @@ pub fn run(a: &ValidateArgs, registry: &Registry, conf_dir: &Path, plugin_timeou
             .iter()
             .map(|(file, dot)| format!("// {file}\n{dot}"))
             .collect();
-        crate::cli::write_stderr(&text);
-        crate::cli::write_stdout(&dots)
+        write_stderr(&text);
+        write_stdout(&dots)
     } else {
-        crate::cli::write_stdout(&text)
+        write_stdout(&text)
     };
     if let Err(e) = written {
-        crate::cli::write_stderr(&format!("cnichain validate: writing to stdout: {e}\n"));
+        write_stderr(&format!("cnichain validate: writing to stdout: {e}\n"));
         return 2;
     }
     if summary.errors > 0 || (a.strict && summary.warnings > 0) {

@@ -106,14 +106,7 @@ fn ours_raw(
         cni_path: &[],
         registry: &reg,
     };
-    match verb {
-        Verb::Add => s.add(&inv).map(Some),
-        Verb::Del => s.del(&inv).map(|_| None),
-        Verb::Check => s.check(&inv).map(|_| None),
-        Verb::Gc => s.gc(&inv).map(|_| None),
-        Verb::Status => s.status(&inv).map(|_| None),
-        Verb::Version => Ok(None),
-    }
+    s.run(&inv)
 }
 
 fn ours(type_name: &str, verb: Verb, cid: &str, ifname: &str, conf: &Value, args: &str) -> Out {

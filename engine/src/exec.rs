@@ -4,7 +4,7 @@
 
 use crate::spec::error::{CniError, INTERNAL, TRY_AGAIN_LATER};
 use crate::spec::result::CniResult;
-use crate::stage::{Command, Invocation, Stage};
+use crate::stage::contract::{Command, Invocation, Stage};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -63,9 +63,9 @@ fn env_for(inv: &Invocation) -> Vec<(String, String)> {
     };
     // An exec'd IPAM delegate learns how deep it is, so a delegation cycle through
     // exec'd plugins ends (see stage::MAX_DELEGATION_DEPTH).
-    let depth = crate::stage::delegation_depth();
+    let depth = crate::stage::delegate::delegation_depth(inv.settings().inherited_depth);
     if depth > 0 {
-        env.push((crate::stage::DEPTH_ENV.into(), depth.to_string()));
+        env.push((crate::settings::DEPTH_ENV.into(), depth.to_string()));
     }
     env
 }

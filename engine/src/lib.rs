@@ -10,6 +10,8 @@ pub mod load;
 pub mod lock;
 pub mod nodefs;
 pub mod request;
+pub mod settings;
+pub mod skel;
 pub mod spec;
 pub mod stage;
 pub mod validate;

@@ -26,7 +26,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-pub const DEFAULT_STATE_DIR: &str = "/run/cnichain";
+pub use crate::settings::DEFAULT_STATE_DIR;
 
 /// The variable passing held lock paths to exec'd plugins.
 pub const HELD_ENV: &str = "CNICHAIN_HELD_LOCKS";

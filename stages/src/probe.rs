@@ -20,11 +20,10 @@ use crate::netlink::htb::{self, Subnet};
 use crate::netlink::{errno_of, Netlink, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 use crate::netns::NetNs;
 use crate::nft::{self, Batch, NftErrorKind};
-use crate::tuning::record::{DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Something ADD asks of the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -123,13 +122,13 @@ enum Outcome {
 
 /// The features of `wanted` the running kernel lacks (empty when it has them all or
 /// cannot tell).
-pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
+pub fn missing(state_dir: &Path, wanted: &[Feature]) -> Vec<Missing> {
     let mut wanted: Vec<Feature> = wanted.to_vec();
     wanted.sort();
     wanted.dedup();
     // A fault point (test builds) makes its feature missing, cached or not.
     let faulted = |f: &Feature| cnichain_engine::fault::point(&f.fault_point()).is_err();
-    let cache = cache_path();
+    let cache = state_dir.join(CACHE_FILE);
     let boot = boot_id();
     let cached = boot.as_deref().map(|b| read_cache(&cache, b)).unwrap_or_default();
     let to_probe: Vec<Feature> = wanted
@@ -165,9 +164,9 @@ pub fn missing(wanted: &[Feature]) -> Vec<Missing> {
 
 /// For a stage's STATUS: Ok, or code 50 naming each missing feature and what needs it.
 /// `needs` pairs a feature with the config setting that uses it.
-pub fn require(stage: &str, needs: &[(Feature, &str)]) -> Result<(), CniError> {
+pub fn require(state_dir: &Path, stage: &str, needs: &[(Feature, &str)]) -> Result<(), CniError> {
     let features: Vec<Feature> = needs.iter().map(|(f, _)| *f).collect();
-    let lacking = missing(&features);
+    let lacking = missing(state_dir, &features);
     if lacking.is_empty() {
         return Ok(());
     }
@@ -353,14 +352,6 @@ struct Cache {
 /// The cache is a few hundred bytes; anything larger is not ours.
 const CACHE_MAX: u64 = 64 * 1024;
 const CACHE_FILE: &str = "kernel-features.json";
-
-fn cache_path() -> PathBuf {
-    let dir = std::env::var_os(STATE_DIR_ENV)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    dir.join(CACHE_FILE)
-}
 
 fn boot_id() -> Option<String> {
     let s = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;

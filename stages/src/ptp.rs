@@ -356,7 +356,7 @@ impl Stage for Ptp {
         if c.ip_masq() {
             needs.push((Feature::NftInet, "ipMasq"));
         }
-        probe::require("ptp", &needs)?;
+        probe::require(&inv.settings().state_dir, "ptp", &needs)?;
         forwarding_status(inv, c.name(), &ipam)
     }
 

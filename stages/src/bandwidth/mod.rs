@@ -432,7 +432,7 @@ impl Stage for Bandwidth {
                 needs.push((f, "the bandwidth capability"));
             }
         }
-        probe::require("bandwidth", &needs)
+        probe::require(&inv.settings().state_dir, "bandwidth", &needs)
     }
 
     fn supported_versions(&self) -> Vec<String> {

@@ -402,7 +402,7 @@ impl Stage for Bridge {
         if c.macspoofchk {
             needs.push((Feature::NftBridge, "macspoofchk"));
         }
-        probe::require("bridge", &needs)?;
+        probe::require(&inv.settings().state_dir, "bridge", &needs)?;
         let lost = match &br {
             Some(l) if l.kind.as_deref() != Some("bridge") => {
                 return Err(CniError::new(

@@ -624,14 +624,7 @@ mod tests {
             registry: &reg,
         };
         let s = HostLocal;
-        match cmd {
-            Command::Add => s.add(&inv).map(Some),
-            Command::Del => s.del(&inv).map(|_| None),
-            Command::Check => s.check(&inv).map(|_| None),
-            Command::Gc => s.gc(&inv).map(|_| None),
-            Command::Status => s.status(&inv).map(|_| None),
-            Command::Version => Ok(None),
-        }
+        s.run(&inv)
     }
 
     fn add_ip(c: &Map<String, Value>, cid: &str) -> Result<String, CniError> {

@@ -280,12 +280,7 @@ mod tests {
             cni_path: &[],
             registry: &reg,
         };
-        match cmd {
-            Command::Add => StaticIpam.add(&inv).map(Some),
-            Command::Del => StaticIpam.del(&inv).map(|_| None),
-            Command::Check => StaticIpam.check(&inv).map(|_| None),
-            _ => Ok(None),
-        }
+        StaticIpam.run(&inv)
     }
 
     fn add(c: &Map<String, Value>, args: &[(&str, &str)]) -> Result<String, CniError> {

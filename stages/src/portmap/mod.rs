@@ -98,14 +98,18 @@ impl Stage for Portmap {
     }
 
     /// 50 when `nft` is missing or the kernel cannot hold cnichain's nat table.
-    fn status(&self, _inv: &Invocation) -> Result<(), CniError> {
+    fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         if crate::nft::nft_binary().is_none() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
                 "portmap: nft not found (install nftables)",
             ));
         }
-        crate::probe::require("portmap", &[(crate::probe::Feature::NftInet, "portMappings")])
+        crate::probe::require(
+            &inv.settings().state_dir,
+            "portmap",
+            &[(crate::probe::Feature::NftInet, "portMappings")],
+        )
     }
 
     fn describe(&self) -> String {

@@ -59,7 +59,7 @@ impl Stage for Tuning {
 
         // 2. Record the state before ADD, then change it; undo on failure.
         if c.changes_anything() {
-            let dir = record::dir(c.data_dir.as_deref());
+            let dir = record::dir(c.data_dir.as_deref(), &inv.settings().state_dir);
             let path = record::path(&dir, &inv.rt.container_id, ifname).ok_or_else(|| {
                 CniError::new(
                     INVALID_CONFIG,
@@ -80,7 +80,7 @@ impl Stage for Tuning {
             keep.ifname = ifname.to_string();
             keep.netns = inv.rt.netns.clone();
             keep.netns_id = pod_id;
-            record::write(&path, &keep).map_err(err)?;
+            record::write(&path, &keep, &inv.settings().state_dir).map_err(err)?;
             let applied = cnichain_engine::fault::point("tuning.after-record")
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .and_then(|_| pod::apply(&pod, nl.as_mut(), &c, &resolved, link.as_ref()))
@@ -90,7 +90,7 @@ impl Stage for Tuning {
             if let Err(e) = applied {
                 let left = pod::restore(&pod, nl.as_mut(), ifname, &undo, true);
                 let _ = match &earlier {
-                    Some(r) => record::write(&path, r),
+                    Some(r) => record::write(&path, r, &inv.settings().state_dir),
                     None => record::remove(&path),
                 };
                 let mut e = err(e);
@@ -116,7 +116,7 @@ impl Stage for Tuning {
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
         // DEL needs only the record; a config it cannot read still names no other one.
-        let dir = record::dir(data_dir_of(inv).as_deref());
+        let dir = record::dir(data_dir_of(inv).as_deref(), &inv.settings().state_dir);
         let Some(path) = record::path(&dir, &inv.rt.container_id, &inv.rt.ifname) else {
             return Ok(());
         };
@@ -136,7 +136,7 @@ impl Stage for Tuning {
         let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? else {
             return Ok(());
         };
-        let stale: Vec<_> = record::list(&record::dir(data_dir_of(inv).as_deref()))
+        let stale: Vec<_> = record::list(&record::dir(data_dir_of(inv).as_deref(), &inv.settings().state_dir))
             .into_iter()
             .filter_map(|p| record::read(&p).ok().flatten().map(|r| (p, r)))
             .filter(|(_, r)| r.network == valid.network && !valid.contains(&r.container_id, &r.ifname))

@@ -13,11 +13,6 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The environment variable naming cnichain's state directory.
-pub const STATE_DIR_ENV: &str = "CNICHAIN_STATE_DIR";
-/// The state directory when the variable is unset.
-pub const DEFAULT_STATE_DIR: &str = "/run/cnichain";
-
 /// One sysctl ADD wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SysctlRecord {
@@ -87,17 +82,11 @@ impl Record {
 }
 
 /// The directory holding the records: `dataDir` if the config gives one, else
-/// `$CNICHAIN_STATE_DIR/tuning`.
-pub fn dir(data_dir: Option<&Path>) -> PathBuf {
+/// `<state dir>/tuning` (`CNICHAIN_STATE_DIR`, read once by the entry point).
+pub fn dir(data_dir: Option<&Path>, state_dir: &Path) -> PathBuf {
     match data_dir {
         Some(d) => d.to_path_buf(),
-        None => {
-            let base = std::env::var_os(STATE_DIR_ENV)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-            base.join("tuning")
-        }
+        None => state_dir.join("tuning"),
     }
 }
 
@@ -123,14 +112,14 @@ pub fn read(path: &Path) -> anyhow::Result<Option<Record>> {
 
 /// Write a record atomically: a temporary file in the same directory, fsynced, renamed
 /// over the record. The directory is made (mode 0700) when missing.
-pub fn write(path: &Path, rec: &Record) -> anyhow::Result<()> {
+pub fn write(path: &Path, rec: &Record, state_dir: &Path) -> anyhow::Result<()> {
     let body = serde_json::to_vec_pretty(rec)?;
     // A random temporary name: an ADD killed between open and rename leaves it behind,
     // and `remove_temp` (DEL) finds it by its form.
     // The default `<state>/tuning` is made by cnichain (never through a symlink); a
     // configured dataDir is the operator's.
     let parent = path.parent().unwrap_or(Path::new("."));
-    let base = if parent == dir(None) {
+    let base = if parent == dir(None, state_dir) {
         parent.parent().unwrap_or(parent)
     } else {
         parent
@@ -180,7 +169,8 @@ mod tests {
         assert!(path(d, "..", "eth0").is_none());
         assert!(path(d, "a/b", "eth0").is_none());
         assert!(path(d, "cid", "").is_none());
-        assert_eq!(dir(Some(Path::new("/d"))), PathBuf::from("/d"));
+        assert_eq!(dir(Some(Path::new("/d")), Path::new("/s")), PathBuf::from("/d"));
+        assert_eq!(dir(None, Path::new("/s")), PathBuf::from("/s/tuning"));
     }
 
     #[test]
@@ -198,7 +188,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        write(&p, &r).unwrap();
+        write(&p, &r, Path::new(cnichain_engine::settings::DEFAULT_STATE_DIR)).unwrap();
         assert_eq!(read(&p).unwrap(), Some(r.clone()));
         let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
         assert_eq!(v["mac"], "02:00:00:00:00:01");
