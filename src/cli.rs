@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use cnichain_engine::chain::Engine;
 use cnichain_engine::load;
 use cnichain_engine::request::Attachment;
-use cnichain_engine::settings::{split_cni_path, ExecPolicy, Settings, DEFAULT_STATE_DIR};
+use cnichain_engine::settings::{ExecPolicy, Settings, DEFAULT_STATE_DIR};
 use cnichain_engine::spec::args::{parse_capability_args, parse_cni_args};
 use cnichain_engine::spec::conflist::NetConfList;
 use cnichain_engine::spec::error::{CniError, INVALID_ENV};
@@ -160,7 +160,6 @@ fn stdout_err(what: &str, e: std::io::Error) -> CniError {
 /// only the environment says (the inherited delegation depth, nft).
 fn settings(c: &Common) -> Settings {
     Settings {
-        cni_path: split_cni_path(&c.cni_path),
         cache_dir: c.cache_dir.clone(),
         exec: ExecPolicy::parse(&c.exec),
         plugin_timeout: (c.plugin_timeout > 0).then(|| Duration::from_secs(c.plugin_timeout)),
@@ -203,7 +202,7 @@ fn print_timings(engine: &Engine) {
 fn run(cli: Cli) -> Result<(), CniError> {
     let c = &cli.common;
     if let Cmd::Version = cli.cmd {
-        let engine = runtime::engine(settings(c));
+        let engine = runtime::engine(&c.cni_path, settings(c));
         let text = format!(
             "cnichain {}\nCNI spec versions: {}\nin-process stages: {}\n",
             env!("CARGO_PKG_VERSION"),
@@ -212,7 +211,7 @@ fn run(cli: Cli) -> Result<(), CniError> {
         );
         return write_stdout(&text).map_err(|e| stdout_err("version", e));
     }
-    let mut engine = runtime::engine(settings(c));
+    let mut engine = runtime::engine(&c.cni_path, settings(c));
     engine.record_timings = c.timings;
     match &cli.cmd {
         Cmd::Install {

@@ -52,10 +52,13 @@ fn run(cmd: &str, net: &str, netns: &str) -> Result<(), CniError> {
     rt.args = extra;
     rt.capability_args = caps;
     // cnitool keeps libcni's behaviour: a failed ADD is left to the runtime's DEL.
-    let engine = runtime::engine(Settings {
-        rollback: false,
-        ..Settings::from_process_env()
-    });
+    let engine = runtime::engine(
+        &env("CNI_PATH"),
+        Settings {
+            rollback: false,
+            ..Settings::from_process_env()
+        },
+    );
     match cmd {
         "add" => {
             let res = engine.add(&list, &rt)?;

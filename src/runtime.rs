@@ -1,14 +1,15 @@
 //! Shared set-up of the engine for the CLI and the cnitool stand-in.
 
 use cnichain_engine::chain::Engine;
-use cnichain_engine::settings::Settings;
+use cnichain_engine::settings::{split_cni_path, Settings};
 use cnichain_engine::spec::args::RuntimeConf;
 use sha2::{Digest, Sha512};
 use std::path::{Component, Path, PathBuf};
 
-/// The engine every entry point runs: `settings` over every in-process stage.
-pub fn engine(settings: Settings) -> Engine {
-    Engine::from_settings(settings, cnichain_stages::register_all)
+/// The engine every entry point runs: `settings` over every in-process stage, other
+/// plugins exec'd from CNI_PATH `cni_path` (colon-separated).
+pub fn engine(cni_path: &str, settings: Settings) -> Engine {
+    Engine::from_settings(split_cni_path(cni_path), settings, cnichain_stages::register_all)
 }
 
 /// Go's filepath.Abs: join with the cwd and clean lexically (no symlinks resolved).

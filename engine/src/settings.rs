@@ -64,8 +64,6 @@ impl ExecPolicy {
 /// plugin call gets with no cnichain variables set.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// CNI_PATH: where exec'd plugins are looked up.
-    pub cni_path: Vec<PathBuf>,
     /// libcni's result cache (`results/` below it).
     pub cache_dir: PathBuf,
     /// fsync a cache entry before renaming it into place.
@@ -92,7 +90,6 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            cni_path: Vec::new(),
             cache_dir: PathBuf::from(crate::cache::DEFAULT_CACHE_DIR),
             cache_fsync: false,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
@@ -111,16 +108,13 @@ const DEFAULT_NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Settings {
     /// The variables every entry point reads the same way, from `get` (the process
-    /// environment, or a map in tests): CNI_PATH, `CNICHAIN_STATE_DIR`,
+    /// environment, or a map in tests): `CNICHAIN_STATE_DIR`,
     /// `CNICHAIN_CACHE_DIR`, `CNICHAIN_CACHE_FSYNC`, `CNICHAIN_EXEC`,
     /// `CNICHAIN_DELEGATION_DEPTH`, `CNICHAIN_NFT`, `CNICHAIN_NFT_TIMEOUT`. An empty
     /// value is unset. Entry points override what their flags say.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Settings {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
         let mut s = Settings::default();
-        if let Some(p) = var("CNI_PATH") {
-            s.cni_path = split_cni_path(&p);
-        }
         if let Some(d) = var(STATE_DIR_ENV) {
             s.state_dir = PathBuf::from(d);
         }

@@ -115,7 +115,7 @@ impl Engine {
             prev_result: None,
             rt,
             version: &list.cni_version,
-            cni_path: self.registry.cni_path(),
+            cni_path: &self.registry.cni_path,
             registry: &self.registry,
         };
         stage.preflight(&inv)

@@ -11,6 +11,8 @@ use crate::spec::version;
 use crate::stage::Command;
 
 impl Engine {
+    /// CHECK (libcni's CheckNetworkList): each plugin in order with the cached ADD
+    /// result as prevResult; refused below 0.4.0, skipped when `disableCheck`.
     pub fn check(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         if !version::at_least(&list.cni_version, "0.4.0")? {
             return Err(CniError::new(

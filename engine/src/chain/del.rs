@@ -11,6 +11,9 @@ use crate::spec::version;
 use crate::stage::{Command, DeferScope};
 
 impl Engine {
+    /// DEL (libcni's DelNetworkList): each plugin in reverse order with the cached result
+    /// as prevResult, under the attachment's lock; the cache entry is removed after.
+    /// Idempotent: a gone netns or a missing cache entry is not an error.
     pub fn del(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
         validate_attachment(list, rt, Command::Del)?;
         let held = self.lock_attachment(list, rt)?;

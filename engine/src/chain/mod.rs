@@ -13,6 +13,7 @@ use crate::spec::ids;
 use crate::spec::result::CniResult;
 use crate::spec::version;
 use crate::stage::{Command, Invocation, Registry, Stage};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,9 @@ pub struct Timing {
     pub elapsed: Duration,
 }
 
+/// Runs conflists: ADD, CHECK, DEL, GC and STATUS over a [`Registry`] of stages, with
+/// libcni's result cache and (optionally) cnichain's locks and rollback. Build one with
+/// [`Engine::from_settings`]; it can serve many calls.
 pub struct Engine {
     pub registry: Registry,
     pub cache: Cache,
@@ -54,16 +58,17 @@ impl Engine {
         }
     }
 
-    /// The engine an entry point runs: a registry with `settings` (its in-process stages
+    /// The engine an entry point runs: a registry over CNI_PATH `cni_path` with
+    /// `settings` (its in-process stages
     /// added by `register`, e.g. `cnichain_stages::register_all`), the result cache in
     /// `settings.cache_dir`, locks in `settings.state_dir` when `settings.engine_locks`,
     /// and `settings.rollback`.
-    pub fn from_settings(settings: Settings, register: impl FnOnce(&mut Registry)) -> Engine {
+    pub fn from_settings(cni_path: Vec<PathBuf>, settings: Settings, register: impl FnOnce(&mut Registry)) -> Engine {
         let mut cache = Cache::new(&settings.cache_dir);
         cache.fsync = settings.cache_fsync;
         let locks = settings.engine_locks.then(|| Locks::new(&settings.state_dir));
         let rollback = settings.rollback;
-        let mut registry = Registry::with_settings(settings);
+        let mut registry = Registry::with_settings(cni_path, settings);
         register(&mut registry);
         let mut engine = Engine::new(registry, cache);
         engine.locks = locks;
@@ -82,6 +87,8 @@ impl Engine {
         Ok(Some((gc, att)))
     }
 
+    /// The plugin calls' wall times recorded since the last take (when
+    /// `record_timings` is on).
     pub fn take_timings(&self) -> Vec<Timing> {
         self.timings
             .lock()
@@ -136,7 +143,7 @@ impl Engine {
             prev_result: prev,
             rt,
             version: &list.cni_version,
-            cni_path: self.registry.cni_path(),
+            cni_path: &self.registry.cni_path,
             registry: &self.registry,
         };
         let started = Instant::now();

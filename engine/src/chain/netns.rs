@@ -12,7 +12,7 @@ pub fn own_netns_msg(path: &str) -> String {
 }
 
 /// The netns must be a path to a network namespace (nsfs, or procfs for
-/// /proc/<pid>/ns/net) other than the caller's own. With `required` false (DEL) an empty
+/// `/proc/<pid>/ns/net`) other than the caller's own. With `required` false (DEL) an empty
 /// path, a vanished one, or one that is no longer a network namespace (a runtime
 /// unmounted it and crashed before unlinking the file) means the pod side is gone: DEL
 /// goes on and releases what is host-side.

@@ -12,7 +12,7 @@ mod verbs;
 
 use crate::chain::Engine;
 use crate::lock::Locks;
-use crate::settings::{ExecPolicy, Settings};
+use crate::settings::{split_cni_path, ExecPolicy, Settings};
 use crate::spec::args::{plugin_parses, split_pairs, RuntimeConf};
 use crate::spec::conflist::parse_object;
 use crate::spec::error::{CniError, DECODING_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, INVALID_ENV};
@@ -251,7 +251,8 @@ fn call(
     let settings = plugin_settings(getenv);
     let locks = Locks::new(&settings.state_dir);
     let held = locking::lock(&locks, command, &config, &env.rt)?;
-    let engine = Engine::from_settings(settings, register);
+    let cni_path = split_cni_path(&getenv("CNI_PATH").unwrap_or_default());
+    let engine = Engine::from_settings(cni_path, settings, register);
     // A prevResult in any version is accepted and converted (the reference refuses one
     // of another result family).
     let prev = match config.get("prevResult") {

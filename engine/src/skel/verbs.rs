@@ -65,7 +65,7 @@ impl Call<'_> {
             prev_result: self.prev,
             rt,
             version: self.version,
-            cni_path: engine.registry.cni_path(),
+            cni_path: &engine.registry.cni_path,
             registry: &engine.registry,
         };
         // DEL: the stage's slow kernel waits (link deletion, nft's exit) overlap each

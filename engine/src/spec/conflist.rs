@@ -76,7 +76,7 @@ pub fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, CniE
 }
 
 impl PluginConf {
-    /// A plugin object. `at` names it in messages (e.g. "plugins[2]").
+    /// A plugin object. `at` names it in messages (e.g. `"plugins[2]"`).
     pub fn from_map(raw: Map<String, Value>, at: &str) -> Result<PluginConf, CniError> {
         let plugin_type = match raw.get("type") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),

@@ -12,7 +12,7 @@
 //! Reading follows Go's `encoding/json` as libcni uses it: unknown keys are ignored, keys
 //! match case-insensitively, a `null` leaves a scalar as it was and empties a list,
 //! integers must be integer literals that fit in 64 bits. Where Go would keep a zero
-//! address (a missing `address`, `dst` or `ip`, which it then prints as "<nil>") or a
+//! address (a missing `address`, `dst` or `ip`, which it then prints as "`<nil>`") or a
 //! `null` list element, we return a decoding error instead.
 //!
 //! Writing follows Go's struct field order and `omitempty` rules; `dns` is always written

@@ -40,6 +40,7 @@ thread_local! {
 pub struct DeferScope(());
 
 impl DeferScope {
+    /// Open the scope on this thread (nested opens share the outer one).
     pub fn begin() -> DeferScope {
         DEFERRED.with(|d| {
             let mut d = d.borrow_mut();

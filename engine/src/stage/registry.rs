@@ -15,6 +15,8 @@ pub type StageFactory = fn() -> Arc<dyn Stage>;
 /// Type name -> in-process stage, plus how to reach plugins that are not in-process.
 pub struct Registry {
     stages: HashMap<String, Arc<dyn Stage>>,
+    /// CNI_PATH: where plugins without an in-process stage are looked up.
+    pub cni_path: Vec<PathBuf>,
     /// The entry point's settings; stages see them as [`Invocation::settings`](super::Invocation::settings).
     pub settings: Settings,
 }
@@ -22,16 +24,14 @@ pub struct Registry {
 impl Registry {
     /// An empty registry over CNI_PATH `cni_path`, every other setting the default.
     pub fn new(cni_path: Vec<PathBuf>) -> Registry {
-        Registry::with_settings(Settings {
-            cni_path,
-            ..Settings::default()
-        })
+        Registry::with_settings(cni_path, Settings::default())
     }
 
-    /// An empty registry with these settings.
-    pub fn with_settings(settings: Settings) -> Registry {
+    /// An empty registry over CNI_PATH `cni_path` with these settings.
+    pub fn with_settings(cni_path: Vec<PathBuf>, settings: Settings) -> Registry {
         Registry {
             stages: HashMap::new(),
+            cni_path,
             settings,
         }
     }
@@ -48,11 +48,6 @@ impl Registry {
         v
     }
 
-    /// CNI_PATH.
-    pub fn cni_path(&self) -> &[PathBuf] {
-        &self.settings.cni_path
-    }
-
     /// Whether `type_name` would run in-process under the current policy.
     pub fn is_in_process(&self, type_name: &str) -> bool {
         self.stages.contains_key(type_name) && !self.settings.exec.forces(type_name)
@@ -67,7 +62,7 @@ impl Registry {
                 return Ok(s.clone());
             }
         }
-        let path = find_in_path(type_name, &self.settings.cni_path)?;
+        let path = find_in_path(type_name, &self.cni_path)?;
         Ok(Arc::new(ExecStage {
             path,
             timeout: self.settings.plugin_timeout,

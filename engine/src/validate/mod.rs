@@ -207,7 +207,7 @@ impl Kind {
 pub struct PluginRef {
     pub src: SrcId,
     pub ptr: String,
-    /// "plugins[1]", or the file an aggregated plugin came from.
+    /// `"plugins[1]"`, or the file an aggregated plugin came from.
     pub label: String,
     pub obj: Map<String, Value>,
     pub ptype: Option<String>,
@@ -921,14 +921,14 @@ impl<'a> Validator<'a> {
         // With no CNI_PATH there is nowhere to look: validating a config away from the
         // node (an operator's CI, a Calico or Cilium file without their binaries) is not
         // an error, only unchecked.
-        if reg.settings.cni_path.is_empty() {
+        if reg.cni_path.is_empty() {
             let msg = format!("{label}: {t:?} is not an in-process stage and no CNI_PATH was given to find it");
             self.cx.at(src, Code::TypeNotChecked, ptr, msg);
             self.cx
                 .hint("set CNI_PATH (or --cni-path) to the directories that hold the plugin binaries to check it");
             return;
         }
-        let found = match find_in_path(t, &reg.settings.cni_path) {
+        let found = match find_in_path(t, &reg.cni_path) {
             Ok(p) => p,
             Err(e) => {
                 self.cx.at(src, missing, ptr, format!("{label}: {}", e.msg));
