@@ -1,8 +1,8 @@
 //! One value for everything an entry point decides before a chain runs: where state and
 //! the result cache live, which plugins are exec'd, the timeouts. Each entry point (the
 //! CLI, plugin mode, the cnitool stand-in) builds it once, from flags or the environment,
-//! and hands it to the [`Registry`](crate::stage::Registry); every stage reaches it
-//! through [`Invocation::settings`](crate::stage::Invocation::settings). Nothing below the
+//! and hands it to the engine's registry; every stage reaches it through
+//! `Invocation::settings`. Nothing below the
 //! entry point reads these variables again.
 
 use std::path::PathBuf;

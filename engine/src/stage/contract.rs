@@ -58,8 +58,8 @@ impl Command {
     }
 }
 
-/// How a stage reaches other plugins (its IPAM): implemented by
-/// [`Registry`](crate::stage::Registry). A trait so that this module, and the exec
+/// How a stage reaches other plugins (its IPAM): implemented by the registry
+/// (`stage::registry`). A trait so that this module, and the exec
 /// fallback built on it, need not know the registry.
 pub trait Resolve: Send + Sync {
     /// The stage for a plugin type: in-process unless forced, else exec'd from CNI_PATH.
