@@ -61,6 +61,12 @@ fn env_for(inv: &Invocation) -> Vec<(String, String)> {
             &path,
         ),
     };
+    // The state dir the entry point chose (a --state-dir flag included) reaches an
+    // exec'd cnichain drop-in, whose locks and records must be the same ones.
+    env.push((
+        crate::settings::STATE_DIR_ENV.into(),
+        inv.settings().state_dir.display().to_string(),
+    ));
     // An exec'd IPAM delegate learns how deep it is, so a delegation cycle through
     // exec'd plugins ends (see stage::MAX_DELEGATION_DEPTH).
     let depth = crate::stage::delegate::delegation_depth(inv.settings().inherited_depth);
