@@ -2,8 +2,8 @@
 //! as the reference `loopback` plugin: its own result names `lo` with its loopback
 //! addresses, or passes a prevResult through untouched.
 
-use crate::netlink::Netlink;
-use crate::netns::NetNs;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::netns::NetNs;
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, IpConfig, Result100};
@@ -16,7 +16,7 @@ fn err(e: anyhow::Error) -> CniError {
 }
 
 fn open(inv: &Invocation) -> Result<NetNs, CniError> {
-    crate::netns::open_pod(&inv.rt.netns)
+    crate::kernel::netns::open_pod(&inv.rt.netns)
 }
 
 impl Stage for Loopback {
@@ -68,7 +68,7 @@ impl Stage for Loopback {
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        let Some(pod) = crate::netns::open_pod_for_del(&inv.rt.netns)? else {
+        let Some(pod) = crate::kernel::netns::open_pod_for_del(&inv.rt.netns)? else {
             return Ok(());
         };
         let mut nl = Netlink::new_in(&pod).map_err(err)?;

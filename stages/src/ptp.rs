@@ -2,8 +2,10 @@
 //! host route to the pod, and a container end with the pod address, a link route to the
 //! gateway and the subnet routed via it. Behaves as the reference `ptp` plugin.
 
-use crate::netlink::{Link, Netlink, RouteSpec};
-use crate::{bridge, conf, ifaddr, ipmasq, veth};
+use crate::bridge;
+use crate::conf;
+use crate::kernel::netlink::{Link, Netlink, RouteSpec};
+use crate::shared::{ifaddr, ipmasq, veth};
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -32,7 +34,7 @@ struct PtpConf {
     #[serde(default)]
     dns: Option<crate::conf::DnsConf>,
     #[serde(default)]
-    ipam: Option<crate::mainconf::IpamRef>,
+    ipam: Option<crate::shared::mainconf::IpamRef>,
 }
 
 impl PtpConf {
@@ -59,7 +61,7 @@ fn load(inv: &Invocation) -> Result<(PtpConf, String), CniError> {
         ));
     }
     // ptp needs addresses: IPAM is required (the reference's text is its IPAM call's).
-    let ipam = crate::mainconf::ipam_type(&c.ipam).ok_or_else(|| {
+    let ipam = crate::shared::mainconf::ipam_type(&c.ipam).ok_or_else(|| {
         CniError::new(INVALID_CONFIG, "no plugin name provided")
             .with_details("ptp needs an \"ipam\" object with a \"type\"")
     })?;
@@ -116,7 +118,7 @@ impl Stage for Ptp {
 
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, ipam) = load(inv)?;
-        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(&inv.rt.netns)?;
         // The reference runs IPAM first, then builds the link.
         let r = inv
             .delegate(&ipam, Command::Add)?
@@ -137,8 +139,11 @@ impl Stage for Ptp {
                 })
                 .collect();
             bridge::enable_forwarding(&gws).map_err(|e| {
-                crate::goerr::with_details(
-                    format!("Could not enable IP forwarding: {}", crate::goerr::errno_text(&e)),
+                crate::shared::goerr::with_details(
+                    format!(
+                        "Could not enable IP forwarding: {}",
+                        crate::shared::goerr::errno_text(&e)
+                    ),
                     &e,
                 )
             })?;
@@ -200,7 +205,7 @@ impl Stage for Ptp {
                 let g = IpNet { addr: gw, prefix: hp };
                 match host.add_addr(v.host.index, &g) {
                     Ok(()) => {}
-                    Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                    Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
                     Err(e) => return Err(err(e.context(format!("failed to add IP addr {g} to veth")))),
                 }
                 let to_pod = RouteSpec {
@@ -215,10 +220,10 @@ impl Stage for Ptp {
                 };
                 match host.add_route(&to_pod) {
                     Ok(()) => {}
-                    Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                    Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
                     Err(e) => {
-                        return Err(crate::goerr::with_details(
-                            format!("failed to add route on host: {}", crate::goerr::errno_text(&e)),
+                        return Err(crate::shared::goerr::with_details(
+                            format!("failed to add route on host: {}", crate::shared::goerr::errno_text(&e)),
                             &e,
                         ))
                     }
@@ -275,7 +280,7 @@ impl Stage for Ptp {
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
         let netns = &inv.rt.netns;
-        let pod = crate::netns::open_pod_wrapped(netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(netns)?;
         inv.delegate(&ipam, Command::Check)?;
         let prev = inv
             .prev_result
@@ -331,21 +336,21 @@ impl Stage for Ptp {
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         let (_, ipam) = load(inv)?;
         let mut errors = Vec::new();
-        if let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? {
+        if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
             errors.extend(ipmasq::gc(&valid).err());
-            errors.extend(crate::gc::links(&valid, "veth", "ptp").err());
+            errors.extend(crate::shared::gc::links(&valid, "veth", "ptp").err());
         }
         errors.extend(inv.delegate(&ipam, Command::Gc).err());
-        crate::gc::join(errors)
+        crate::shared::gc::join(errors)
     }
 
     /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,
     /// the kernel lacks a feature ADD uses); 51 when pods hold addresses (host-local) but
     /// the forwarding ADD turned on is off again.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        use crate::probe::{self, Feature};
+        use crate::kernel::probe::{self, Feature};
         let (c, ipam) = load(inv)?;
-        if c.ip_masq() && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
+        if c.ip_masq() && !crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file()) {
             return Err(CniError::new(
                 cnichain_engine::spec::error::PLUGIN_NOT_AVAILABLE,
                 "ptp: ipMasq needs nft, which was not found (install nftables)",
@@ -377,7 +382,7 @@ fn forwarding_status(inv: &Invocation, net: &str, ipam: &str) -> Result<(), CniE
     }
     let (v4, v6) = ipam_families(inv.config);
     for (used, key) in [(v4, "net.ipv4.ip_forward"), (v6, "net.ipv6.conf.all.forwarding")] {
-        if used && crate::sysctl::read(key).is_ok_and(|v| v.trim() == "0") {
+        if used && crate::kernel::sysctl::read(key).is_ok_and(|v| v.trim() == "0") {
             return Err(CniError::new(
                 cnichain_engine::spec::error::LIMITED_CONNECTIVITY,
                 format!(

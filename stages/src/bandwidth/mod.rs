@@ -6,14 +6,14 @@
 //!   `bwp<hash>` that carries its own root tbf `1:`.
 //!
 //! The tbf's rate, buffer and limit are the reference's to the unit (its float64 and
-//! uint32 steps, [`crate::netlink::tbf::ReferenceTbf`]), saturated only where its uint32
+//! uint32 steps, [`crate::kernel::netlink::tbf::ReferenceTbf`]), saturated only where its uint32
 //! arithmetic wraps around (the runtimes' default bursts at low rates). The ifb is named
 //! as the reference names it unless another attachment of the same network and pod
 //! holds that name (see `ifb.rs`).
 //!
 //! With upstream's (1.4+) `shapedSubnets` or `unshapedSubnets`, the root tbf of either
 //! device (host veth, ifb) is replaced by upstream's htb layout (see
-//! [`crate::netlink::htb`]): classes `1:48` (shaped) and `1:1` (unshaped), and one u32
+//! [`crate::kernel::netlink::htb`]): classes `1:48` (shaped) and `1:1` (unshaped), and one u32
 //! filter per listed subnet matching the destination address.
 //! ADD undoes its own partial work on failure; DEL removes the ifb and, when it can find
 //! the host veth, the qdiscs this stage put there.
@@ -22,9 +22,11 @@ pub mod config;
 pub mod host;
 mod ifb;
 
-use crate::netlink::htb::{self, HtbState};
-use crate::netlink::{errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
-use crate::netns::NetNs;
+use crate::kernel::netlink::htb::{self, HtbState};
+use crate::kernel::netlink::{
+    errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT,
+};
+use crate::kernel::netns::NetNs;
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
@@ -37,7 +39,7 @@ fn err(e: anyhow::Error) -> CniError {
 }
 
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
-    crate::netns::open_pod(&inv.rt.netns)
+    crate::kernel::netns::open_pod(&inv.rt.netns)
 }
 
 /// Something ADD made, to be removed again if a later step fails.
@@ -340,8 +342,8 @@ impl Stage for Bandwidth {
     /// The ifb devices of attachments the runtime no longer lists (cached or not). The
     /// qdiscs on host veths went with the veths.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        match crate::gc::ValidSet::from_config(inv.config)? {
-            Some(valid) => crate::gc::links(&valid, "ifb", "bandwidth"),
+        match crate::shared::gc::ValidSet::from_config(inv.config)? {
+            Some(valid) => crate::shared::gc::links(&valid, "ifb", "bandwidth"),
             None => Ok(()),
         }
     }
@@ -413,7 +415,7 @@ impl Stage for Bandwidth {
     /// Rates the runtime may pass (the `bandwidth` capability and no rates in the config)
     /// need tbf, ifb and the redirect.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        use crate::probe::{self, Feature};
+        use crate::kernel::probe::{self, Feature};
         let c = BandwidthConf::load(inv)?;
         let htb = c
             .subnets()?
@@ -547,6 +549,6 @@ fn find_veth_for_del(inv: &Invocation, prev: &Result100, host: &mut Netlink) -> 
     if inv.rt.netns.is_empty() {
         return None;
     }
-    let pod = crate::netns::open_pod_for_del(&inv.rt.netns).ok()??;
+    let pod = crate::kernel::netns::open_pod_for_del(&inv.rt.netns).ok()??;
     host::host_veth(&pod, host, prev, &inv.rt.ifname).ok()
 }

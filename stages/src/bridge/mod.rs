@@ -4,10 +4,12 @@
 
 mod config;
 
-use crate::netlink::{errno_of, Link, Netlink};
-use crate::netns;
-use crate::probe::{self, Feature};
-use crate::{conf, goerr, ifaddr, ipmasq, macspoof, sysctl, veth};
+use crate::conf;
+use crate::kernel::netlink::{errno_of, Link, Netlink};
+use crate::kernel::netns;
+use crate::kernel::probe::{self, Feature};
+use crate::kernel::sysctl;
+use crate::shared::{goerr, ifaddr, ipmasq, macspoof, veth};
 use cnichain_engine::fault;
 use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -47,7 +49,7 @@ impl Stage for Bridge {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, mac) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(&inv.rt.netns)?;
         let mut host = Netlink::new().map_err(err)?;
         let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
 
@@ -239,7 +241,7 @@ impl Stage for Bridge {
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let netns = &inv.rt.netns;
-        let pod = crate::netns::open_pod_wrapped(netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(netns)?;
         if let Some(ipam) = &c.ipam {
             inv.delegate(ipam, Command::Check)?;
         }
@@ -353,16 +355,16 @@ impl Stage for Bridge {
     /// its pod netns is), then the IPAM's GC.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         let mut errors = Vec::new();
-        if let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? {
+        if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
             errors.extend(ipmasq::gc(&valid).err());
             let keep = valid.keys(macspoof::owner);
             errors.extend(macspoof::gc(&valid.network, &keep).map_err(err).err());
-            errors.extend(crate::gc::links(&valid, "veth", "bridge").err());
+            errors.extend(crate::shared::gc::links(&valid, "veth", "bridge").err());
         }
         if let Some(ipam) = BridgeConf::load(inv)?.0.ipam {
             errors.extend(inv.delegate(&ipam, Command::Gc).err());
         }
-        crate::gc::join(errors)
+        crate::shared::gc::join(errors)
     }
 
     /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq or
@@ -372,7 +374,7 @@ impl Stage for Bridge {
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let has_nft = || crate::nft::nft_binary().is_some_and(|p| p.is_file());
+        let has_nft = || crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file());
         if c.ip_masq && ipam.is_some() && !has_nft() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,

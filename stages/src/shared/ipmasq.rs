@@ -2,7 +2,7 @@
 //! outside that address's own subnet, except multicast (224.0.0.0/4, ff00::/8), as the
 //! reference's iptables and nftables backends do.
 //!
-//! Layout (see [`crate::nft::layout`]): each of the attachment's addresses is two hash-set
+//! Layout (see [`crate::kernel::nft::layout`]): each of the attachment's addresses is two hash-set
 //! elements and no rule of its own:
 //!
 //! ```text
@@ -19,7 +19,7 @@
 //! Adding or removing one attachment adds or removes only its elements and records: one
 //! transaction, nothing of another pod is listed or rewritten. It is an nfnetlink element
 //! batch (no process) unless the rule for the address's prefix length is not there yet;
-//! then it runs through `nft` once (see [`crate::nft::apply_pod`]). The records hold the
+//! then it runs through `nft` once (see [`crate::kernel::nft::apply_pod`]). The records hold the
 //! addresses, so `teardown` works with no addresses passed (netns gone, no cached
 //! result). An element belongs to the attachment whose id its comment starts with:
 //! teardown deletes only its own elements (read back over nfnetlink first), and setup
@@ -29,11 +29,11 @@
 //!
 //! Everything runs in the calling thread's network namespace (the host's).
 
-use crate::gc::{self, ValidSet};
-use crate::nft::expr::Family;
-use crate::nft::layout::{self, Elem};
-use crate::nft::netlink::Nfnl;
-use crate::nft::{self, records, Batch, NftErrorKind};
+use crate::kernel::nft::expr::Family;
+use crate::kernel::nft::layout::{self, Elem};
+use crate::kernel::nft::netlink::Nfnl;
+use crate::kernel::nft::{self, records, Batch, NftErrorKind};
+use crate::shared::gc::{self, ValidSet};
 use anyhow::{anyhow, bail, Context};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;

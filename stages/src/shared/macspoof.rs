@@ -14,7 +14,7 @@
 //! ```
 
 use crate::conf;
-use crate::nft::{self, Batch, NftErrorKind};
+use crate::kernel::nft::{self, Batch, NftErrorKind};
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 

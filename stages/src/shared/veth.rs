@@ -3,9 +3,9 @@
 //! on the host end before it carries traffic (CVE-2020-10749).
 
 use crate::conf;
-use crate::netlink::{errno_of, Link, Netlink};
-use crate::netns::NetNs;
-use crate::sysctl;
+use crate::kernel::netlink::{errno_of, Link, Netlink};
+use crate::kernel::netns::NetNs;
+use crate::kernel::sysctl;
 use anyhow::{anyhow, Context, Result};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
@@ -46,8 +46,8 @@ pub fn create(
             }
             // The reference's text in msg, the operation in details.
             Err(e) => {
-                let msg = format!("failed to make veth pair: {}", crate::goerr::errno_text(&e));
-                return Err(anyhow::Error::new(crate::goerr::with_details(msg, &e)));
+                let msg = format!("failed to make veth pair: {}", crate::shared::goerr::errno_text(&e));
+                return Err(anyhow::Error::new(crate::shared::goerr::with_details(msg, &e)));
             }
         }
     }
@@ -114,7 +114,7 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
 /// When the netns path is gone but the namespace lives on (unmounted while a process
 /// still holds it), the host end `host_name` outlived the path: it is deleted by name.
 pub fn del_pod_end(netns: &str, ifname: &str, host_name: &str) -> std::result::Result<Vec<IpNet>, CniError> {
-    match crate::netns::open_pod_for_del(netns)? {
+    match crate::kernel::netns::open_pod_for_del(netns)? {
         Some(pod) => {
             let pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
             delete_container_end(pod_nl, ifname).map_err(CniError::from)

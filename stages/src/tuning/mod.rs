@@ -9,8 +9,8 @@ pub mod config;
 pub mod pod;
 pub mod record;
 
-use crate::netlink::{format_mac, Netlink};
-use crate::netns::NetNs;
+use crate::kernel::netlink::{format_mac, Netlink};
+use crate::kernel::netns::NetNs;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::result::CniResult;
 use cnichain_engine::stage::{Invocation, Stage};
@@ -23,7 +23,7 @@ fn err(e: anyhow::Error) -> CniError {
 }
 
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
-    crate::netns::open_pod(&inv.rt.netns)
+    crate::kernel::netns::open_pod(&inv.rt.netns)
 }
 
 fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
@@ -133,7 +133,7 @@ impl Stage for Tuning {
     /// The records of attachments of this network the runtime no longer lists (cached
     /// or not): restored like DEL when their netns is still there, then removed.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? else {
+        let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? else {
             return Ok(());
         };
         let stale: Vec<_> = record::list(&record::dir(data_dir_of(inv).as_deref()))
@@ -141,7 +141,7 @@ impl Stage for Tuning {
             .filter_map(|p| record::read(&p).ok().flatten().map(|r| (p, r)))
             .filter(|(_, r)| r.network == valid.network && !valid.contains(&r.container_id, &r.ifname))
             .collect();
-        crate::gc::each_stale(stale, |(path, rec)| {
+        crate::shared::gc::each_stale(stale, |(path, rec)| {
             tracing::debug!(network = %valid.network, record = %path.display(), "tuning gc: stale record");
             let (netns, ifname) = (rec.netns.clone(), rec.ifname.clone());
             restore_and_forget(&path, Some(rec), &netns, &ifname)
@@ -239,7 +239,7 @@ fn restore_and_forget(
     };
     // No netns (gone, or never given): nothing left to restore. The caller's own netns
     // is refused: restoring "pod" settings there would change the host's.
-    let pod = match crate::netns::open_pod_for_del(netns)? {
+    let pod = match crate::kernel::netns::open_pod_for_del(netns)? {
         Some(p) => p,
         None => return record::remove(path).map_err(err),
     };
