@@ -2,10 +2,9 @@
 //! host route to the pod, and a container end with the pod address, a link route to the
 //! gateway and the subnet routed via it. Behaves as the reference `ptp` plugin.
 
-use crate::bridge;
 use crate::conf;
 use crate::kernel::netlink::{Link, Netlink, RouteSpec};
-use crate::shared::{ifaddr, ipmasq, veth};
+use crate::shared::{forwarding, ifaddr, ipmasq, veth};
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -138,7 +137,7 @@ impl Stage for Ptp {
                     prefix: i.address.prefix,
                 })
                 .collect();
-            bridge::enable_forwarding(&gws).map_err(|e| {
+            forwarding::enable(&gws).map_err(|e| {
                 crate::shared::goerr::with_details(
                     format!(
                         "Could not enable IP forwarding: {}",
@@ -268,7 +267,7 @@ impl Stage for Ptp {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            if let Err(e) = bridge::teardown_masq_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
                 first.get_or_insert(e);
             }
         }

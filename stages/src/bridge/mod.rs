@@ -9,7 +9,7 @@ use crate::kernel::netlink::{errno_of, Link, Netlink};
 use crate::kernel::netns;
 use crate::kernel::probe::{self, Feature};
 use crate::kernel::sysctl;
-use crate::shared::{goerr, ifaddr, ipmasq, macspoof, veth};
+use crate::shared::{forwarding, goerr, ifaddr, ipmasq, macspoof, veth};
 use cnichain_engine::fault;
 use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -151,7 +151,7 @@ impl Stage for Bridge {
                     for gw in &gws {
                         ensure_addr(&mut host, &br, gw, c.force_address)?;
                     }
-                    enable_forwarding(&gws).map_err(|e| {
+                    forwarding::enable(&gws).map_err(|e| {
                         goerr::with_details(format!("failed to enable forwarding: {}", goerr::errno_text(&e)), &e)
                     })?;
                 }
@@ -229,7 +229,7 @@ impl Stage for Bridge {
                     }
                 }
             }
-            if let Err(e) = teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
                 first.get_or_insert(e);
             }
         }
@@ -436,16 +436,6 @@ impl Stage for Bridge {
     fn describe(&self) -> String {
         "in-process".into()
     }
-}
-
-/// ipMasq teardown waits in the kernel (the nftables commit, or an nft process's exit when
-/// it needs one): let it overlap the chain's other DEL work (joined by the engine; inline
-/// outside a DEL).
-pub fn teardown_masq_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<IpNet>) -> Result<(), CniError> {
-    let (net, cid, ifname) = (net.to_string(), container_id.to_string(), ifname.to_string());
-    cnichain_engine::stage::defer("ipMasq", move || {
-        ipmasq::teardown(&net, &cid, &ifname, &ips).map_err(err)
-    })
 }
 
 /// The reference's validateInterface: the link a result interface names, which must be in
@@ -658,21 +648,4 @@ fn ensure_addr(nl: &mut Netlink, br: &Link, gw: &IpNet, force: bool) -> Result<(
             .map_err(|e| fail(format!("could not set bridge's mac: {}", goerr::errno_text(&e)), &e))?;
     }
     Ok(())
-}
-
-pub fn enable_forwarding(gws: &[IpNet]) -> anyhow::Result<()> {
-    if gws.iter().any(|g| g.is_ipv4()) {
-        write_if_needed("net.ipv4.ip_forward")?;
-    }
-    if gws.iter().any(|g| !g.is_ipv4()) {
-        write_if_needed("net.ipv6.conf.all.forwarding")?;
-    }
-    Ok(())
-}
-
-fn write_if_needed(key: &str) -> anyhow::Result<()> {
-    if sysctl::read(key).map(|v| v.trim() == "1").unwrap_or(false) {
-        return Ok(());
-    }
-    sysctl::write(key, "1")
 }

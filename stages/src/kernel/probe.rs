@@ -16,11 +16,11 @@
 //! seconds does not make a namespace each time. A missing feature is probed again on
 //! every call: loading the module fixes it.
 
+use super::paths::{DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use crate::kernel::netlink::htb::{self, Subnet};
 use crate::kernel::netlink::{errno_of, Netlink, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 use crate::kernel::netns::NetNs;
 use crate::kernel::nft::{self, Batch, NftErrorKind};
-use crate::tuning::record::{DEFAULT_STATE_DIR, STATE_DIR_ENV};
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -308,7 +308,7 @@ fn probe_nft(wanted: &[Feature]) -> Vec<(Feature, Outcome)> {
         for f in fs {
             match f {
                 Feature::NftInet => nft::layout::declare_base(&mut b),
-                _ => crate::shared::macspoof::declare(&mut b),
+                _ => nft::macspoof_table::declare(&mut b),
             }
         }
         b

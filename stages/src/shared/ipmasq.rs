@@ -127,6 +127,16 @@ pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) 
     teardown_id(&owner_id(network, container_id, ifname), ips)
 }
 
+/// ipMasq teardown waits in the kernel (the nftables commit, or an nft process's exit when
+/// it needs one): let it overlap the chain's other DEL work (joined by the engine; inline
+/// outside a DEL).
+pub fn teardown_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<IpNet>) -> Result<(), CniError> {
+    let (net, cid, ifname) = (net.to_string(), container_id.to_string(), ifname.to_string());
+    cnichain_engine::stage::defer("ipMasq", move || {
+        teardown(&net, &cid, &ifname, &ips).map_err(CniError::from)
+    })
+}
+
 /// GC: remove the masquerading of every attachment of the network that the valid set
 /// does not list (found by their network record).
 pub fn gc(valid: &ValidSet) -> Result<(), CniError> {

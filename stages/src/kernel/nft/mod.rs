@@ -24,6 +24,7 @@
 pub mod conntrack;
 pub mod expr;
 pub mod layout;
+pub mod macspoof_table;
 pub mod netlink;
 pub mod records;
 
