@@ -22,7 +22,8 @@
 
 use super::config::{Mapping, PortmapConf};
 use crate::kernel::nft::expr::Family;
-use crate::kernel::nft::layout::{self, DynRule, Elem, Field, HostPort};
+use crate::kernel::nft::hostport::{self, HostPort};
+use crate::kernel::nft::layout::{self, DynRule, Elem, Field};
 use crate::kernel::nft::netlink::Nfnl;
 use crate::kernel::nft::{self, records, Batch, NftErrorKind};
 use crate::shared::gc::{self, ValidSet};
@@ -135,7 +136,7 @@ impl Dnat {
         let (sources, bit) = self.snat_sources();
         let mut v: Vec<DynRule> = sources.iter().map(|s| self.host.snat_rule(s.mask_len(), bit)).collect();
         if !sources.is_empty() {
-            v.push(layout::masq_bit_rule(bit));
+            v.push(hostport::masq_bit_rule(bit));
         }
         v
     }
@@ -263,7 +264,7 @@ fn delete_owned(nl: &mut Nfnl, b: &mut Batch, id: &str, dnats: &[Dnat]) -> Resul
 }
 
 /// Who holds an element (its comment without the id).
-fn holder(info: &crate::kernel::nft::netlink::ElemInfo) -> String {
+fn holder(info: &crate::kernel::nft::elements::ElemInfo) -> String {
     let rest = info.comment.split_once(' ').map(|x| x.1).unwrap_or("");
     if rest.is_empty() {
         info.owner().to_string()
