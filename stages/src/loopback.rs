@@ -11,10 +11,6 @@ use cnichain_engine::stage::{Invocation, Stage};
 
 pub struct Loopback;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn open(inv: &Invocation) -> Result<NetNs, CniError> {
     crate::kernel::netns::open_pod(&inv.rt.netns)
 }
@@ -22,18 +18,12 @@ fn open(inv: &Invocation) -> Result<NetNs, CniError> {
 impl Stage for Loopback {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let pod = open(inv)?;
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut nl = Netlink::new_in(&pod)?;
         let lo = nl
-            .link_by_name("lo")
-            .map_err(err)?
+            .link_by_name("lo")?
             .ok_or_else(|| CniError::internal("no lo in the netns"))?;
-        nl.set_up(lo.index).map_err(err)?;
-        let addrs: Vec<IpNet> = nl
-            .addrs(Some(lo.index))
-            .map_err(err)?
-            .into_iter()
-            .map(|a| a.addr)
-            .collect();
+        nl.set_up(lo.index)?;
+        let addrs: Vec<IpNet> = nl.addrs(Some(lo.index))?.into_iter().map(|a| a.addr).collect();
         for a in &addrs {
             if !a.addr.is_loopback() {
                 return Err(CniError::internal(format!(
@@ -71,17 +61,17 @@ impl Stage for Loopback {
         let Some(pod) = crate::kernel::netns::open_pod_for_del(&inv.rt.netns)? else {
             return Ok(());
         };
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
-        if let Some(lo) = nl.link_by_name("lo").map_err(err)? {
-            nl.set_down(lo.index).map_err(err)?;
+        let mut nl = Netlink::new_in(&pod)?;
+        if let Some(lo) = nl.link_by_name("lo")? {
+            nl.set_down(lo.index)?;
         }
         Ok(())
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let pod = open(inv)?;
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
-        match nl.link_by_name("lo").map_err(err)? {
+        let mut nl = Netlink::new_in(&pod)?;
+        match nl.link_by_name("lo")? {
             Some(lo) if lo.up => Ok(()),
             _ => Err(CniError::internal("loopback interface is down")),
         }

@@ -67,10 +67,6 @@ fn load(inv: &Invocation) -> Result<(PtpConf, String), CniError> {
     Ok((c, ipam))
 }
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn iface(l: &Link, sandbox: &str) -> Interface {
     Interface {
         name: l.name.clone(),
@@ -146,19 +142,19 @@ impl Stage for Ptp {
                     &e,
                 )
             })?;
-            let mut host = Netlink::new().map_err(err)?;
-            let pnl = pod_nl.insert(Netlink::new_in(&pod).map_err(err)?);
+            let mut host = Netlink::new()?;
+            let pnl = pod_nl.insert(Netlink::new_in(&pod)?);
             let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
             let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
             let mtu = c.mtu();
-            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None).map_err(err)?;
+            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None)?;
             made_link = true;
             no_gateway(&res, v.cont.index)?;
             for ipc in res.ips.iter_mut() {
                 ipc.interface = Some(CONT_INDEX);
             }
             res.interfaces = vec![iface(&v.host, ""), iface(&v.cont, &inv.rt.netns)];
-            ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res).map_err(err)?;
+            ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
             for ipc in &res.ips {
                 let Some(gw) = ipc.gateway else { continue };
                 let hp = host_prefix(&ipc.address);
@@ -173,8 +169,7 @@ impl Stage for Ptp {
                     ..Default::default()
                 };
                 pnl.del_route(&kernel_route)
-                    .with_context(|| format!("failed to delete route {subnet}"))
-                    .map_err(err)?;
+                    .with_context(|| format!("failed to delete route {subnet}"))?;
                 let to_gw = RouteSpec {
                     dst: Some(IpNet { addr: gw, prefix: hp }),
                     oif: Some(v.cont.index),
@@ -193,8 +188,7 @@ impl Stage for Ptp {
                 };
                 for r in [to_gw, via_gw] {
                     pnl.add_route(&r)
-                        .with_context(|| format!("failed to add route {:?}", r.dst))
-                        .map_err(err)?;
+                        .with_context(|| format!("failed to add route {:?}", r.dst))?;
                 }
             }
             // Host side: the gateway as /32 on the host veth, and a route to the pod.
@@ -205,7 +199,7 @@ impl Stage for Ptp {
                 match host.add_addr(v.host.index, &g) {
                     Ok(()) => {}
                     Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(err(e.context(format!("failed to add IP addr {g} to veth")))),
+                    Err(e) => return Err(CniError::from(e.context(format!("failed to add IP addr {g} to veth")))),
                 }
                 let to_pod = RouteSpec {
                     dst: Some(IpNet {
@@ -230,7 +224,7 @@ impl Stage for Ptp {
             }
             if c.ip_masq() {
                 let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+                ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
             }
             if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
                 res.dns = d;
@@ -301,8 +295,8 @@ impl Stage for Ptp {
         if cont_if.name.is_empty() {
             return Err(fail("Container interface name missing in prevResult: ".into()));
         }
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
-        let cont = pod_nl.link_by_name(&cont_if.name).map_err(err)?.ok_or_else(|| {
+        let mut pod_nl = Netlink::new_in(&pod)?;
+        let cont = pod_nl.link_by_name(&cont_if.name)?.ok_or_else(|| {
             fail(format!(
                 "ptp: Container Interface name in prevResult: {} not found",
                 cont_if.name
@@ -321,11 +315,11 @@ impl Stage for Ptp {
                 cont_if.name, cont_if.mac
             )));
         }
-        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
-        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
+        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res)?;
+        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res)?;
         if c.ip_masq() {
             let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-            ipmasq::check(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            ipmasq::check(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
         }
         Ok(())
     }

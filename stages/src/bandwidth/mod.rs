@@ -34,10 +34,6 @@ use config::{reference_error, BandwidthConf, Shape, Subnets};
 
 pub struct Bandwidth;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
     crate::kernel::netns::open_pod(&inv.rt.netns)
 }
@@ -249,8 +245,8 @@ impl Stage for Bandwidth {
         })?;
         let mut result = prev.to_v1()?;
         let pod = open_pod(inv)?;
-        let mut host = Netlink::new().map_err(err)?;
-        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname)?;
         if subnets.is_none() {
             if let Some(e) = c.kernel_refusal() {
                 return Err(e);
@@ -289,8 +285,8 @@ impl Stage for Bandwidth {
         let listed: Option<Vec<String>> = prev
             .as_ref()
             .map(|r| r.interfaces.iter().map(|i| i.name.clone()).collect());
-        let mut host = Netlink::new().map_err(err)?;
-        let ifb = owner.find(&mut host, listed.as_deref()).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let ifb = owner.find(&mut host, listed.as_deref())?;
 
         // With prevResult and the pod still there, also take this stage's qdiscs off the
         // host veth (the reference leaves them until the veth goes).
@@ -333,7 +329,7 @@ impl Stage for Bandwidth {
             cnichain_engine::stage::defer(format!("delete ifb {ifb_name}"), move || match host.del_link(index) {
                 Ok(()) => Ok(()),
                 Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
-                Err(e) => Err(err(e.context(format!("failed to delete ifb {ifb_name}")))),
+                Err(e) => Err(CniError::from(e.context(format!("failed to delete ifb {ifb_name}")))),
             })?;
         }
         Ok(())
@@ -358,18 +354,18 @@ impl Stage for Bandwidth {
         })?;
         let result = prev.to_v1()?;
         let pod = open_pod(inv)?;
-        let mut host = Netlink::new().map_err(err)?;
-        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname)?;
         let subnets = c
             .subnets()
             .map_err(|e| reference_error(format!("failed to check subnets, details {}", e.msg), e.details))?;
         let mismatch = |dev: &str, (msg, why): (&str, String)| reference_error(msg, format!("bandwidth: {dev}: {why}"));
 
         if let (Some(s), Some(n)) = (&c.ingress, &subnets) {
-            let st = host.htb_state(veth.index).map_err(err)?;
+            let st = host.htb_state(veth.index)?;
             htb_matches(&st, s, n).map_err(|why| mismatch(&veth.name, ("htb does not match", why)))?;
         } else if let Some(s) = &c.ingress {
-            let qdiscs = host.qdiscs(veth.index).map_err(err)?;
+            let qdiscs = host.qdiscs(veth.index)?;
             let q = root_tbf(&qdiscs)
                 .ok_or_else(|| mismatch(&veth.name, ("Failed to find qdisc", "no root tbf".into())))?;
             tbf_matches(q, s).map_err(|m| mismatch(&veth.name, m))?;
@@ -377,7 +373,7 @@ impl Stage for Bandwidth {
         if let Some(s) = &c.egress {
             let owner = ifb::Owner::new(&c.name, &inv.rt.container_id, &inv.rt.ifname);
             let listed: Vec<String> = result.interfaces.iter().map(|i| i.name.clone()).collect();
-            let ifb = owner.find(&mut host, Some(&listed)).map_err(err)?.ok_or_else(|| {
+            let ifb = owner.find(&mut host, Some(&listed))?.ok_or_else(|| {
                 reference_error(
                     "get ifb device: Link not found",
                     format!(
@@ -387,17 +383,16 @@ impl Stage for Bandwidth {
                 )
             })?;
             if let Some(n) = &subnets {
-                let st = host.htb_state(ifb.index).map_err(err)?;
+                let st = host.htb_state(ifb.index)?;
                 htb_matches(&st, s, n).map_err(|why| mismatch(&ifb.name, ("htb does not match", why)))?;
             } else {
-                let qdiscs = host.qdiscs(ifb.index).map_err(err)?;
+                let qdiscs = host.qdiscs(ifb.index)?;
                 let q = root_tbf(&qdiscs)
                     .ok_or_else(|| mismatch(&ifb.name, ("Failed to find qdisc", "no root tbf".into())))?;
                 tbf_matches(q, s).map_err(|m| mismatch(&ifb.name, m))?;
             }
             let redirected = host
-                .filters(veth.index, INGRESS_HANDLE)
-                .map_err(err)?
+                .filters(veth.index, INGRESS_HANDLE)?
                 .iter()
                 .any(|f| f.redirect_to() == Some(ifb.index));
             if !redirected {
@@ -455,7 +450,7 @@ impl Stage for Bandwidth {
 fn kernel_error(step: &str, e: anyhow::Error) -> CniError {
     match errno_of(&e) {
         Some(n) => reference_error(format!("{step}: {}", go_errno_text(n)), format!("bandwidth: {e:#}")),
-        None => err(e.context(step.to_string())),
+        None => CniError::from(e.context(step.to_string())),
     }
 }
 

@@ -23,10 +23,6 @@ pub struct Bridge;
 /// The container interface's index in the result: [bridge, host veth, container].
 const CONT_INDEX: i64 = 2;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn check_modes(c: &BridgeConf) -> Result<(), CniError> {
     if c.hairpin_mode && c.promisc_mode {
         return Err(CniError::internal(
@@ -50,8 +46,8 @@ impl Stage for Bridge {
         let (c, mac) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
         let pod = crate::kernel::netns::open_pod_wrapped(&inv.rt.netns)?;
-        let mut host = Netlink::new().map_err(err)?;
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let mut pod_nl = Netlink::new_in(&pod)?;
 
         check_modes(&c)?;
         // The IPAM's config is checked before the bridge exists (the reference makes
@@ -72,8 +68,7 @@ impl Stage for Bridge {
             &alias,
             c.mtu(),
             mac,
-        )
-        .map_err(err)?;
+        )?;
         // From here on a failure removes what this ADD made (the reference leaves it).
         let mut ipam_done = false;
         let out = (|| -> Result<CniResult, CniError> {
@@ -143,9 +138,8 @@ impl Stage for Bridge {
                     }
                     set("ipv4", "arp_notify", "1");
                     Ok(())
-                })
-                .map_err(err)?;
-                ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res).map_err(err)?;
+                })?;
+                ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
                 fault::point("bridge.after-addrs")?;
                 if c.is_gw {
                     for gw in &gws {
@@ -158,17 +152,17 @@ impl Stage for Bridge {
                 fault::point("bridge.after-gateway")?;
                 if c.ip_masq {
                     let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                    ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+                    ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
                     fault::point("bridge.after-masq")?;
                 }
             }
             if c.macspoofchk {
                 let mac = res.interfaces[2].mac.clone();
                 let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-                macspoof::setup(&v.host.name, &mac, &owner).map_err(err)?;
+                macspoof::setup(&v.host.name, &mac, &owner)?;
             }
             // The bridge's MAC may change when the first port joins or an address is set.
-            if let Some(b) = host.link_by_index(br.index).map_err(err)? {
+            if let Some(b) = host.link_by_index(br.index)? {
                 res.interfaces[0].mac = b.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
             }
             if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
@@ -212,7 +206,9 @@ impl Stage for Bridge {
         }
         if c.macspoofchk {
             let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-            cnichain_engine::stage::defer("macspoofchk", move || macspoof::teardown(&owner).map_err(err))?;
+            cnichain_engine::stage::defer("macspoofchk", move || {
+                macspoof::teardown(&owner).map_err(CniError::from)
+            })?;
         }
         if c.ip_masq && ipam.is_some() {
             // Addresses from the link, or from the cached result when the netns is gone
@@ -258,7 +254,7 @@ impl Stage for Bridge {
             .unwrap_or(&none);
         let fail = |m: String| CniError::internal(m);
         let mac_of = |l: &Link| l.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-        let mut host = Netlink::new().map_err(err)?;
+        let mut host = Netlink::new()?;
         // The bridge.
         let br = named_link(&mut host, br_if, false)?;
         if br.kind.as_deref() != Some("bridge") {
@@ -286,7 +282,7 @@ impl Stage for Bridge {
             )));
         }
         // The container interface.
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut pod_nl = Netlink::new_in(&pod)?;
         let cont = named_link(&mut pod_nl, cont_if, true)?;
         if cont.kind.as_deref() != Some("veth") {
             return Err(fail(format!(
@@ -329,14 +325,13 @@ impl Stage for Bridge {
         if !veth_found {
             return Err(fail(format!("CNI veth created for bridge {} was not found", c.br_name)));
         }
-        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
-        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
+        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res)?;
+        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res)?;
         if c.macspoofchk {
             macspoof::check(
                 &macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname),
                 &mac_of(&cont),
-            )
-            .map_err(err)?;
+            )?;
         }
         if c.ip_masq {
             let ips: Vec<IpNet> = res
@@ -345,7 +340,7 @@ impl Stage for Bridge {
                 .filter(|i| i.interface == Some(CONT_INDEX))
                 .map(|i| i.address)
                 .collect();
-            ipmasq::check(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            ipmasq::check(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
         }
         Ok(())
     }
@@ -358,7 +353,7 @@ impl Stage for Bridge {
         if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
             errors.extend(ipmasq::gc(&valid).err());
             let keep = valid.keys(macspoof::owner);
-            errors.extend(macspoof::gc(&valid.network, &keep).map_err(err).err());
+            errors.extend(macspoof::gc(&valid.network, &keep).map_err(CniError::from).err());
             errors.extend(crate::shared::gc::links(&valid, "veth", "bridge").err());
         }
         if let Some(ipam) = BridgeConf::load(inv)?.0.ipam {
@@ -390,8 +385,8 @@ impl Stage for Bridge {
         if let Some(ipam) = &ipam {
             inv.delegate(ipam, Command::Status)?;
         }
-        let mut host = Netlink::new().map_err(err)?;
-        let br = host.link_by_name(&c.br_name).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let br = host.link_by_name(&c.br_name)?;
         // What ADD asks of the kernel; an existing bridge needs no bridge probe.
         let br_use = format!("bridge {:?}", c.br_name);
         let mut needs = vec![(Feature::Veth, "the pods' veth pairs")];
@@ -445,8 +440,7 @@ fn named_link(nl: &mut Netlink, intf: &Interface, in_sandbox: bool) -> Result<Li
         return Err(CniError::internal("Interface name missing "));
     }
     let link = nl
-        .link_by_name(&intf.name)
-        .map_err(err)?
+        .link_by_name(&intf.name)?
         .ok_or_else(|| CniError::internal(format!("Interface name {} not found", intf.name)))?;
     if in_sandbox && intf.sandbox.is_empty() {
         return Err(CniError::internal(format!(
@@ -478,7 +472,7 @@ fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> Result<Link, CniError> {
     let name = &c.br_name;
     let fail =
         |inner: String, e: &anyhow::Error| goerr::with_details(format!("failed to create bridge {name:?}: {inner}"), e);
-    let existing = nl.link_by_name(name).map_err(err)?;
+    let existing = nl.link_by_name(name)?;
     let br = match existing {
         Some(l) => l,
         None => {
@@ -488,7 +482,7 @@ fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> Result<Link, CniError> {
                 Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
                 Err(e) => return Err(fail(format!("could not add {name:?}: {}", goerr::errno_text(&e)), &e)),
             }
-            nl.link_by_name(name).map_err(err)?.ok_or_else(|| {
+            nl.link_by_name(name)?.ok_or_else(|| {
                 CniError::internal(format!(
                     "failed to create bridge {name:?}: could not lookup {name:?}: Link not found"
                 ))

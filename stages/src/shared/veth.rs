@@ -116,11 +116,11 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
 pub fn del_pod_end(netns: &str, ifname: &str, host_name: &str) -> std::result::Result<Vec<IpNet>, CniError> {
     match crate::kernel::netns::open_pod_for_del(netns)? {
         Some(pod) => {
-            let pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
+            let pod_nl = Netlink::new_in(&pod)?;
             delete_container_end(pod_nl, ifname).map_err(CniError::from)
         }
         None => {
-            del_orphaned_host_end(host_name).map_err(CniError::from)?;
+            del_orphaned_host_end(host_name)?;
             Ok(Vec::new())
         }
     }

@@ -18,10 +18,6 @@ use config::TuningConf;
 
 pub struct Tuning;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
     crate::kernel::netns::open_pod(&inv.rt.netns)
 }
@@ -48,12 +44,12 @@ impl Stage for Tuning {
         let pod = open_pod(inv)?;
         let resolved = pod::resolve(&pod, &c.sysctls)?;
         let mut nl = if c.changes_link() {
-            Some(Netlink::new_in(&pod).map_err(err)?)
+            Some(Netlink::new_in(&pod)?)
         } else {
             None
         };
         let link = match nl.as_mut() {
-            Some(nl) => Some(pod::container_link(nl, ifname).map_err(err)?),
+            Some(nl) => Some(pod::container_link(nl, ifname)?),
             None => None,
         };
 
@@ -80,7 +76,7 @@ impl Stage for Tuning {
             keep.ifname = ifname.to_string();
             keep.netns = inv.rt.netns.clone();
             keep.netns_id = pod_id;
-            record::write(&path, &keep).map_err(err)?;
+            record::write(&path, &keep)?;
             let applied = cnichain_engine::fault::point("tuning.after-record")
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .and_then(|_| pod::apply(&pod, nl.as_mut(), &c, &resolved, link.as_ref()))
@@ -93,7 +89,7 @@ impl Stage for Tuning {
                     Some(r) => record::write(&path, r),
                     None => record::remove(&path),
                 };
-                let mut e = err(e);
+                let mut e = CniError::from(e);
                 if !left.is_empty() {
                     e = e.with_details(format!("undoing the partial change failed: {}", left.join("; ")));
                 }
@@ -164,10 +160,9 @@ impl Stage for Tuning {
                 )));
             }
         }
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut nl = Netlink::new_in(&pod)?;
         let link = nl
-            .link_by_name(ifname)
-            .map_err(err)?
+            .link_by_name(ifname)?
             .ok_or_else(|| CniError::internal(format!("Cannot find container link {ifname}")))?;
         if let Some(m) = c.mac {
             if link.mac != Some(m.addr) {
@@ -235,24 +230,24 @@ fn restore_and_forget(
 ) -> Result<(), CniError> {
     record::remove_temp(path);
     let Some(rec) = rec else {
-        return record::remove(path).map_err(err);
+        return record::remove(path).map_err(CniError::from);
     };
     // No netns (gone, or never given): nothing left to restore. The caller's own netns
     // is refused: restoring "pod" settings there would change the host's.
     let pod = match crate::kernel::netns::open_pod_for_del(netns)? {
         Some(p) => p,
-        None => return record::remove(path).map_err(err),
+        None => return record::remove(path).map_err(CniError::from),
     };
     if !rec.netns_id.is_empty() && !rec.is_for(&pod::identity(&pod)) {
         tracing::warn!(
             "tuning: {} was made for another network namespace; removing it",
             path.display()
         );
-        return record::remove(path).map_err(err);
+        return record::remove(path).map_err(CniError::from);
     }
     let left = pod::restore(&pod, None, ifname, &rec, false);
     if left.is_empty() {
-        record::remove(path).map_err(err)
+        record::remove(path).map_err(CniError::from)
     } else {
         // As the reference: DEL does not fail over what it could not put back. The
         // record stays for a later DEL.
