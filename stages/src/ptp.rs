@@ -4,6 +4,7 @@
 
 use crate::conf;
 use crate::kernel::netlink::{Link, Netlink, RouteSpec};
+use crate::shared::undo::Undo;
 use crate::shared::{forwarding, ifaddr, ipmasq, veth};
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
@@ -119,127 +120,127 @@ impl Stage for Ptp {
             .delegate(&ipam, Command::Add)?
             .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
         let mut res: Result100 = r.to_v1()?;
-        let mut made_link = false;
-        let mut pod_nl = None;
-        let out = (|| -> Result<CniResult, CniError> {
-            if res.ips.is_empty() {
-                return Err(CniError::internal("IPAM plugin returned missing IP config"));
-            }
-            let gws: Vec<IpNet> = res
-                .ips
-                .iter()
-                .map(|i| IpNet {
-                    addr: i.gateway.unwrap_or(i.address.addr),
-                    prefix: i.address.prefix,
-                })
-                .collect();
-            forwarding::enable(&gws).map_err(|e| {
-                crate::shared::goerr::with_details(
-                    format!(
-                        "Could not enable IP forwarding: {}",
-                        crate::shared::goerr::errno_text(&e)
-                    ),
-                    &e,
-                )
-            })?;
-            let mut host = Netlink::new()?;
-            let pnl = pod_nl.insert(Netlink::new_in(&pod)?);
-            let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
-            let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
-            let mtu = c.mtu();
-            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None)?;
-            made_link = true;
-            no_gateway(&res, v.cont.index)?;
-            for ipc in res.ips.iter_mut() {
-                ipc.interface = Some(CONT_INDEX);
-            }
-            res.interfaces = vec![iface(&v.host, ""), iface(&v.cont, &inv.rt.netns)];
-            ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
-            for ipc in &res.ips {
-                let Some(gw) = ipc.gateway else { continue };
-                let hp = host_prefix(&ipc.address);
-                let v6 = !ipc.address.is_ipv4();
-                // Replace the kernel's subnet route with a link route to the gateway and
-                // the subnet routed via it.
-                let subnet = ipc.address.network();
-                let kernel_route = RouteSpec {
-                    dst: Some(subnet),
-                    oif: Some(v.cont.index),
-                    v6,
-                    ..Default::default()
-                };
-                pnl.del_route(&kernel_route)
-                    .with_context(|| format!("failed to delete route {subnet}"))?;
-                let to_gw = RouteSpec {
-                    dst: Some(IpNet { addr: gw, prefix: hp }),
-                    oif: Some(v.cont.index),
-                    scope: Some(SCOPE_LINK),
-                    src: Some(ipc.address.addr),
-                    v6,
-                    ..Default::default()
-                };
-                let via_gw = RouteSpec {
-                    dst: Some(subnet),
-                    gw: Some(gw),
-                    oif: Some(v.cont.index),
-                    src: Some(ipc.address.addr),
-                    v6,
-                    ..Default::default()
-                };
-                for r in [to_gw, via_gw] {
-                    pnl.add_route(&r)
-                        .with_context(|| format!("failed to add route {:?}", r.dst))?;
-                }
-            }
-            // Host side: the gateway as /32 on the host veth, and a route to the pod.
-            for ipc in &res.ips {
-                let Some(gw) = ipc.gateway else { continue };
-                let hp = host_prefix(&ipc.address);
-                let g = IpNet { addr: gw, prefix: hp };
-                match host.add_addr(v.host.index, &g) {
-                    Ok(()) => {}
-                    Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(CniError::from(e.context(format!("failed to add IP addr {g} to veth")))),
-                }
-                let to_pod = RouteSpec {
-                    dst: Some(IpNet {
-                        addr: ipc.address.addr,
-                        prefix: hp,
-                    }),
-                    oif: Some(v.host.index),
-                    scope: Some(SCOPE_HOST),
-                    v6: !ipc.address.is_ipv4(),
-                    ..Default::default()
-                };
-                match host.add_route(&to_pod) {
-                    Ok(()) => {}
-                    Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => {
-                        return Err(crate::shared::goerr::with_details(
-                            format!("failed to add route on host: {}", crate::shared::goerr::errno_text(&e)),
-                            &e,
-                        ))
-                    }
-                }
-            }
-            if c.ip_masq() {
-                let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
-            }
-            if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
-                res.dns = d;
-            }
-            CniResult::from_v1(res.clone(), inv.version)
-        })();
-        if out.is_err() {
-            if made_link {
-                if let Some(pnl) = pod_nl.take() {
-                    let _ = veth::delete_container_end(pnl, &inv.rt.ifname);
-                }
-            }
-            let _ = inv.delegate(&ipam, Command::Del);
+        // From here on a failure removes what this ADD made (the reference leaves it):
+        // the veth, then (`release` is dropped after `undo`) the IPAM's address.
+        let mut release = Undo::new();
+        let ipam_ref = &ipam;
+        release.push(move || {
+            let _ = inv.delegate(ipam_ref, Command::Del);
+        });
+        let mut undo = Undo::new();
+        if res.ips.is_empty() {
+            return Err(CniError::internal("IPAM plugin returned missing IP config"));
         }
-        out
+        let gws: Vec<IpNet> = res
+            .ips
+            .iter()
+            .map(|i| IpNet {
+                addr: i.gateway.unwrap_or(i.address.addr),
+                prefix: i.address.prefix,
+            })
+            .collect();
+        forwarding::enable(&gws).map_err(|e| {
+            crate::shared::goerr::with_details(
+                format!(
+                    "Could not enable IP forwarding: {}",
+                    crate::shared::goerr::errno_text(&e)
+                ),
+                &e,
+            )
+        })?;
+        let mut host = Netlink::new()?;
+        let mut pod_nl = Netlink::new_in(&pod)?;
+        let pnl = &mut pod_nl;
+        let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let mtu = c.mtu();
+        let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None)?;
+        let (pod_ref, ifname) = (&pod, inv.rt.ifname.as_str());
+        undo.push(move || veth::undo_container_end(pod_ref, ifname));
+        no_gateway(&res, v.cont.index)?;
+        for ipc in res.ips.iter_mut() {
+            ipc.interface = Some(CONT_INDEX);
+        }
+        res.interfaces = vec![iface(&v.host, ""), iface(&v.cont, &inv.rt.netns)];
+        ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
+        for ipc in &res.ips {
+            let Some(gw) = ipc.gateway else { continue };
+            let hp = host_prefix(&ipc.address);
+            let v6 = !ipc.address.is_ipv4();
+            // Replace the kernel's subnet route with a link route to the gateway and
+            // the subnet routed via it.
+            let subnet = ipc.address.network();
+            let kernel_route = RouteSpec {
+                dst: Some(subnet),
+                oif: Some(v.cont.index),
+                v6,
+                ..Default::default()
+            };
+            pnl.del_route(&kernel_route)
+                .with_context(|| format!("failed to delete route {subnet}"))?;
+            let to_gw = RouteSpec {
+                dst: Some(IpNet { addr: gw, prefix: hp }),
+                oif: Some(v.cont.index),
+                scope: Some(SCOPE_LINK),
+                src: Some(ipc.address.addr),
+                v6,
+                ..Default::default()
+            };
+            let via_gw = RouteSpec {
+                dst: Some(subnet),
+                gw: Some(gw),
+                oif: Some(v.cont.index),
+                src: Some(ipc.address.addr),
+                v6,
+                ..Default::default()
+            };
+            for r in [to_gw, via_gw] {
+                pnl.add_route(&r)
+                    .with_context(|| format!("failed to add route {:?}", r.dst))?;
+            }
+        }
+        // Host side: the gateway as /32 on the host veth, and a route to the pod.
+        for ipc in &res.ips {
+            let Some(gw) = ipc.gateway else { continue };
+            let hp = host_prefix(&ipc.address);
+            let g = IpNet { addr: gw, prefix: hp };
+            match host.add_addr(v.host.index, &g) {
+                Ok(()) => {}
+                Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(CniError::from(e.context(format!("failed to add IP addr {g} to veth")))),
+            }
+            let to_pod = RouteSpec {
+                dst: Some(IpNet {
+                    addr: ipc.address.addr,
+                    prefix: hp,
+                }),
+                oif: Some(v.host.index),
+                scope: Some(SCOPE_HOST),
+                v6: !ipc.address.is_ipv4(),
+                ..Default::default()
+            };
+            match host.add_route(&to_pod) {
+                Ok(()) => {}
+                Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(crate::shared::goerr::with_details(
+                        format!("failed to add route on host: {}", crate::shared::goerr::errno_text(&e)),
+                        &e,
+                    ))
+                }
+            }
+        }
+        if c.ip_masq() {
+            let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+            ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+        }
+        if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
+            res.dns = d;
+        }
+        let out = CniResult::from_v1(res, inv.version)?;
+        undo.commit();
+        release.commit();
+        Ok(out)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {

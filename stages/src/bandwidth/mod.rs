@@ -27,6 +27,7 @@ use crate::kernel::netlink::{
     errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT,
 };
 use crate::kernel::netns::NetNs;
+use crate::shared::undo::Undo;
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
@@ -46,17 +47,19 @@ enum Made {
     Ifb(u32),
 }
 
-fn undo(host: &mut Netlink, made: &[Made]) {
-    for m in made.iter().rev() {
-        let r = match m {
-            Made::RootTbf(i) => host.del_qdisc(*i, TC_H_ROOT, TBF_HANDLE),
-            Made::IngressQdisc(i) => host.del_qdisc(*i, TC_H_INGRESS, INGRESS_HANDLE),
-            Made::Ifb(i) => host.del_link(*i),
-        };
+/// Record in `undo` the removal of what ADD just made, run if a later step fails (over a
+/// host socket of its own; best effort, logged).
+fn remove_on_failure(undo: &mut Undo, m: Made) {
+    undo.push(move || {
+        let r = Netlink::new().and_then(|mut host| match m {
+            Made::RootTbf(i) => host.del_qdisc(i, TC_H_ROOT, TBF_HANDLE),
+            Made::IngressQdisc(i) => host.del_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
+            Made::Ifb(i) => host.del_link(i),
+        });
         if let Err(e) = r {
             tracing::warn!("bandwidth: undoing a failed ADD: {e:#}");
         }
-    }
+    });
 }
 
 /// The root tbf of a link, if it has one.
@@ -109,18 +112,12 @@ fn htb_buffer(s: &Shape) -> u32 {
 }
 
 /// Build upstream's htb layout on link `index`: qdisc, shaped class, unshaped class, one
-/// filter per subnet. Once the qdisc is made it is recorded in `made` (removing it removes
+/// filter per subnet. Once the qdisc is made its removal is recorded in `undo` (removing it removes
 /// the rest).
-fn add_htb_layout(
-    host: &mut Netlink,
-    index: u32,
-    s: &Shape,
-    subnets: &Subnets,
-    made: &mut Vec<Made>,
-) -> anyhow::Result<()> {
+fn add_htb_layout(host: &mut Netlink, index: u32, s: &Shape, subnets: &Subnets, undo: &mut Undo) -> anyhow::Result<()> {
     let (defcls, target) = htb::class_targets(subnets.shaped);
     host.add_htb_qdisc(index, defcls)?;
-    made.push(Made::RootTbf(index));
+    remove_on_failure(undo, Made::RootTbf(index));
     let buffer = htb_buffer(s);
     host.add_htb_class(
         index,
@@ -263,12 +260,10 @@ impl Stage for Bandwidth {
         }
 
         let owner = ifb::Owner::new(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-        let mut made = Vec::new();
-        let out = shape_pod(&mut host, &veth, &c, subnets.as_ref(), &owner, &mut made, &mut result);
-        if let Err(e) = out {
-            undo(&mut host, &made);
-            return Err(e);
-        }
+        // A failure part way removes what this ADD made (`undo` is dropped uncommitted).
+        let mut undo = Undo::new();
+        shape_pod(&mut host, &veth, &c, subnets.as_ref(), &owner, &mut undo, &mut result)?;
+        undo.commit();
         CniResult::from_v1(result, inv.version)
     }
 
@@ -465,7 +460,7 @@ fn go_errno_text(errno: i32) -> String {
     }
 }
 
-/// ADD's kernel work, recording what it makes in `made`. Errors carry the reference's
+/// ADD's kernel work, recording the removal of what it makes in `undo`. Errors carry the reference's
 /// message for the same step.
 fn shape_pod(
     host: &mut Netlink,
@@ -473,7 +468,7 @@ fn shape_pod(
     c: &BandwidthConf,
     subnets: Option<&Subnets>,
     owner: &ifb::Owner,
-    made: &mut Vec<Made>,
+    undo: &mut Undo,
     result: &mut Result100,
 ) -> Result<(), CniError> {
     let fault = |name: &str| cnichain_engine::fault::point(name);
@@ -489,20 +484,20 @@ fn shape_pod(
             host.set_txqlen(veth.index, HTB_MIN_QLEN)
                 .map_err(|e| kernel_error(&format!("set the tx queue length of {}", veth.name), e))?;
         }
-        add_htb_layout(host, veth.index, s, n, made)
+        add_htb_layout(host, veth.index, s, n, undo)
             .map_err(|e| kernel_error("create htb container ingress qos rules", e))?;
         fault("bandwidth.after-ingress")?;
     } else if let Some(s) = &c.ingress {
         host.add_tbf_ticks(veth.index, s.rate, s.buffer, s.limit)
             .map_err(|e| kernel_error("create qdisc", e))?;
-        made.push(Made::RootTbf(veth.index));
+        remove_on_failure(undo, Made::RootTbf(veth.index));
         fault("bandwidth.after-ingress")?;
     }
     if let Some(s) = &c.egress {
         let ifb = owner
             .create(host, veth.mtu)
             .map_err(|e| kernel_error("adding link", e))?;
-        made.push(Made::Ifb(ifb.index));
+        remove_on_failure(undo, Made::Ifb(ifb.index));
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
         // With htb (upstream 1.4+) at least 1000: the leaf queues are that long.
@@ -523,7 +518,7 @@ fn shape_pod(
         });
         // Shape the ifb before any traffic is sent there.
         match subnets {
-            Some(n) => add_htb_layout(host, ifb.index, s, n, made)
+            Some(n) => add_htb_layout(host, ifb.index, s, n, undo)
                 .map_err(|e| kernel_error("create htb container egress qos rules", e))?,
             None => host
                 .add_tbf_ticks(ifb.index, s.rate, s.buffer, s.limit)
@@ -531,7 +526,7 @@ fn shape_pod(
         }
         host.add_ingress_qdisc(veth.index)
             .map_err(|e| kernel_error("create ingress qdisc", e))?;
-        made.push(Made::IngressQdisc(veth.index));
+        remove_on_failure(undo, Made::IngressQdisc(veth.index));
         host.add_redirect_filter(veth.index, ifb.index)
             .map_err(|e| kernel_error("add filter", e))?;
         fault("bandwidth.after-redirect")?;

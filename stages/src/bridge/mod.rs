@@ -9,6 +9,7 @@ use crate::kernel::netlink::{errno_of, Link, Netlink};
 use crate::kernel::netns;
 use crate::kernel::probe::{self, Feature};
 use crate::kernel::sysctl;
+use crate::shared::undo::Undo;
 use crate::shared::{forwarding, goerr, ifaddr, ipmasq, macspoof, veth};
 use cnichain_engine::fault;
 use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
@@ -69,123 +70,126 @@ impl Stage for Bridge {
             c.mtu(),
             mac,
         )?;
-        // From here on a failure removes what this ADD made (the reference leaves it).
-        let mut ipam_done = false;
-        let out = (|| -> Result<CniResult, CniError> {
-            fault::point("bridge.after-veth")?;
-            host.set_master(v.host.index, br.index).map_err(|e| {
-                goerr::with_details(
-                    format!(
-                        "failed to connect {:?} to bridge {}: {}",
-                        v.host.name,
-                        c.br_name,
-                        goerr::errno_text(&e)
-                    ),
-                    &e,
-                )
-            })?;
-            host.set_hairpin(v.host.index, c.hairpin_mode).map_err(|e| {
-                goerr::with_details(
-                    format!(
-                        "failed to setup hairpin mode for {}: {}",
-                        v.host.name,
-                        goerr::errno_text(&e)
-                    ),
-                    &e,
-                )
-            })?;
+        // From here on a failure removes what this ADD made (the reference leaves it):
+        // the masquerade and MAC spoof check by their records (whatever step failed),
+        // the veth, and last (`release` is dropped after `undo`) the IPAM's address.
+        let mut release = Undo::new();
+        let mut undo = Undo::new();
+        let (net, cid, ifname) = (c.name.as_str(), inv.rt.container_id.as_str(), inv.rt.ifname.as_str());
+        let pod_ref = &pod;
+        undo.push(move || veth::undo_container_end(pod_ref, ifname));
+        if c.macspoofchk {
+            undo.push(move || {
+                let _ = macspoof::teardown(&macspoof::owner(net, cid, ifname));
+            });
+        }
+        if c.ip_masq {
+            undo.push(move || {
+                let _ = ipmasq::teardown(net, cid, ifname, &[]);
+            });
+        }
+        fault::point("bridge.after-veth")?;
+        host.set_master(v.host.index, br.index).map_err(|e| {
+            goerr::with_details(
+                format!(
+                    "failed to connect {:?} to bridge {}: {}",
+                    v.host.name,
+                    c.br_name,
+                    goerr::errno_text(&e)
+                ),
+                &e,
+            )
+        })?;
+        host.set_hairpin(v.host.index, c.hairpin_mode).map_err(|e| {
+            goerr::with_details(
+                format!(
+                    "failed to setup hairpin mode for {}: {}",
+                    v.host.name,
+                    goerr::errno_text(&e)
+                ),
+                &e,
+            )
+        })?;
 
-            let mut res = Result100 {
-                cni_version: "1.1.0".into(),
-                interfaces: vec![
-                    Interface {
-                        name: c.br_name.clone(),
-                        ..Default::default()
-                    },
-                    iface(&v.host, ""),
-                    iface(&v.cont, &inv.rt.netns),
-                ],
-                ..Default::default()
-            };
-            if let Some(ipam) = &ipam {
-                let r = inv
-                    .delegate(ipam, Command::Add)?
-                    .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
-                ipam_done = true;
-                fault::point("bridge.after-ipam")?;
-                let r = r.to_v1()?;
-                res.ips = r.ips;
-                res.routes = r.routes;
-                res.dns = r.dns;
-                if res.ips.is_empty() {
-                    return Err(CniError::internal("IPAM plugin returned missing IP config"));
-                }
-                let gws = calc_gateways(&mut res, &c)?;
-                let (enable_dad, ifname) = (c.enable_dad, inv.rt.ifname.clone());
-                // Best effort, as the reference (these only tune the pod's own link);
-                // by path so that a dotted ifname (`net1.100`) is found.
-                netns::run_in(&pod, move || {
-                    let set = |proto: &str, leaf: &str, value: &str| {
-                        if let Ok(key) = sysctl::iface_key(proto, &ifname, leaf) {
-                            let _ = sysctl::write(&key, value);
-                        }
-                    };
-                    if enable_dad {
-                        set("ipv6", "enhanced_dad", "1");
-                        set("ipv6", "accept_dad", "1");
-                    } else {
-                        set("ipv6", "accept_dad", "0");
+        let mut res = Result100 {
+            cni_version: "1.1.0".into(),
+            interfaces: vec![
+                Interface {
+                    name: c.br_name.clone(),
+                    ..Default::default()
+                },
+                iface(&v.host, ""),
+                iface(&v.cont, &inv.rt.netns),
+            ],
+            ..Default::default()
+        };
+        if let Some(ipam) = &ipam {
+            let r = inv
+                .delegate(ipam, Command::Add)?
+                .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
+            release.push(move || {
+                let _ = inv.delegate(ipam, Command::Del);
+            });
+            fault::point("bridge.after-ipam")?;
+            let r = r.to_v1()?;
+            res.ips = r.ips;
+            res.routes = r.routes;
+            res.dns = r.dns;
+            if res.ips.is_empty() {
+                return Err(CniError::internal("IPAM plugin returned missing IP config"));
+            }
+            let gws = calc_gateways(&mut res, &c)?;
+            let (enable_dad, ifname) = (c.enable_dad, inv.rt.ifname.clone());
+            // Best effort, as the reference (these only tune the pod's own link);
+            // by path so that a dotted ifname (`net1.100`) is found.
+            netns::run_in(&pod, move || {
+                let set = |proto: &str, leaf: &str, value: &str| {
+                    if let Ok(key) = sysctl::iface_key(proto, &ifname, leaf) {
+                        let _ = sysctl::write(&key, value);
                     }
-                    set("ipv4", "arp_notify", "1");
-                    Ok(())
+                };
+                if enable_dad {
+                    set("ipv6", "enhanced_dad", "1");
+                    set("ipv6", "accept_dad", "1");
+                } else {
+                    set("ipv6", "accept_dad", "0");
+                }
+                set("ipv4", "arp_notify", "1");
+                Ok(())
+            })?;
+            ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
+            fault::point("bridge.after-addrs")?;
+            if c.is_gw {
+                for gw in &gws {
+                    ensure_addr(&mut host, &br, gw, c.force_address)?;
+                }
+                forwarding::enable(&gws).map_err(|e| {
+                    goerr::with_details(format!("failed to enable forwarding: {}", goerr::errno_text(&e)), &e)
                 })?;
-                ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
-                fault::point("bridge.after-addrs")?;
-                if c.is_gw {
-                    for gw in &gws {
-                        ensure_addr(&mut host, &br, gw, c.force_address)?;
-                    }
-                    forwarding::enable(&gws).map_err(|e| {
-                        goerr::with_details(format!("failed to enable forwarding: {}", goerr::errno_text(&e)), &e)
-                    })?;
-                }
-                fault::point("bridge.after-gateway")?;
-                if c.ip_masq {
-                    let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                    ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
-                    fault::point("bridge.after-masq")?;
-                }
             }
-            if c.macspoofchk {
-                let mac = res.interfaces[2].mac.clone();
-                let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-                macspoof::setup(&v.host.name, &mac, &owner)?;
-            }
-            // The bridge's MAC may change when the first port joins or an address is set.
-            if let Some(b) = host.link_by_index(br.index)? {
-                res.interfaces[0].mac = b.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-            }
-            if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
-                res.dns = d;
-            }
-            CniResult::from_v1(res, inv.version)
-        })();
-        if out.is_err() {
+            fault::point("bridge.after-gateway")?;
             if c.ip_masq {
-                // Its records name what was made, whatever step failed.
-                let _ = ipmasq::teardown(&c.name, &inv.rt.container_id, &inv.rt.ifname, &[]);
-            }
-            if c.macspoofchk {
-                let _ = macspoof::teardown(&macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname));
-            }
-            let _ = veth::delete_container_end(pod_nl, &inv.rt.ifname);
-            if ipam_done {
-                if let Some(ipam) = &ipam {
-                    let _ = inv.delegate(ipam, Command::Del);
-                }
+                let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+                ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+                fault::point("bridge.after-masq")?;
             }
         }
-        out
+        if c.macspoofchk {
+            let mac = res.interfaces[2].mac.clone();
+            let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            macspoof::setup(&v.host.name, &mac, &owner)?;
+        }
+        // The bridge's MAC may change when the first port joins or an address is set.
+        if let Some(b) = host.link_by_index(br.index)? {
+            res.interfaces[0].mac = b.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+        }
+        if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
+            res.dns = d;
+        }
+        let out = CniResult::from_v1(res, inv.version)?;
+        undo.commit();
+        release.commit();
+        Ok(out)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {

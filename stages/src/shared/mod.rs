@@ -9,4 +9,5 @@ pub mod ifaddr;
 pub mod ipmasq;
 pub mod macspoof;
 pub mod mainconf;
+pub mod undo;
 pub mod veth;

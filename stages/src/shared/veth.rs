@@ -108,6 +108,14 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
     Ok(addrs)
 }
 
+/// A failed ADD's undo of the veth it made: delete the container end (and with it the
+/// pair), best effort, over a socket of its own in the pod netns.
+pub fn undo_container_end(pod: &NetNs, ifname: &str) {
+    if let Ok(pod_nl) = Netlink::new_in(pod) {
+        let _ = delete_container_end(pod_nl, ifname);
+    }
+}
+
 /// The main stages' DEL of the pod side: open the netns and delete the container end,
 /// returning its addresses. DEL is best effort: no netns, or one that is already gone
 /// (it took the pair with it; see `netns::open_pod_for_del`), is not an error.
