@@ -18,8 +18,18 @@ pub mod tuning;
 
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
-    registry.register("bridge", std::sync::Arc::new(bridge::Bridge));
-    registry.register("ptp", std::sync::Arc::new(ptp::Ptp));
+    registry.register(
+        "bridge",
+        std::sync::Arc::new(bridge::Bridge {
+            reservations: ipam::host_local::has_reservations,
+        }),
+    );
+    registry.register(
+        "ptp",
+        std::sync::Arc::new(ptp::Ptp {
+            reservations: ipam::host_local::has_reservations,
+        }),
+    );
     registry.register("loopback", std::sync::Arc::new(loopback::Loopback));
     ipam::register(registry);
     registry.register("tuning", std::sync::Arc::new(tuning::Tuning));

@@ -4,6 +4,7 @@
 
 use crate::conf;
 use crate::kernel::netlink::{Link, Netlink, RouteSpec};
+use crate::shared::pods::Reservations;
 use crate::shared::undo::Undo;
 use crate::shared::{forwarding, ifaddr, ipmasq, veth};
 use anyhow::Context;
@@ -13,7 +14,10 @@ use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Command, Invocation, Stage};
 use serde::Deserialize;
 
-pub struct Ptp;
+pub struct Ptp {
+    /// Whether pods hold addresses in host-local's store (STATUS).
+    pub reservations: Reservations,
+}
 
 /// The container interface's index in the result: [host veth, container].
 const CONT_INDEX: i64 = 1;
@@ -356,7 +360,7 @@ impl Stage for Ptp {
             needs.push((Feature::NftInet, "ipMasq"));
         }
         probe::require("ptp", &needs)?;
-        forwarding_status(inv, c.name(), &ipam)
+        forwarding_status(inv, c.name(), &ipam, self.reservations)
     }
 
     fn describe(&self) -> String {
@@ -367,10 +371,9 @@ impl Stage for Ptp {
 /// STATUS's 51: ADD turned forwarding on for the families of the pods' gateways (in the
 /// host netns, where STATUS runs); off again, those pods cannot reach beyond the host.
 /// Pods are known only through an in-process host-local store.
-fn forwarding_status(inv: &Invocation, net: &str, ipam: &str) -> Result<(), CniError> {
-    let pods = ipam == "host-local"
-        && inv.registry.is_in_process("host-local")
-        && crate::ipam::host_local::has_reservations(inv.config, inv.version)?;
+fn forwarding_status(inv: &Invocation, net: &str, ipam: &str, reservations: Reservations) -> Result<(), CniError> {
+    let pods =
+        ipam == "host-local" && inv.registry.is_in_process("host-local") && reservations(inv.config, inv.version)?;
     if !pods {
         return Ok(());
     }

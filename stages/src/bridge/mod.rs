@@ -9,6 +9,7 @@ use crate::kernel::netlink::{errno_of, Link, Netlink};
 use crate::kernel::netns;
 use crate::kernel::probe::{self, Feature};
 use crate::kernel::sysctl;
+use crate::shared::pods::Reservations;
 use crate::shared::undo::Undo;
 use crate::shared::{forwarding, goerr, ifaddr, ipmasq, macspoof, veth};
 use cnichain_engine::fault;
@@ -19,7 +20,10 @@ use cnichain_engine::stage::{Command, Invocation, Stage};
 use config::BridgeConf;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub struct Bridge;
+pub struct Bridge {
+    /// Whether pods hold addresses in host-local's store (STATUS).
+    pub reservations: Reservations,
+}
 
 /// The container interface's index in the result: [bridge, host veth, container].
 const CONT_INDEX: i64 = 2;
@@ -419,7 +423,7 @@ impl Stage for Bridge {
         // IPAM (or none) a missing bridge is simply made by the next ADD.
         let pods = ipam.as_deref() == Some("host-local")
             && inv.registry.is_in_process("host-local")
-            && crate::ipam::host_local::has_reservations(inv.config, inv.version)?;
+            && (self.reservations)(inv.config, inv.version)?;
         if pods {
             return Err(CniError::new(
                 LIMITED_CONNECTIVITY,

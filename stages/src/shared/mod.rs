@@ -9,5 +9,6 @@ pub mod ifaddr;
 pub mod ipmasq;
 pub mod macspoof;
 pub mod mainconf;
+pub mod pods;
 pub mod undo;
 pub mod veth;
