@@ -167,7 +167,7 @@ fn pairs() -> Vec<(u64, u64)> {
 /// the reference's own tbf carries the wrapped figures computed here (or the kernel
 /// refused it).
 fn check_saturated(
-    t: &cnichain_stages::netlink::tbf::ReferenceTbf,
+    t: &cnichain_stages::kernel::netlink::tbf::ReferenceTbf,
     rate: u64,
     burst: u64,
     (r_out, r_tc): (&Value, &Value),
@@ -239,7 +239,7 @@ fn bandwidth_tbf_parameters_match_reference_to_the_unit() {
         let entry = json!({"ingressRate": rate, "ingressBurst": burst, "egressRate": rate, "egressBurst": burst});
         let (r_out, r_tc) = add_on(&twin.r, &entry);
         let (o_out, o_tc) = add_on(&twin.o, &entry);
-        let t = cnichain_stages::netlink::tbf::ReferenceTbf::new(rate / 8, (burst / 8) as u32);
+        let t = cnichain_stages::kernel::netlink::tbf::ReferenceTbf::new(rate / 8, (burst / 8) as u32);
         let wraps = t.buffer_wrapped || t.limit_wrapped;
         if wraps {
             saturated += 1;

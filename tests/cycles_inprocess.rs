@@ -27,7 +27,7 @@ use cnichain_engine::lock::Locks;
 use cnichain_engine::spec::args::RuntimeConf;
 use cnichain_engine::spec::conflist::NetConfList;
 use cnichain_engine::stage::Registry;
-use cnichain_stages::netns::NetNs;
+use cnichain_stages::kernel::netns::NetNs;
 use common::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

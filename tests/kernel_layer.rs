@@ -5,12 +5,12 @@
 
 mod common;
 use cnichain_engine::spec::ipnet::IpNet;
-use cnichain_stages::netlink::{
+use cnichain_stages::kernel::netlink::{
     errno_of, tbf, Link, Netlink, NetlinkError, RouteSpec, IFA_F_NODAD, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS,
     TC_H_ROOT,
 };
-use cnichain_stages::netns::{self, NetNs};
-use cnichain_stages::sysctl;
+use cnichain_stages::kernel::netns::{self, NetNs};
+use cnichain_stages::kernel::sysctl;
 use common::*;
 use std::net::IpAddr;
 use std::process::Command;

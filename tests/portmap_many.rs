@@ -9,7 +9,7 @@
 
 mod common;
 
-use cnichain_stages::netns::{run_in, NetNs};
+use cnichain_stages::kernel::netns::{run_in, NetNs};
 use common::*;
 use serde_json::{json, Value};
 use std::io::Write;

@@ -29,7 +29,7 @@ pub const POINTS: &[&str] = &[
     "chain.after-cache",
 ];
 
-/// STATUS's kernel feature probes (stages/src/probe.rs): `probe.<feature>` makes that
+/// STATUS's kernel feature probes (stages/src/kernel/probe.rs): `probe.<feature>` makes that
 /// feature report missing (the real probe still runs), so a test can see STATUS's code
 /// 50 on a kernel where nothing can be unloaded. Kept apart from [`POINTS`]: ADD never
 /// reaches them.

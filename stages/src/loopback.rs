@@ -2,8 +2,8 @@
 //! as the reference `loopback` plugin: its own result names `lo` with its loopback
 //! addresses, or passes a prevResult through untouched.
 
-use crate::netlink::Netlink;
-use crate::netns::NetNs;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::netns::NetNs;
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, IpConfig, Result100};
@@ -11,29 +11,19 @@ use cnichain_engine::stage::{Invocation, Stage};
 
 pub struct Loopback;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn open(inv: &Invocation) -> Result<NetNs, CniError> {
-    crate::netns::open_pod(&inv.rt.netns)
+    crate::kernel::netns::open_pod(&inv.rt.netns)
 }
 
 impl Stage for Loopback {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let pod = open(inv)?;
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut nl = Netlink::new_in(&pod)?;
         let lo = nl
-            .link_by_name("lo")
-            .map_err(err)?
+            .link_by_name("lo")?
             .ok_or_else(|| CniError::internal("no lo in the netns"))?;
-        nl.set_up(lo.index).map_err(err)?;
-        let addrs: Vec<IpNet> = nl
-            .addrs(Some(lo.index))
-            .map_err(err)?
-            .into_iter()
-            .map(|a| a.addr)
-            .collect();
+        nl.set_up(lo.index)?;
+        let addrs: Vec<IpNet> = nl.addrs(Some(lo.index))?.into_iter().map(|a| a.addr).collect();
         for a in &addrs {
             if !a.addr.is_loopback() {
                 return Err(CniError::internal(format!(
@@ -68,20 +58,20 @@ impl Stage for Loopback {
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
-        let Some(pod) = crate::netns::open_pod_for_del(&inv.rt.netns)? else {
+        let Some(pod) = crate::kernel::netns::open_pod_for_del(&inv.rt.netns)? else {
             return Ok(());
         };
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
-        if let Some(lo) = nl.link_by_name("lo").map_err(err)? {
-            nl.set_down(lo.index).map_err(err)?;
+        let mut nl = Netlink::new_in(&pod)?;
+        if let Some(lo) = nl.link_by_name("lo")? {
+            nl.set_down(lo.index)?;
         }
         Ok(())
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let pod = open(inv)?;
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
-        match nl.link_by_name("lo").map_err(err)? {
+        let mut nl = Netlink::new_in(&pod)?;
+        match nl.link_by_name("lo")? {
             Some(lo) if lo.up => Ok(()),
             _ => Err(CniError::internal("loopback interface is down")),
         }

@@ -2,8 +2,11 @@
 //! host route to the pod, and a container end with the pod address, a link route to the
 //! gateway and the subnet routed via it. Behaves as the reference `ptp` plugin.
 
-use crate::netlink::{Link, Netlink, RouteSpec};
-use crate::{bridge, conf, ifaddr, ipmasq, veth};
+use crate::conf;
+use crate::kernel::netlink::{Link, Netlink, RouteSpec};
+use crate::shared::pods::Reservations;
+use crate::shared::undo::Undo;
+use crate::shared::{forwarding, ifaddr, ipmasq, veth};
 use anyhow::Context;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -11,7 +14,10 @@ use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Command, Invocation, Stage};
 use serde::Deserialize;
 
-pub struct Ptp;
+pub struct Ptp {
+    /// Whether pods hold addresses in host-local's store (STATUS).
+    pub reservations: Reservations,
+}
 
 /// The container interface's index in the result: [host veth, container].
 const CONT_INDEX: i64 = 1;
@@ -32,7 +38,7 @@ struct PtpConf {
     #[serde(default)]
     dns: Option<crate::conf::DnsConf>,
     #[serde(default)]
-    ipam: Option<crate::mainconf::IpamRef>,
+    ipam: Option<crate::shared::mainconf::IpamRef>,
 }
 
 impl PtpConf {
@@ -59,15 +65,11 @@ fn load(inv: &Invocation) -> Result<(PtpConf, String), CniError> {
         ));
     }
     // ptp needs addresses: IPAM is required (the reference's text is its IPAM call's).
-    let ipam = crate::mainconf::ipam_type(&c.ipam).ok_or_else(|| {
+    let ipam = crate::shared::mainconf::ipam_type(&c.ipam).ok_or_else(|| {
         CniError::new(INVALID_CONFIG, "no plugin name provided")
             .with_details("ptp needs an \"ipam\" object with a \"type\"")
     })?;
     Ok((c, ipam))
-}
-
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
 }
 
 fn iface(l: &Link, sandbox: &str) -> Interface {
@@ -116,132 +118,133 @@ impl Stage for Ptp {
 
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, ipam) = load(inv)?;
-        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(&inv.rt.netns)?;
         // The reference runs IPAM first, then builds the link.
         let r = inv
             .delegate(&ipam, Command::Add)?
             .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
         let mut res: Result100 = r.to_v1()?;
-        let mut made_link = false;
-        let mut pod_nl = None;
-        let out = (|| -> Result<CniResult, CniError> {
-            if res.ips.is_empty() {
-                return Err(CniError::internal("IPAM plugin returned missing IP config"));
-            }
-            let gws: Vec<IpNet> = res
-                .ips
-                .iter()
-                .map(|i| IpNet {
-                    addr: i.gateway.unwrap_or(i.address.addr),
-                    prefix: i.address.prefix,
-                })
-                .collect();
-            bridge::enable_forwarding(&gws).map_err(|e| {
-                crate::goerr::with_details(
-                    format!("Could not enable IP forwarding: {}", crate::goerr::errno_text(&e)),
-                    &e,
-                )
-            })?;
-            let mut host = Netlink::new().map_err(err)?;
-            let pnl = pod_nl.insert(Netlink::new_in(&pod).map_err(err)?);
-            let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
-            let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
-            let mtu = c.mtu();
-            let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None).map_err(err)?;
-            made_link = true;
-            no_gateway(&res, v.cont.index)?;
-            for ipc in res.ips.iter_mut() {
-                ipc.interface = Some(CONT_INDEX);
-            }
-            res.interfaces = vec![iface(&v.host, ""), iface(&v.cont, &inv.rt.netns)];
-            ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res).map_err(err)?;
-            for ipc in &res.ips {
-                let Some(gw) = ipc.gateway else { continue };
-                let hp = host_prefix(&ipc.address);
-                let v6 = !ipc.address.is_ipv4();
-                // Replace the kernel's subnet route with a link route to the gateway and
-                // the subnet routed via it.
-                let subnet = ipc.address.network();
-                let kernel_route = RouteSpec {
-                    dst: Some(subnet),
-                    oif: Some(v.cont.index),
-                    v6,
-                    ..Default::default()
-                };
-                pnl.del_route(&kernel_route)
-                    .with_context(|| format!("failed to delete route {subnet}"))
-                    .map_err(err)?;
-                let to_gw = RouteSpec {
-                    dst: Some(IpNet { addr: gw, prefix: hp }),
-                    oif: Some(v.cont.index),
-                    scope: Some(SCOPE_LINK),
-                    src: Some(ipc.address.addr),
-                    v6,
-                    ..Default::default()
-                };
-                let via_gw = RouteSpec {
-                    dst: Some(subnet),
-                    gw: Some(gw),
-                    oif: Some(v.cont.index),
-                    src: Some(ipc.address.addr),
-                    v6,
-                    ..Default::default()
-                };
-                for r in [to_gw, via_gw] {
-                    pnl.add_route(&r)
-                        .with_context(|| format!("failed to add route {:?}", r.dst))
-                        .map_err(err)?;
-                }
-            }
-            // Host side: the gateway as /32 on the host veth, and a route to the pod.
-            for ipc in &res.ips {
-                let Some(gw) = ipc.gateway else { continue };
-                let hp = host_prefix(&ipc.address);
-                let g = IpNet { addr: gw, prefix: hp };
-                match host.add_addr(v.host.index, &g) {
-                    Ok(()) => {}
-                    Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(err(e.context(format!("failed to add IP addr {g} to veth")))),
-                }
-                let to_pod = RouteSpec {
-                    dst: Some(IpNet {
-                        addr: ipc.address.addr,
-                        prefix: hp,
-                    }),
-                    oif: Some(v.host.index),
-                    scope: Some(SCOPE_HOST),
-                    v6: !ipc.address.is_ipv4(),
-                    ..Default::default()
-                };
-                match host.add_route(&to_pod) {
-                    Ok(()) => {}
-                    Err(e) if crate::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
-                    Err(e) => {
-                        return Err(crate::goerr::with_details(
-                            format!("failed to add route on host: {}", crate::goerr::errno_text(&e)),
-                            &e,
-                        ))
-                    }
-                }
-            }
-            if c.ip_masq() {
-                let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
-            }
-            if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
-                res.dns = d;
-            }
-            CniResult::from_v1(res.clone(), inv.version)
-        })();
-        if out.is_err() {
-            if made_link {
-                if let Some(pnl) = pod_nl.take() {
-                    let _ = veth::delete_container_end(pnl, &inv.rt.ifname);
-                }
-            }
-            let _ = inv.delegate(&ipam, Command::Del);
+        // From here on a failure removes what this ADD made (the reference leaves it):
+        // the veth, then (`release` is dropped after `undo`) the IPAM's address.
+        let mut release = Undo::new();
+        let ipam_ref = &ipam;
+        release.push(move || {
+            let _ = inv.delegate(ipam_ref, Command::Del);
+        });
+        let mut undo = Undo::new();
+        if res.ips.is_empty() {
+            return Err(CniError::internal("IPAM plugin returned missing IP config"));
         }
-        out
+        let gws: Vec<IpNet> = res
+            .ips
+            .iter()
+            .map(|i| IpNet {
+                addr: i.gateway.unwrap_or(i.address.addr),
+                prefix: i.address.prefix,
+            })
+            .collect();
+        forwarding::enable(&gws).map_err(|e| {
+            crate::shared::goerr::with_details(
+                format!(
+                    "Could not enable IP forwarding: {}",
+                    crate::shared::goerr::errno_text(&e)
+                ),
+                &e,
+            )
+        })?;
+        let mut host = Netlink::new()?;
+        let mut pod_nl = Netlink::new_in(&pod)?;
+        let pnl = &mut pod_nl;
+        let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let mtu = c.mtu();
+        let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None)?;
+        let (pod_ref, ifname) = (&pod, inv.rt.ifname.as_str());
+        undo.push(move || veth::undo_container_end(pod_ref, ifname));
+        no_gateway(&res, v.cont.index)?;
+        for ipc in res.ips.iter_mut() {
+            ipc.interface = Some(CONT_INDEX);
+        }
+        res.interfaces = vec![iface(&v.host, ""), iface(&v.cont, &inv.rt.netns)];
+        ifaddr::configure(pnl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
+        for ipc in &res.ips {
+            let Some(gw) = ipc.gateway else { continue };
+            let hp = host_prefix(&ipc.address);
+            let v6 = !ipc.address.is_ipv4();
+            // Replace the kernel's subnet route with a link route to the gateway and
+            // the subnet routed via it.
+            let subnet = ipc.address.network();
+            let kernel_route = RouteSpec {
+                dst: Some(subnet),
+                oif: Some(v.cont.index),
+                v6,
+                ..Default::default()
+            };
+            pnl.del_route(&kernel_route)
+                .with_context(|| format!("failed to delete route {subnet}"))?;
+            let to_gw = RouteSpec {
+                dst: Some(IpNet { addr: gw, prefix: hp }),
+                oif: Some(v.cont.index),
+                scope: Some(SCOPE_LINK),
+                src: Some(ipc.address.addr),
+                v6,
+                ..Default::default()
+            };
+            let via_gw = RouteSpec {
+                dst: Some(subnet),
+                gw: Some(gw),
+                oif: Some(v.cont.index),
+                src: Some(ipc.address.addr),
+                v6,
+                ..Default::default()
+            };
+            for r in [to_gw, via_gw] {
+                pnl.add_route(&r)
+                    .with_context(|| format!("failed to add route {:?}", r.dst))?;
+            }
+        }
+        // Host side: the gateway as /32 on the host veth, and a route to the pod.
+        for ipc in &res.ips {
+            let Some(gw) = ipc.gateway else { continue };
+            let hp = host_prefix(&ipc.address);
+            let g = IpNet { addr: gw, prefix: hp };
+            match host.add_addr(v.host.index, &g) {
+                Ok(()) => {}
+                Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                Err(e) => return Err(CniError::from(e.context(format!("failed to add IP addr {g} to veth")))),
+            }
+            let to_pod = RouteSpec {
+                dst: Some(IpNet {
+                    addr: ipc.address.addr,
+                    prefix: hp,
+                }),
+                oif: Some(v.host.index),
+                scope: Some(SCOPE_HOST),
+                v6: !ipc.address.is_ipv4(),
+                ..Default::default()
+            };
+            match host.add_route(&to_pod) {
+                Ok(()) => {}
+                Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => {}
+                Err(e) => {
+                    return Err(crate::shared::goerr::with_details(
+                        format!("failed to add route on host: {}", crate::shared::goerr::errno_text(&e)),
+                        &e,
+                    ))
+                }
+            }
+        }
+        if c.ip_masq() {
+            let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+            ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+        }
+        if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
+            res.dns = d;
+        }
+        let out = CniResult::from_v1(res, inv.version)?;
+        undo.commit();
+        release.commit();
+        Ok(out)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
@@ -263,7 +266,7 @@ impl Stage for Ptp {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            if let Err(e) = bridge::teardown_masq_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
                 first.get_or_insert(e);
             }
         }
@@ -275,7 +278,7 @@ impl Stage for Ptp {
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, ipam) = load(inv)?;
         let netns = &inv.rt.netns;
-        let pod = crate::netns::open_pod_wrapped(netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(netns)?;
         inv.delegate(&ipam, Command::Check)?;
         let prev = inv
             .prev_result
@@ -297,8 +300,8 @@ impl Stage for Ptp {
         if cont_if.name.is_empty() {
             return Err(fail("Container interface name missing in prevResult: ".into()));
         }
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
-        let cont = pod_nl.link_by_name(&cont_if.name).map_err(err)?.ok_or_else(|| {
+        let mut pod_nl = Netlink::new_in(&pod)?;
+        let cont = pod_nl.link_by_name(&cont_if.name)?.ok_or_else(|| {
             fail(format!(
                 "ptp: Container Interface name in prevResult: {} not found",
                 cont_if.name
@@ -317,11 +320,11 @@ impl Stage for Ptp {
                 cont_if.name, cont_if.mac
             )));
         }
-        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
-        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
+        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res)?;
+        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res)?;
         if c.ip_masq() {
             let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-            ipmasq::check(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            ipmasq::check(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
         }
         Ok(())
     }
@@ -331,21 +334,21 @@ impl Stage for Ptp {
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         let (_, ipam) = load(inv)?;
         let mut errors = Vec::new();
-        if let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? {
+        if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
             errors.extend(ipmasq::gc(&valid).err());
-            errors.extend(crate::gc::links(&valid, "veth", "ptp").err());
+            errors.extend(crate::shared::gc::links(&valid, "veth", "ptp").err());
         }
         errors.extend(inv.delegate(&ipam, Command::Gc).err());
-        crate::gc::join(errors)
+        crate::shared::gc::join(errors)
     }
 
     /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,
     /// the kernel lacks a feature ADD uses); 51 when pods hold addresses (host-local) but
     /// the forwarding ADD turned on is off again.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        use crate::probe::{self, Feature};
+        use crate::kernel::probe::{self, Feature};
         let (c, ipam) = load(inv)?;
-        if c.ip_masq() && !crate::nft::nft_binary().is_some_and(|p| p.is_file()) {
+        if c.ip_masq() && !crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file()) {
             return Err(CniError::new(
                 cnichain_engine::spec::error::PLUGIN_NOT_AVAILABLE,
                 "ptp: ipMasq needs nft, which was not found (install nftables)",
@@ -357,7 +360,7 @@ impl Stage for Ptp {
             needs.push((Feature::NftInet, "ipMasq"));
         }
         probe::require(&inv.settings().state_dir, "ptp", &needs)?;
-        forwarding_status(inv, c.name(), &ipam)
+        forwarding_status(inv, c.name(), &ipam, self.reservations)
     }
 
     fn describe(&self) -> String {
@@ -368,16 +371,15 @@ impl Stage for Ptp {
 /// STATUS's 51: ADD turned forwarding on for the families of the pods' gateways (in the
 /// host netns, where STATUS runs); off again, those pods cannot reach beyond the host.
 /// Pods are known only through an in-process host-local store.
-fn forwarding_status(inv: &Invocation, net: &str, ipam: &str) -> Result<(), CniError> {
-    let pods = ipam == "host-local"
-        && inv.registry.is_in_process("host-local")
-        && crate::ipam::host_local::has_reservations(inv.config, inv.version)?;
+fn forwarding_status(inv: &Invocation, net: &str, ipam: &str, reservations: Reservations) -> Result<(), CniError> {
+    let pods =
+        ipam == "host-local" && inv.registry.is_in_process("host-local") && reservations(inv.config, inv.version)?;
     if !pods {
         return Ok(());
     }
     let (v4, v6) = ipam_families(inv.config);
     for (used, key) in [(v4, "net.ipv4.ip_forward"), (v6, "net.ipv6.conf.all.forwarding")] {
-        if used && crate::sysctl::read(key).is_ok_and(|v| v.trim() == "0") {
+        if used && crate::kernel::sysctl::read(key).is_ok_and(|v| v.trim() == "0") {
             return Err(CniError::new(
                 cnichain_engine::spec::error::LIMITED_CONNECTIVITY,
                 format!(

@@ -11,8 +11,8 @@
 //! what cnichain adds (the field, the figures) in `details`.
 
 use crate::conf;
-use crate::netlink::htb::Subnet;
-use crate::netlink::tbf::ReferenceTbf;
+use crate::kernel::netlink::htb::Subnet;
+use crate::kernel::netlink::tbf::ReferenceTbf;
 use cnichain_engine::spec::error::{CniError, INTERNAL};
 use cnichain_engine::stage::Invocation;
 use serde::{Deserialize, Deserializer};

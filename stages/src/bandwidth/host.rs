@@ -2,8 +2,8 @@
 //! `getHostInterface` does: the container interface's veth peer, looked up by ifindex in
 //! the host netns, must be an interface of prevResult without a sandbox.
 
-use crate::netlink::{Link, Netlink};
-use crate::netns::NetNs;
+use crate::kernel::netlink::{Link, Netlink};
+use crate::kernel::netns::NetNs;
 use anyhow::{anyhow, bail, Result};
 use cnichain_engine::spec::result::Result100;
 

@@ -9,7 +9,7 @@
 
 use super::config::{attachment_ifb_name, ifb_name};
 use crate::conf;
-use crate::netlink::{errno_of, Link, Netlink};
+use crate::kernel::netlink::{errno_of, Link, Netlink};
 use anyhow::{anyhow, Context, Result};
 
 /// An attachment's ifb candidates and owner alias.

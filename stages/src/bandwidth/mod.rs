@@ -6,14 +6,14 @@
 //!   `bwp<hash>` that carries its own root tbf `1:`.
 //!
 //! The tbf's rate, buffer and limit are the reference's to the unit (its float64 and
-//! uint32 steps, [`crate::netlink::tbf::ReferenceTbf`]), saturated only where its uint32
+//! uint32 steps, [`crate::kernel::netlink::tbf::ReferenceTbf`]), saturated only where its uint32
 //! arithmetic wraps around (the runtimes' default bursts at low rates). The ifb is named
 //! as the reference names it unless another attachment of the same network and pod
 //! holds that name (see `ifb.rs`).
 //!
 //! With upstream's (1.4+) `shapedSubnets` or `unshapedSubnets`, the root tbf of either
 //! device (host veth, ifb) is replaced by upstream's htb layout (see
-//! [`crate::netlink::htb`]): classes `1:48` (shaped) and `1:1` (unshaped), and one u32
+//! [`crate::kernel::netlink::htb`]): classes `1:48` (shaped) and `1:1` (unshaped), and one u32
 //! filter per listed subnet matching the destination address.
 //! ADD undoes its own partial work on failure; DEL removes the ifb and, when it can find
 //! the host veth, the qdiscs this stage put there.
@@ -22,9 +22,12 @@ pub mod config;
 pub mod host;
 mod ifb;
 
-use crate::netlink::htb::{self, HtbState};
-use crate::netlink::{errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
-use crate::netns::NetNs;
+use crate::kernel::netlink::htb::{self, HtbState};
+use crate::kernel::netlink::{
+    errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT,
+};
+use crate::kernel::netns::NetNs;
+use crate::shared::undo::Undo;
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
@@ -32,12 +35,8 @@ use config::{reference_error, BandwidthConf, Shape, Subnets};
 
 pub struct Bandwidth;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
-    crate::netns::open_pod(&inv.rt.netns)
+    crate::kernel::netns::open_pod(&inv.rt.netns)
 }
 
 /// Something ADD made, to be removed again if a later step fails.
@@ -48,17 +47,19 @@ enum Made {
     Ifb(u32),
 }
 
-fn undo(host: &mut Netlink, made: &[Made]) {
-    for m in made.iter().rev() {
-        let r = match m {
-            Made::RootTbf(i) => host.del_qdisc(*i, TC_H_ROOT, TBF_HANDLE),
-            Made::IngressQdisc(i) => host.del_qdisc(*i, TC_H_INGRESS, INGRESS_HANDLE),
-            Made::Ifb(i) => host.del_link(*i),
-        };
+/// Record in `undo` the removal of what ADD just made, run if a later step fails (over a
+/// host socket of its own; best effort, logged).
+fn remove_on_failure(undo: &mut Undo, m: Made) {
+    undo.push(move || {
+        let r = Netlink::new().and_then(|mut host| match m {
+            Made::RootTbf(i) => host.del_qdisc(i, TC_H_ROOT, TBF_HANDLE),
+            Made::IngressQdisc(i) => host.del_qdisc(i, TC_H_INGRESS, INGRESS_HANDLE),
+            Made::Ifb(i) => host.del_link(i),
+        });
         if let Err(e) = r {
             tracing::warn!("bandwidth: undoing a failed ADD: {e:#}");
         }
-    }
+    });
 }
 
 /// The root tbf of a link, if it has one.
@@ -111,18 +112,12 @@ fn htb_buffer(s: &Shape) -> u32 {
 }
 
 /// Build upstream's htb layout on link `index`: qdisc, shaped class, unshaped class, one
-/// filter per subnet. Once the qdisc is made it is recorded in `made` (removing it removes
+/// filter per subnet. Once the qdisc is made its removal is recorded in `undo` (removing it removes
 /// the rest).
-fn add_htb_layout(
-    host: &mut Netlink,
-    index: u32,
-    s: &Shape,
-    subnets: &Subnets,
-    made: &mut Vec<Made>,
-) -> anyhow::Result<()> {
+fn add_htb_layout(host: &mut Netlink, index: u32, s: &Shape, subnets: &Subnets, undo: &mut Undo) -> anyhow::Result<()> {
     let (defcls, target) = htb::class_targets(subnets.shaped);
     host.add_htb_qdisc(index, defcls)?;
-    made.push(Made::RootTbf(index));
+    remove_on_failure(undo, Made::RootTbf(index));
     let buffer = htb_buffer(s);
     host.add_htb_class(
         index,
@@ -247,8 +242,8 @@ impl Stage for Bandwidth {
         })?;
         let mut result = prev.to_v1()?;
         let pod = open_pod(inv)?;
-        let mut host = Netlink::new().map_err(err)?;
-        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname)?;
         if subnets.is_none() {
             if let Some(e) = c.kernel_refusal() {
                 return Err(e);
@@ -265,12 +260,10 @@ impl Stage for Bandwidth {
         }
 
         let owner = ifb::Owner::new(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-        let mut made = Vec::new();
-        let out = shape_pod(&mut host, &veth, &c, subnets.as_ref(), &owner, &mut made, &mut result);
-        if let Err(e) = out {
-            undo(&mut host, &made);
-            return Err(e);
-        }
+        // A failure part way removes what this ADD made (`undo` is dropped uncommitted).
+        let mut undo = Undo::new();
+        shape_pod(&mut host, &veth, &c, subnets.as_ref(), &owner, &mut undo, &mut result)?;
+        undo.commit();
         CniResult::from_v1(result, inv.version)
     }
 
@@ -287,8 +280,8 @@ impl Stage for Bandwidth {
         let listed: Option<Vec<String>> = prev
             .as_ref()
             .map(|r| r.interfaces.iter().map(|i| i.name.clone()).collect());
-        let mut host = Netlink::new().map_err(err)?;
-        let ifb = owner.find(&mut host, listed.as_deref()).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let ifb = owner.find(&mut host, listed.as_deref())?;
 
         // With prevResult and the pod still there, also take this stage's qdiscs off the
         // host veth (the reference leaves them until the veth goes).
@@ -331,7 +324,7 @@ impl Stage for Bandwidth {
             cnichain_engine::stage::defer(format!("delete ifb {ifb_name}"), move || match host.del_link(index) {
                 Ok(()) => Ok(()),
                 Err(e) if errno_of(&e) == Some(libc::ENODEV) => Ok(()),
-                Err(e) => Err(err(e.context(format!("failed to delete ifb {ifb_name}")))),
+                Err(e) => Err(CniError::from(e.context(format!("failed to delete ifb {ifb_name}")))),
             })?;
         }
         Ok(())
@@ -340,8 +333,8 @@ impl Stage for Bandwidth {
     /// The ifb devices of attachments the runtime no longer lists (cached or not). The
     /// qdiscs on host veths went with the veths.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        match crate::gc::ValidSet::from_config(inv.config)? {
-            Some(valid) => crate::gc::links(&valid, "ifb", "bandwidth"),
+        match crate::shared::gc::ValidSet::from_config(inv.config)? {
+            Some(valid) => crate::shared::gc::links(&valid, "ifb", "bandwidth"),
             None => Ok(()),
         }
     }
@@ -356,18 +349,18 @@ impl Stage for Bandwidth {
         })?;
         let result = prev.to_v1()?;
         let pod = open_pod(inv)?;
-        let mut host = Netlink::new().map_err(err)?;
-        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let veth = host::host_veth(&pod, &mut host, &result, &inv.rt.ifname)?;
         let subnets = c
             .subnets()
             .map_err(|e| reference_error(format!("failed to check subnets, details {}", e.msg), e.details))?;
         let mismatch = |dev: &str, (msg, why): (&str, String)| reference_error(msg, format!("bandwidth: {dev}: {why}"));
 
         if let (Some(s), Some(n)) = (&c.ingress, &subnets) {
-            let st = host.htb_state(veth.index).map_err(err)?;
+            let st = host.htb_state(veth.index)?;
             htb_matches(&st, s, n).map_err(|why| mismatch(&veth.name, ("htb does not match", why)))?;
         } else if let Some(s) = &c.ingress {
-            let qdiscs = host.qdiscs(veth.index).map_err(err)?;
+            let qdiscs = host.qdiscs(veth.index)?;
             let q = root_tbf(&qdiscs)
                 .ok_or_else(|| mismatch(&veth.name, ("Failed to find qdisc", "no root tbf".into())))?;
             tbf_matches(q, s).map_err(|m| mismatch(&veth.name, m))?;
@@ -375,7 +368,7 @@ impl Stage for Bandwidth {
         if let Some(s) = &c.egress {
             let owner = ifb::Owner::new(&c.name, &inv.rt.container_id, &inv.rt.ifname);
             let listed: Vec<String> = result.interfaces.iter().map(|i| i.name.clone()).collect();
-            let ifb = owner.find(&mut host, Some(&listed)).map_err(err)?.ok_or_else(|| {
+            let ifb = owner.find(&mut host, Some(&listed))?.ok_or_else(|| {
                 reference_error(
                     "get ifb device: Link not found",
                     format!(
@@ -385,17 +378,16 @@ impl Stage for Bandwidth {
                 )
             })?;
             if let Some(n) = &subnets {
-                let st = host.htb_state(ifb.index).map_err(err)?;
+                let st = host.htb_state(ifb.index)?;
                 htb_matches(&st, s, n).map_err(|why| mismatch(&ifb.name, ("htb does not match", why)))?;
             } else {
-                let qdiscs = host.qdiscs(ifb.index).map_err(err)?;
+                let qdiscs = host.qdiscs(ifb.index)?;
                 let q = root_tbf(&qdiscs)
                     .ok_or_else(|| mismatch(&ifb.name, ("Failed to find qdisc", "no root tbf".into())))?;
                 tbf_matches(q, s).map_err(|m| mismatch(&ifb.name, m))?;
             }
             let redirected = host
-                .filters(veth.index, INGRESS_HANDLE)
-                .map_err(err)?
+                .filters(veth.index, INGRESS_HANDLE)?
                 .iter()
                 .any(|f| f.redirect_to() == Some(ifb.index));
             if !redirected {
@@ -413,7 +405,7 @@ impl Stage for Bandwidth {
     /// Rates the runtime may pass (the `bandwidth` capability and no rates in the config)
     /// need tbf, ifb and the redirect.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        use crate::probe::{self, Feature};
+        use crate::kernel::probe::{self, Feature};
         let c = BandwidthConf::load(inv)?;
         let htb = c
             .subnets()?
@@ -453,7 +445,7 @@ impl Stage for Bandwidth {
 fn kernel_error(step: &str, e: anyhow::Error) -> CniError {
     match errno_of(&e) {
         Some(n) => reference_error(format!("{step}: {}", go_errno_text(n)), format!("bandwidth: {e:#}")),
-        None => err(e.context(step.to_string())),
+        None => CniError::from(e.context(step.to_string())),
     }
 }
 
@@ -468,7 +460,7 @@ fn go_errno_text(errno: i32) -> String {
     }
 }
 
-/// ADD's kernel work, recording what it makes in `made`. Errors carry the reference's
+/// ADD's kernel work, recording the removal of what it makes in `undo`. Errors carry the reference's
 /// message for the same step.
 fn shape_pod(
     host: &mut Netlink,
@@ -476,7 +468,7 @@ fn shape_pod(
     c: &BandwidthConf,
     subnets: Option<&Subnets>,
     owner: &ifb::Owner,
-    made: &mut Vec<Made>,
+    undo: &mut Undo,
     result: &mut Result100,
 ) -> Result<(), CniError> {
     let fault = |name: &str| cnichain_engine::fault::point(name);
@@ -492,20 +484,20 @@ fn shape_pod(
             host.set_txqlen(veth.index, HTB_MIN_QLEN)
                 .map_err(|e| kernel_error(&format!("set the tx queue length of {}", veth.name), e))?;
         }
-        add_htb_layout(host, veth.index, s, n, made)
+        add_htb_layout(host, veth.index, s, n, undo)
             .map_err(|e| kernel_error("create htb container ingress qos rules", e))?;
         fault("bandwidth.after-ingress")?;
     } else if let Some(s) = &c.ingress {
         host.add_tbf_ticks(veth.index, s.rate, s.buffer, s.limit)
             .map_err(|e| kernel_error("create qdisc", e))?;
-        made.push(Made::RootTbf(veth.index));
+        remove_on_failure(undo, Made::RootTbf(veth.index));
         fault("bandwidth.after-ingress")?;
     }
     if let Some(s) = &c.egress {
         let ifb = owner
             .create(host, veth.mtu)
             .map_err(|e| kernel_error("adding link", e))?;
-        made.push(Made::Ifb(ifb.index));
+        remove_on_failure(undo, Made::Ifb(ifb.index));
         // As the reference: the ifb gets the veth's queue length (upstream copies it;
         // 1.1.1 sets 0, which is what veths made by the reference bridge have).
         // With htb (upstream 1.4+) at least 1000: the leaf queues are that long.
@@ -526,7 +518,7 @@ fn shape_pod(
         });
         // Shape the ifb before any traffic is sent there.
         match subnets {
-            Some(n) => add_htb_layout(host, ifb.index, s, n, made)
+            Some(n) => add_htb_layout(host, ifb.index, s, n, undo)
                 .map_err(|e| kernel_error("create htb container egress qos rules", e))?,
             None => host
                 .add_tbf_ticks(ifb.index, s.rate, s.buffer, s.limit)
@@ -534,7 +526,7 @@ fn shape_pod(
         }
         host.add_ingress_qdisc(veth.index)
             .map_err(|e| kernel_error("create ingress qdisc", e))?;
-        made.push(Made::IngressQdisc(veth.index));
+        remove_on_failure(undo, Made::IngressQdisc(veth.index));
         host.add_redirect_filter(veth.index, ifb.index)
             .map_err(|e| kernel_error("add filter", e))?;
         fault("bandwidth.after-redirect")?;
@@ -547,6 +539,6 @@ fn find_veth_for_del(inv: &Invocation, prev: &Result100, host: &mut Netlink) -> 
     if inv.rt.netns.is_empty() {
         return None;
     }
-    let pod = crate::netns::open_pod_for_del(&inv.rt.netns).ok()??;
+    let pod = crate::kernel::netns::open_pod_for_del(&inv.rt.netns).ok()??;
     host::host_veth(&pod, host, prev, &inv.rt.ifname).ok()
 }

@@ -3,7 +3,7 @@
 //! JSON null leaves a field at its default.
 
 use crate::conf;
-use crate::mainconf::{self, IpamRef, MacArgs, MacField};
+use crate::shared::mainconf::{self, IpamRef, MacArgs, MacField};
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, UNSUPPORTED_FIELD};
 use cnichain_engine::spec::ids;
 use cnichain_engine::stage::Invocation;

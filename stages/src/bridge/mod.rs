@@ -4,10 +4,14 @@
 
 mod config;
 
-use crate::netlink::{errno_of, Link, Netlink};
-use crate::netns;
-use crate::probe::{self, Feature};
-use crate::{conf, goerr, ifaddr, ipmasq, macspoof, sysctl, veth};
+use crate::conf;
+use crate::kernel::netlink::{errno_of, Link, Netlink};
+use crate::kernel::netns;
+use crate::kernel::probe::{self, Feature};
+use crate::kernel::sysctl;
+use crate::shared::pods::Reservations;
+use crate::shared::undo::Undo;
+use crate::shared::{forwarding, goerr, ifaddr, ipmasq, macspoof, veth};
 use cnichain_engine::fault;
 use cnichain_engine::spec::error::{CniError, LIMITED_CONNECTIVITY, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::ipnet::IpNet;
@@ -16,14 +20,13 @@ use cnichain_engine::stage::{Command, Invocation, Stage};
 use config::BridgeConf;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-pub struct Bridge;
+pub struct Bridge {
+    /// Whether pods hold addresses in host-local's store (STATUS).
+    pub reservations: Reservations,
+}
 
 /// The container interface's index in the result: [bridge, host veth, container].
 const CONT_INDEX: i64 = 2;
-
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
 
 fn check_modes(c: &BridgeConf) -> Result<(), CniError> {
     if c.hairpin_mode && c.promisc_mode {
@@ -47,9 +50,9 @@ impl Stage for Bridge {
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let (c, mac) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let pod = crate::netns::open_pod_wrapped(&inv.rt.netns)?;
-        let mut host = Netlink::new().map_err(err)?;
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(&inv.rt.netns)?;
+        let mut host = Netlink::new()?;
+        let mut pod_nl = Netlink::new_in(&pod)?;
 
         check_modes(&c)?;
         // The IPAM's config is checked before the bridge exists (the reference makes
@@ -70,126 +73,127 @@ impl Stage for Bridge {
             &alias,
             c.mtu(),
             mac,
-        )
-        .map_err(err)?;
-        // From here on a failure removes what this ADD made (the reference leaves it).
-        let mut ipam_done = false;
-        let out = (|| -> Result<CniResult, CniError> {
-            fault::point("bridge.after-veth")?;
-            host.set_master(v.host.index, br.index).map_err(|e| {
-                goerr::with_details(
-                    format!(
-                        "failed to connect {:?} to bridge {}: {}",
-                        v.host.name,
-                        c.br_name,
-                        goerr::errno_text(&e)
-                    ),
-                    &e,
-                )
-            })?;
-            host.set_hairpin(v.host.index, c.hairpin_mode).map_err(|e| {
-                goerr::with_details(
-                    format!(
-                        "failed to setup hairpin mode for {}: {}",
-                        v.host.name,
-                        goerr::errno_text(&e)
-                    ),
-                    &e,
-                )
-            })?;
+        )?;
+        // From here on a failure removes what this ADD made (the reference leaves it):
+        // the masquerade and MAC spoof check by their records (whatever step failed),
+        // the veth, and last (`release` is dropped after `undo`) the IPAM's address.
+        let mut release = Undo::new();
+        let mut undo = Undo::new();
+        let (net, cid, ifname) = (c.name.as_str(), inv.rt.container_id.as_str(), inv.rt.ifname.as_str());
+        let pod_ref = &pod;
+        undo.push(move || veth::undo_container_end(pod_ref, ifname));
+        if c.macspoofchk {
+            undo.push(move || {
+                let _ = macspoof::teardown(&macspoof::owner(net, cid, ifname));
+            });
+        }
+        if c.ip_masq {
+            undo.push(move || {
+                let _ = ipmasq::teardown(net, cid, ifname, &[]);
+            });
+        }
+        fault::point("bridge.after-veth")?;
+        host.set_master(v.host.index, br.index).map_err(|e| {
+            goerr::with_details(
+                format!(
+                    "failed to connect {:?} to bridge {}: {}",
+                    v.host.name,
+                    c.br_name,
+                    goerr::errno_text(&e)
+                ),
+                &e,
+            )
+        })?;
+        host.set_hairpin(v.host.index, c.hairpin_mode).map_err(|e| {
+            goerr::with_details(
+                format!(
+                    "failed to setup hairpin mode for {}: {}",
+                    v.host.name,
+                    goerr::errno_text(&e)
+                ),
+                &e,
+            )
+        })?;
 
-            let mut res = Result100 {
-                cni_version: "1.1.0".into(),
-                interfaces: vec![
-                    Interface {
-                        name: c.br_name.clone(),
-                        ..Default::default()
-                    },
-                    iface(&v.host, ""),
-                    iface(&v.cont, &inv.rt.netns),
-                ],
-                ..Default::default()
-            };
-            if let Some(ipam) = &ipam {
-                let r = inv
-                    .delegate(ipam, Command::Add)?
-                    .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
-                ipam_done = true;
-                fault::point("bridge.after-ipam")?;
-                let r = r.to_v1()?;
-                res.ips = r.ips;
-                res.routes = r.routes;
-                res.dns = r.dns;
-                if res.ips.is_empty() {
-                    return Err(CniError::internal("IPAM plugin returned missing IP config"));
-                }
-                let gws = calc_gateways(&mut res, &c)?;
-                let (enable_dad, ifname) = (c.enable_dad, inv.rt.ifname.clone());
-                // Best effort, as the reference (these only tune the pod's own link);
-                // by path so that a dotted ifname (`net1.100`) is found.
-                netns::run_in(&pod, move || {
-                    let set = |proto: &str, leaf: &str, value: &str| {
-                        if let Ok(key) = sysctl::iface_key(proto, &ifname, leaf) {
-                            let _ = sysctl::write(&key, value);
-                        }
-                    };
-                    if enable_dad {
-                        set("ipv6", "enhanced_dad", "1");
-                        set("ipv6", "accept_dad", "1");
-                    } else {
-                        set("ipv6", "accept_dad", "0");
+        let mut res = Result100 {
+            cni_version: "1.1.0".into(),
+            interfaces: vec![
+                Interface {
+                    name: c.br_name.clone(),
+                    ..Default::default()
+                },
+                iface(&v.host, ""),
+                iface(&v.cont, &inv.rt.netns),
+            ],
+            ..Default::default()
+        };
+        if let Some(ipam) = &ipam {
+            let r = inv
+                .delegate(ipam, Command::Add)?
+                .ok_or_else(|| CniError::internal("IPAM returned no result"))?;
+            release.push(move || {
+                let _ = inv.delegate(ipam, Command::Del);
+            });
+            fault::point("bridge.after-ipam")?;
+            let r = r.to_v1()?;
+            res.ips = r.ips;
+            res.routes = r.routes;
+            res.dns = r.dns;
+            if res.ips.is_empty() {
+                return Err(CniError::internal("IPAM plugin returned missing IP config"));
+            }
+            let gws = calc_gateways(&mut res, &c)?;
+            let (enable_dad, ifname) = (c.enable_dad, inv.rt.ifname.clone());
+            // Best effort, as the reference (these only tune the pod's own link);
+            // by path so that a dotted ifname (`net1.100`) is found.
+            netns::run_in(&pod, move || {
+                let set = |proto: &str, leaf: &str, value: &str| {
+                    if let Ok(key) = sysctl::iface_key(proto, &ifname, leaf) {
+                        let _ = sysctl::write(&key, value);
                     }
-                    set("ipv4", "arp_notify", "1");
-                    Ok(())
-                })
-                .map_err(err)?;
-                ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res).map_err(err)?;
-                fault::point("bridge.after-addrs")?;
-                if c.is_gw {
-                    for gw in &gws {
-                        ensure_addr(&mut host, &br, gw, c.force_address)?;
-                    }
-                    enable_forwarding(&gws).map_err(|e| {
-                        goerr::with_details(format!("failed to enable forwarding: {}", goerr::errno_text(&e)), &e)
-                    })?;
+                };
+                if enable_dad {
+                    set("ipv6", "enhanced_dad", "1");
+                    set("ipv6", "accept_dad", "1");
+                } else {
+                    set("ipv6", "accept_dad", "0");
                 }
-                fault::point("bridge.after-gateway")?;
-                if c.ip_masq {
-                    let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                    ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
-                    fault::point("bridge.after-masq")?;
+                set("ipv4", "arp_notify", "1");
+                Ok(())
+            })?;
+            ifaddr::configure(&mut pod_nl, &pod, &inv.rt.ifname, v.cont.index, CONT_INDEX, &res)?;
+            fault::point("bridge.after-addrs")?;
+            if c.is_gw {
+                for gw in &gws {
+                    ensure_addr(&mut host, &br, gw, c.force_address)?;
                 }
+                forwarding::enable(&gws).map_err(|e| {
+                    goerr::with_details(format!("failed to enable forwarding: {}", goerr::errno_text(&e)), &e)
+                })?;
             }
-            if c.macspoofchk {
-                let mac = res.interfaces[2].mac.clone();
-                let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-                macspoof::setup(&v.host.name, &mac, &owner).map_err(err)?;
-            }
-            // The bridge's MAC may change when the first port joins or an address is set.
-            if let Some(b) = host.link_by_index(br.index).map_err(err)? {
-                res.interfaces[0].mac = b.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-            }
-            if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
-                res.dns = d;
-            }
-            CniResult::from_v1(res, inv.version)
-        })();
-        if out.is_err() {
+            fault::point("bridge.after-gateway")?;
             if c.ip_masq {
-                // Its records name what was made, whatever step failed.
-                let _ = ipmasq::teardown(&c.name, &inv.rt.container_id, &inv.rt.ifname, &[]);
-            }
-            if c.macspoofchk {
-                let _ = macspoof::teardown(&macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname));
-            }
-            let _ = veth::delete_container_end(pod_nl, &inv.rt.ifname);
-            if ipam_done {
-                if let Some(ipam) = &ipam {
-                    let _ = inv.delegate(ipam, Command::Del);
-                }
+                let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+                ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+                fault::point("bridge.after-masq")?;
             }
         }
-        out
+        if c.macspoofchk {
+            let mac = res.interfaces[2].mac.clone();
+            let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            macspoof::setup(&v.host.name, &mac, &owner)?;
+        }
+        // The bridge's MAC may change when the first port joins or an address is set.
+        if let Some(b) = host.link_by_index(br.index)? {
+            res.interfaces[0].mac = b.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
+        }
+        if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
+            res.dns = d;
+        }
+        let out = CniResult::from_v1(res, inv.version)?;
+        undo.commit();
+        release.commit();
+        Ok(out)
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), CniError> {
@@ -210,7 +214,9 @@ impl Stage for Bridge {
         }
         if c.macspoofchk {
             let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-            cnichain_engine::stage::defer("macspoofchk", move || macspoof::teardown(&owner).map_err(err))?;
+            cnichain_engine::stage::defer("macspoofchk", move || {
+                macspoof::teardown(&owner).map_err(CniError::from)
+            })?;
         }
         if c.ip_masq && ipam.is_some() {
             // Addresses from the link, or from the cached result when the netns is gone
@@ -227,7 +233,7 @@ impl Stage for Bridge {
                     }
                 }
             }
-            if let Err(e) = teardown_masq_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
                 first.get_or_insert(e);
             }
         }
@@ -239,7 +245,7 @@ impl Stage for Bridge {
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let netns = &inv.rt.netns;
-        let pod = crate::netns::open_pod_wrapped(netns)?;
+        let pod = crate::kernel::netns::open_pod_wrapped(netns)?;
         if let Some(ipam) = &c.ipam {
             inv.delegate(ipam, Command::Check)?;
         }
@@ -256,7 +262,7 @@ impl Stage for Bridge {
             .unwrap_or(&none);
         let fail = |m: String| CniError::internal(m);
         let mac_of = |l: &Link| l.mac.map(|m| conf::format_mac(&m)).unwrap_or_default();
-        let mut host = Netlink::new().map_err(err)?;
+        let mut host = Netlink::new()?;
         // The bridge.
         let br = named_link(&mut host, br_if, false)?;
         if br.kind.as_deref() != Some("bridge") {
@@ -284,7 +290,7 @@ impl Stage for Bridge {
             )));
         }
         // The container interface.
-        let mut pod_nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut pod_nl = Netlink::new_in(&pod)?;
         let cont = named_link(&mut pod_nl, cont_if, true)?;
         if cont.kind.as_deref() != Some("veth") {
             return Err(fail(format!(
@@ -327,14 +333,13 @@ impl Stage for Bridge {
         if !veth_found {
             return Err(fail(format!("CNI veth created for bridge {} was not found", c.br_name)));
         }
-        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res).map_err(err)?;
-        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res).map_err(err)?;
+        ifaddr::check_addrs(&mut pod_nl, &inv.rt.ifname, cont.index, CONT_INDEX, &res)?;
+        ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res)?;
         if c.macspoofchk {
             macspoof::check(
                 &macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname),
                 &mac_of(&cont),
-            )
-            .map_err(err)?;
+            )?;
         }
         if c.ip_masq {
             let ips: Vec<IpNet> = res
@@ -343,7 +348,7 @@ impl Stage for Bridge {
                 .filter(|i| i.interface == Some(CONT_INDEX))
                 .map(|i| i.address)
                 .collect();
-            ipmasq::check(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips).map_err(err)?;
+            ipmasq::check(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
         }
         Ok(())
     }
@@ -353,16 +358,16 @@ impl Stage for Bridge {
     /// its pod netns is), then the IPAM's GC.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         let mut errors = Vec::new();
-        if let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? {
+        if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
             errors.extend(ipmasq::gc(&valid).err());
             let keep = valid.keys(macspoof::owner);
-            errors.extend(macspoof::gc(&valid.network, &keep).map_err(err).err());
-            errors.extend(crate::gc::links(&valid, "veth", "bridge").err());
+            errors.extend(macspoof::gc(&valid.network, &keep).map_err(CniError::from).err());
+            errors.extend(crate::shared::gc::links(&valid, "veth", "bridge").err());
         }
         if let Some(ipam) = BridgeConf::load(inv)?.0.ipam {
             errors.extend(inv.delegate(&ipam, Command::Gc).err());
         }
-        crate::gc::join(errors)
+        crate::shared::gc::join(errors)
     }
 
     /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq or
@@ -372,7 +377,7 @@ impl Stage for Bridge {
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let has_nft = || crate::nft::nft_binary().is_some_and(|p| p.is_file());
+        let has_nft = || crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file());
         if c.ip_masq && ipam.is_some() && !has_nft() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
@@ -388,8 +393,8 @@ impl Stage for Bridge {
         if let Some(ipam) = &ipam {
             inv.delegate(ipam, Command::Status)?;
         }
-        let mut host = Netlink::new().map_err(err)?;
-        let br = host.link_by_name(&c.br_name).map_err(err)?;
+        let mut host = Netlink::new()?;
+        let br = host.link_by_name(&c.br_name)?;
         // What ADD asks of the kernel; an existing bridge needs no bridge probe.
         let br_use = format!("bridge {:?}", c.br_name);
         let mut needs = vec![(Feature::Veth, "the pods' veth pairs")];
@@ -418,7 +423,7 @@ impl Stage for Bridge {
         // IPAM (or none) a missing bridge is simply made by the next ADD.
         let pods = ipam.as_deref() == Some("host-local")
             && inv.registry.is_in_process("host-local")
-            && crate::ipam::host_local::has_reservations(inv.config, inv.version)?;
+            && (self.reservations)(inv.config, inv.version)?;
         if pods {
             return Err(CniError::new(
                 LIMITED_CONNECTIVITY,
@@ -436,16 +441,6 @@ impl Stage for Bridge {
     }
 }
 
-/// ipMasq teardown waits in the kernel (the nftables commit, or an nft process's exit when
-/// it needs one): let it overlap the chain's other DEL work (joined by the engine; inline
-/// outside a DEL).
-pub fn teardown_masq_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<IpNet>) -> Result<(), CniError> {
-    let (net, cid, ifname) = (net.to_string(), container_id.to_string(), ifname.to_string());
-    cnichain_engine::stage::defer("ipMasq", move || {
-        ipmasq::teardown(&net, &cid, &ifname, &ips).map_err(err)
-    })
-}
-
 /// The reference's validateInterface: the link a result interface names, which must be in
 /// a sandbox or not as expected, in its words.
 fn named_link(nl: &mut Netlink, intf: &Interface, in_sandbox: bool) -> Result<Link, CniError> {
@@ -453,8 +448,7 @@ fn named_link(nl: &mut Netlink, intf: &Interface, in_sandbox: bool) -> Result<Li
         return Err(CniError::internal("Interface name missing "));
     }
     let link = nl
-        .link_by_name(&intf.name)
-        .map_err(err)?
+        .link_by_name(&intf.name)?
         .ok_or_else(|| CniError::internal(format!("Interface name {} not found", intf.name)))?;
     if in_sandbox && intf.sandbox.is_empty() {
         return Err(CniError::internal(format!(
@@ -486,7 +480,7 @@ fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> Result<Link, CniError> {
     let name = &c.br_name;
     let fail =
         |inner: String, e: &anyhow::Error| goerr::with_details(format!("failed to create bridge {name:?}: {inner}"), e);
-    let existing = nl.link_by_name(name).map_err(err)?;
+    let existing = nl.link_by_name(name)?;
     let br = match existing {
         Some(l) => l,
         None => {
@@ -496,7 +490,7 @@ fn ensure_bridge(nl: &mut Netlink, c: &BridgeConf) -> Result<Link, CniError> {
                 Err(e) if errno_of(&e) == Some(libc::EEXIST) => {}
                 Err(e) => return Err(fail(format!("could not add {name:?}: {}", goerr::errno_text(&e)), &e)),
             }
-            nl.link_by_name(name).map_err(err)?.ok_or_else(|| {
+            nl.link_by_name(name)?.ok_or_else(|| {
                 CniError::internal(format!(
                     "failed to create bridge {name:?}: could not lookup {name:?}: Link not found"
                 ))
@@ -656,21 +650,4 @@ fn ensure_addr(nl: &mut Netlink, br: &Link, gw: &IpNet, force: bool) -> Result<(
             .map_err(|e| fail(format!("could not set bridge's mac: {}", goerr::errno_text(&e)), &e))?;
     }
     Ok(())
-}
-
-pub fn enable_forwarding(gws: &[IpNet]) -> anyhow::Result<()> {
-    if gws.iter().any(|g| g.is_ipv4()) {
-        write_if_needed("net.ipv4.ip_forward")?;
-    }
-    if gws.iter().any(|g| !g.is_ipv4()) {
-        write_if_needed("net.ipv6.conf.all.forwarding")?;
-    }
-    Ok(())
-}
-
-fn write_if_needed(key: &str) -> anyhow::Result<()> {
-    if sysctl::read(key).map(|v| v.trim() == "1").unwrap_or(false) {
-        return Ok(());
-    }
-    sysctl::write(key, "1")
 }

@@ -345,7 +345,7 @@ impl Stage for HostLocal {
     }
 
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        let Some(valid) = crate::gc::valid_attachments(inv.config)? else {
+        let Some(valid) = crate::shared::gc::valid_attachments(inv.config)? else {
             return Ok(());
         };
         let conf = HostLocalConf::load(inv.config, &[], inv.version)?;

@@ -4,7 +4,7 @@
 //! (`runtimeConfig.portMappings[1].hostPort`), a key we refuse is code 2.
 
 use crate::conf;
-use crate::nft::expr::Proto;
+use crate::kernel::nft::expr::Proto;
 use cnichain_engine::spec::error::{CniError, UNSUPPORTED_FIELD};
 use cnichain_engine::spec::ipnet::{parse_ip, IpNet};
 use cnichain_engine::spec::result::Result100;

@@ -5,10 +5,10 @@
 //! thread's network namespace.
 
 use super::config::Mapping;
-use crate::netlink::Netlink;
-use crate::nft::conntrack;
-use crate::nft::expr::{Family, Proto};
-use crate::sysctl;
+use crate::kernel::netlink::Netlink;
+use crate::kernel::nft::conntrack;
+use crate::kernel::nft::expr::{Family, Proto};
+use crate::kernel::sysctl;
 use anyhow::Context;
 use cnichain_engine::spec::ipnet::IpNet;
 

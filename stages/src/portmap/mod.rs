@@ -1,5 +1,5 @@
 //! The portmap stage (type `portmap`): forwards host ports to the container, as the
-//! reference plugin does, with nftables (see [`rules`] and [`crate::nft::layout`]):
+//! reference plugin does, with nftables (see [`rules`] and [`crate::kernel::nft::layout`]):
 //!
 //! * ADD: validate everything, then one transaction adding this attachment's map and
 //!   set elements and its records (an nfnetlink element batch, no process, once the
@@ -55,7 +55,7 @@ impl Stage for Portmap {
                 host::enable_route_localnet(a)?;
             }
         }
-        let hint = crate::nft::layout::hint(&c.network, &inv.rt.container_id, &inv.rt.ifname);
+        let hint = crate::kernel::nft::layout::hint(&c.network, &inv.rt.container_id, &inv.rt.ifname);
         rules::add(&plan, &hint)?;
         host::flush_udp_conntrack(&c.mappings, v4.is_some(), v6.is_some());
         pass_through(prev, inv.version)
@@ -91,7 +91,7 @@ impl Stage for Portmap {
 
     /// Port mappings of attachments the runtime no longer lists, cached or not.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        match crate::gc::ValidSet::from_config(inv.config)? {
+        match crate::shared::gc::ValidSet::from_config(inv.config)? {
             Some(valid) => rules::gc(&valid),
             None => Ok(()),
         }
@@ -99,16 +99,16 @@ impl Stage for Portmap {
 
     /// 50 when `nft` is missing or the kernel cannot hold cnichain's nat table.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        if crate::nft::nft_binary().is_none() {
+        if crate::kernel::nft::nft_binary().is_none() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
                 "portmap: nft not found (install nftables)",
             ));
         }
-        crate::probe::require(
+        crate::kernel::probe::require(
             &inv.settings().state_dir,
             "portmap",
-            &[(crate::probe::Feature::NftInet, "portMappings")],
+            &[(crate::kernel::probe::Feature::NftInet, "portMappings")],
         )
     }
 

@@ -1,4 +1,4 @@
-//! The nftables side of portmap: elements in the flat layout of [`crate::nft::layout`],
+//! The nftables side of portmap: elements in the flat layout of [`crate::kernel::nft::layout`],
 //! no chain of its own. For a pod 10.88.0.2/16 with `8080->80/tcp` and snat:
 //!
 //! ```text
@@ -18,14 +18,15 @@
 //! fail as a whole with EEXIST, nothing written; a host port is never silently taken
 //! over. The transactions are nfnetlink element batches sent on our own socket; only an
 //! ADD that needs a per-prefix / per-bit rule for the first time (or finds no table)
-//! runs `nft` (see [`crate::nft::apply_pod`]).
+//! runs `nft` (see [`crate::kernel::nft::apply_pod`]).
 
 use super::config::{Mapping, PortmapConf};
-use crate::gc::{self, ValidSet};
-use crate::nft::expr::Family;
-use crate::nft::layout::{self, DynRule, Elem, Field, HostPort};
-use crate::nft::netlink::Nfnl;
-use crate::nft::{self, records, Batch, NftErrorKind};
+use crate::kernel::nft::expr::Family;
+use crate::kernel::nft::hostport::{self, HostPort};
+use crate::kernel::nft::layout::{self, DynRule, Elem, Field};
+use crate::kernel::nft::netlink::Nfnl;
+use crate::kernel::nft::{self, records, Batch, NftErrorKind};
+use crate::shared::gc::{self, ValidSet};
 use cnichain_engine::spec::error::{CniError, TRY_AGAIN_LATER};
 use cnichain_engine::spec::ipnet::{format_ip, unmap, IpNet};
 use std::collections::HashSet;
@@ -135,7 +136,7 @@ impl Dnat {
         let (sources, bit) = self.snat_sources();
         let mut v: Vec<DynRule> = sources.iter().map(|s| self.host.snat_rule(s.mask_len(), bit)).collect();
         if !sources.is_empty() {
-            v.push(layout::masq_bit_rule(bit));
+            v.push(hostport::masq_bit_rule(bit));
         }
         v
     }
@@ -263,7 +264,7 @@ fn delete_owned(nl: &mut Nfnl, b: &mut Batch, id: &str, dnats: &[Dnat]) -> Resul
 }
 
 /// Who holds an element (its comment without the id).
-fn holder(info: &crate::nft::netlink::ElemInfo) -> String {
+fn holder(info: &crate::kernel::nft::elements::ElemInfo) -> String {
     let rest = info.comment.split_once(' ').map(|x| x.1).unwrap_or("");
     if rest.is_empty() {
         info.owner().to_string()
@@ -393,7 +394,7 @@ pub fn check(p: &Plan) -> Result<(), CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nft::expr::Proto;
+    use crate::kernel::nft::expr::Proto;
 
     fn conf(snat: bool, masq_all: bool, mappings: Vec<Mapping>) -> PortmapConf {
         PortmapConf {

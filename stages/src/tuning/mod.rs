@@ -9,8 +9,8 @@ pub mod config;
 pub mod pod;
 pub mod record;
 
-use crate::netlink::{format_mac, Netlink};
-use crate::netns::NetNs;
+use crate::kernel::netlink::{format_mac, Netlink};
+use crate::kernel::netns::NetNs;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::result::CniResult;
 use cnichain_engine::stage::{Invocation, Stage};
@@ -18,12 +18,8 @@ use config::TuningConf;
 
 pub struct Tuning;
 
-fn err(e: anyhow::Error) -> CniError {
-    CniError::from(e)
-}
-
 fn open_pod(inv: &Invocation) -> Result<NetNs, CniError> {
-    crate::netns::open_pod(&inv.rt.netns)
+    crate::kernel::netns::open_pod(&inv.rt.netns)
 }
 
 fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
@@ -48,12 +44,12 @@ impl Stage for Tuning {
         let pod = open_pod(inv)?;
         let resolved = pod::resolve(&pod, &c.sysctls)?;
         let mut nl = if c.changes_link() {
-            Some(Netlink::new_in(&pod).map_err(err)?)
+            Some(Netlink::new_in(&pod)?)
         } else {
             None
         };
         let link = match nl.as_mut() {
-            Some(nl) => Some(pod::container_link(nl, ifname).map_err(err)?),
+            Some(nl) => Some(pod::container_link(nl, ifname)?),
             None => None,
         };
 
@@ -80,7 +76,7 @@ impl Stage for Tuning {
             keep.ifname = ifname.to_string();
             keep.netns = inv.rt.netns.clone();
             keep.netns_id = pod_id;
-            record::write(&path, &keep, &inv.settings().state_dir).map_err(err)?;
+            record::write(&path, &keep, &inv.settings().state_dir)?;
             let applied = cnichain_engine::fault::point("tuning.after-record")
                 .map_err(|e| anyhow::anyhow!("{e}"))
                 .and_then(|_| pod::apply(&pod, nl.as_mut(), &c, &resolved, link.as_ref()))
@@ -93,7 +89,7 @@ impl Stage for Tuning {
                     Some(r) => record::write(&path, r, &inv.settings().state_dir),
                     None => record::remove(&path),
                 };
-                let mut e = err(e);
+                let mut e = CniError::from(e);
                 if !left.is_empty() {
                     e = e.with_details(format!("undoing the partial change failed: {}", left.join("; ")));
                 }
@@ -133,7 +129,7 @@ impl Stage for Tuning {
     /// The records of attachments of this network the runtime no longer lists (cached
     /// or not): restored like DEL when their netns is still there, then removed.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
-        let Some(valid) = crate::gc::ValidSet::from_config(inv.config)? else {
+        let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? else {
             return Ok(());
         };
         let stale: Vec<_> = record::list(&record::dir(data_dir_of(inv).as_deref(), &inv.settings().state_dir))
@@ -141,7 +137,7 @@ impl Stage for Tuning {
             .filter_map(|p| record::read(&p).ok().flatten().map(|r| (p, r)))
             .filter(|(_, r)| r.network == valid.network && !valid.contains(&r.container_id, &r.ifname))
             .collect();
-        crate::gc::each_stale(stale, |(path, rec)| {
+        crate::shared::gc::each_stale(stale, |(path, rec)| {
             tracing::debug!(network = %valid.network, record = %path.display(), "tuning gc: stale record");
             let (netns, ifname) = (rec.netns.clone(), rec.ifname.clone());
             restore_and_forget(&path, Some(rec), &netns, &ifname)
@@ -164,10 +160,9 @@ impl Stage for Tuning {
                 )));
             }
         }
-        let mut nl = Netlink::new_in(&pod).map_err(err)?;
+        let mut nl = Netlink::new_in(&pod)?;
         let link = nl
-            .link_by_name(ifname)
-            .map_err(err)?
+            .link_by_name(ifname)?
             .ok_or_else(|| CniError::internal(format!("Cannot find container link {ifname}")))?;
         if let Some(m) = c.mac {
             if link.mac != Some(m.addr) {
@@ -235,24 +230,24 @@ fn restore_and_forget(
 ) -> Result<(), CniError> {
     record::remove_temp(path);
     let Some(rec) = rec else {
-        return record::remove(path).map_err(err);
+        return record::remove(path).map_err(CniError::from);
     };
     // No netns (gone, or never given): nothing left to restore. The caller's own netns
     // is refused: restoring "pod" settings there would change the host's.
-    let pod = match crate::netns::open_pod_for_del(netns)? {
+    let pod = match crate::kernel::netns::open_pod_for_del(netns)? {
         Some(p) => p,
-        None => return record::remove(path).map_err(err),
+        None => return record::remove(path).map_err(CniError::from),
     };
     if !rec.netns_id.is_empty() && !rec.is_for(&pod::identity(&pod)) {
         tracing::warn!(
             "tuning: {} was made for another network namespace; removing it",
             path.display()
         );
-        return record::remove(path).map_err(err);
+        return record::remove(path).map_err(CniError::from);
     }
     let left = pod::restore(&pod, None, ifname, &rec, false);
     if left.is_empty() {
-        record::remove(path).map_err(err)
+        record::remove(path).map_err(CniError::from)
     } else {
         // As the reference: DEL does not fail over what it could not put back. The
         // record stays for a later DEL.

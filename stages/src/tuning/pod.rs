@@ -3,9 +3,9 @@
 
 use super::config::{Sysctl, TuningConf};
 use super::record::{Record, SysctlRecord};
-use crate::netlink::{errno_of, format_mac, Link, Netlink};
-use crate::netns::{self, NetNs};
-use crate::sysctl;
+use crate::kernel::netlink::{errno_of, format_mac, Link, Netlink};
+use crate::kernel::netns::{self, NetNs};
+use crate::kernel::sysctl;
 use anyhow::{anyhow, Context, Result};
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 

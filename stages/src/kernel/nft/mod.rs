@@ -8,7 +8,7 @@
 //!   typed values (addresses, ports, protocol enums, names we derive ourselves); no text
 //!   from a config ever reaches nft as rule text.
 //! * Reads that must stay cheap (does this chain exist, the comments of one chain's rules,
-//!   one element of a set or map with its comment) use nfnetlink directly ([`netlink`]):
+//!   one element of a set or map with its comment) use nfnetlink directly ([`elements`]):
 //!   a few microseconds, no process, independent of how many other pods exist.
 //! * [`list`] runs `nft -j list` on a single table, chain, set or map and returns the JSON
 //!   as a `serde_json::Value`.
@@ -22,8 +22,12 @@
 //! each attachment's records in [`records`].
 
 pub mod conntrack;
+pub mod elements;
 pub mod expr;
+pub mod hostport;
 pub mod layout;
+pub mod macspoof_table;
+pub mod masq;
 pub mod netlink;
 pub mod records;
 
@@ -417,16 +421,16 @@ pub fn apply_elems(nl: &mut netlink::Nfnl, ops: &[&ElemOp]) -> Result<(), NftErr
         .iter()
         .zip(&keys)
         .map(|(op, (key, data))| match op {
-            ElemOp::Create { elem, comment, .. } => netlink::elem_msg(
+            ElemOp::Create { elem, comment, .. } => elements::elem_msg(
                 layout::TABLE,
                 &elem.set,
-                &netlink::ElemWrite::Create {
+                &elements::ElemWrite::Create {
                     key,
                     data: data.as_deref(),
                     comment,
                 },
             ),
-            ElemOp::Delete(elem) => netlink::elem_msg(layout::TABLE, &elem.set, &netlink::ElemWrite::Delete { key }),
+            ElemOp::Delete(elem) => elements::elem_msg(layout::TABLE, &elem.set, &elements::ElemWrite::Delete { key }),
         })
         .collect();
     tracing::debug!(elements = msgs.len(), "nfnetlink element transaction");

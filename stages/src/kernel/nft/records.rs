@@ -87,7 +87,7 @@ pub fn remove(b: &mut Batch, id: &str, count: usize) {
 pub fn owners_of(nl: &mut Nfnl, prefix: char, network: &str) -> io::Result<Vec<String>> {
     let want = network_record(network);
     let mut out = Vec::new();
-    for (key, info) in super::netlink::dump_elems(nl, layout::TABLE, layout::SET_RECORDS)? {
+    for (key, info) in super::elements::dump_elems(nl, layout::TABLE, layout::SET_RECORDS)? {
         // The key is the id as an ifname (16 bytes, NUL padded), then the index.
         let name = key.get(..16).unwrap_or_default();
         let end = name.iter().position(|&c| c == 0).unwrap_or(name.len());

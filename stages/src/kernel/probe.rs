@@ -16,10 +16,10 @@
 //! seconds does not make a namespace each time. A missing feature is probed again on
 //! every call: loading the module fixes it.
 
-use crate::netlink::htb::{self, Subnet};
-use crate::netlink::{errno_of, Netlink, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
-use crate::netns::NetNs;
-use crate::nft::{self, Batch, NftErrorKind};
+use crate::kernel::netlink::htb::{self, Subnet};
+use crate::kernel::netlink::{errno_of, Netlink, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
+use crate::kernel::netns::NetNs;
+use crate::kernel::nft::{self, Batch, NftErrorKind};
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -307,7 +307,7 @@ fn probe_nft(wanted: &[Feature]) -> Vec<(Feature, Outcome)> {
         for f in fs {
             match f {
                 Feature::NftInet => nft::layout::declare_base(&mut b),
-                _ => crate::macspoof::declare(&mut b),
+                _ => nft::macspoof_table::declare(&mut b),
             }
         }
         b
@@ -454,7 +454,7 @@ mod tests {
         assert_eq!(classify(Ok(())), Outcome::Present);
         assert!(matches!(classify(Err(anyhow::anyhow!("odd"))), Outcome::Unknown(_)));
         let kernel = |errno: i32, msg: Option<&str>| {
-            Err(anyhow::Error::new(crate::netlink::NetlinkError {
+            Err(anyhow::Error::new(crate::kernel::netlink::NetlinkError {
                 op: "add ifb \"cnp-ifb\" in the current netns".into(),
                 errno,
                 kernel_msg: msg.map(String::from),

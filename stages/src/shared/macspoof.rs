@@ -14,14 +14,10 @@
 //! ```
 
 use crate::conf;
-use crate::nft::{self, Batch, NftErrorKind};
+use crate::kernel::nft::macspoof_table::{declare, ALLOWED, FAMILY, PORTS, TABLE};
+use crate::kernel::nft::{self, Batch, NftErrorKind};
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
-
-const FAMILY: &str = "bridge";
-const TABLE: &str = "cnichain";
-const PORTS: &str = "ms-ports";
-const ALLOWED: &str = "ms-allowed";
 
 /// The attachment's owner id, carried as the elements' comment: the attachment's hash,
 /// then its network's (GC finds a network's attachments by the second word).
@@ -31,23 +27,6 @@ pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
         &conf::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16],
         conf::network_word(network)
     )
-}
-
-/// The table, sets and rule (also STATUS's probe of the bridge family, see `probe`).
-pub(crate) fn declare(b: &mut Batch) {
-    b.add(json!({"table": {"family": FAMILY, "name": TABLE}}));
-    b.add(json!({"set": {"family": FAMILY, "table": TABLE, "name": PORTS, "type": "ifname"}}));
-    b.add(json!({"set": {"family": FAMILY, "table": TABLE, "name": ALLOWED, "type": ["ifname", "ether_addr"]}}));
-    b.add(json!({"chain": {"family": FAMILY, "table": TABLE, "name": "prerouting",
-        "type": "filter", "hook": "prerouting", "prio": -300, "policy": "accept"}}));
-    b.add(
-        json!({"rule": {"family": FAMILY, "table": TABLE, "chain": "prerouting", "expr": [
-            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": format!("@{PORTS}")}},
-            {"match": {"op": "!=", "left": {"concat": [{"meta": {"key": "iifname"}},
-                {"payload": {"protocol": "ether", "field": "saddr"}}]}, "right": format!("@{ALLOWED}")}},
-            {"drop": null}
-        ]}}),
-    );
 }
 
 fn elements(b: &mut Batch, verb: &str, host_veth: &str, mac: &str, owner: &str) {

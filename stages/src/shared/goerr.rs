@@ -3,7 +3,7 @@
 //! that in `msg`, so it reads as the reference's, and its own fuller account (operation,
 //! netns, the kernel's extended ack) in `details`.
 
-use crate::netlink::errno_of;
+use crate::kernel::netlink::errno_of;
 use cnichain_engine::spec::error::{CniError, INTERNAL};
 
 /// Go's text for the errno behind `e`, or `e`'s own outermost message when it has none.

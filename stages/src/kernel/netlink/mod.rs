@@ -23,7 +23,7 @@ pub use route::TABLE_MAIN;
 pub use tbf::TbfParams;
 pub use tc::{Filter, Mirred, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 
-use crate::netns::{self, NetNs};
+use crate::kernel::netns::{self, NetNs};
 use anyhow::{anyhow, Result};
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,

@@ -2,7 +2,7 @@
 //! outside that address's own subnet, except multicast (224.0.0.0/4, ff00::/8), as the
 //! reference's iptables and nftables backends do.
 //!
-//! Layout (see [`crate::nft::layout`]): each of the attachment's addresses is two hash-set
+//! Layout (see [`crate::kernel::nft::layout`]): each of the attachment's addresses is two hash-set
 //! elements and no rule of its own:
 //!
 //! ```text
@@ -19,7 +19,7 @@
 //! Adding or removing one attachment adds or removes only its elements and records: one
 //! transaction, nothing of another pod is listed or rewritten. It is an nfnetlink element
 //! batch (no process) unless the rule for the address's prefix length is not there yet;
-//! then it runs through `nft` once (see [`crate::nft::apply_pod`]). The records hold the
+//! then it runs through `nft` once (see [`crate::kernel::nft::apply_pod`]). The records hold the
 //! addresses, so `teardown` works with no addresses passed (netns gone, no cached
 //! result). An element belongs to the attachment whose id its comment starts with:
 //! teardown deletes only its own elements (read back over nfnetlink first), and setup
@@ -29,11 +29,11 @@
 //!
 //! Everything runs in the calling thread's network namespace (the host's).
 
-use crate::gc::{self, ValidSet};
-use crate::nft::expr::Family;
-use crate::nft::layout::{self, Elem};
-use crate::nft::netlink::Nfnl;
-use crate::nft::{self, records, Batch, NftErrorKind};
+use crate::kernel::nft::expr::Family;
+use crate::kernel::nft::layout::{self, Elem};
+use crate::kernel::nft::netlink::Nfnl;
+use crate::kernel::nft::{self, masq, records, Batch, NftErrorKind};
+use crate::shared::gc::{self, ValidSet};
 use anyhow::{anyhow, bail, Context};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
@@ -58,14 +58,14 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
     let mut b = Batch::new();
     let rules: Vec<_> = ips
         .iter()
-        .map(|n| layout::mq_own_rule(Family::of(&n.addr), n.mask_len()))
+        .map(|n| masq::mq_own_rule(Family::of(&n.addr), n.mask_len()))
         .collect();
     layout::ensure_rules(&mut nl, &mut b, &rules).context("ipMasq: nfnetlink")?;
 
     let mut gone: Vec<Elem> = Vec::new();
     // Addresses of an earlier setup that this one drops: only what is still ours.
     for o in old.iter().filter(|o| !ips.iter().any(|n| n.addr == o.addr)) {
-        for e in [layout::mq_src_elem(o.addr), layout::mq_own_elem(o)] {
+        for e in [masq::mq_src_elem(o.addr), masq::mq_own_elem(o)] {
             if !gone.contains(&e) && records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
                 b.delete_elem(&e);
                 gone.push(e);
@@ -76,8 +76,8 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
     for n in &ips {
         // Whoever holds the address now (us from an earlier setup, or an attachment it
         // was handed out to before) gives it up, with the exemption recorded with it.
-        let src = layout::mq_src_elem(n.addr);
-        let mut own = vec![layout::mq_own_elem(n)];
+        let src = masq::mq_src_elem(n.addr);
+        let mut own = vec![masq::mq_own_elem(n)];
         if let Some(info) = src.get(&mut nl).context("ipMasq: nfnetlink")? {
             if info.owner() != id {
                 tracing::warn!(
@@ -92,7 +92,7 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
                 .nth(1)
                 .and_then(|t| t.parse::<IpNet>().ok())
             {
-                own.insert(0, layout::mq_own_elem(&prev));
+                own.insert(0, masq::mq_own_elem(&prev));
             }
             if !gone.contains(&src) {
                 b.delete_elem(&src);
@@ -110,11 +110,11 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
     for n in &ips {
         let net = format!("{}/{}", cnichain_engine::spec::ipnet::format_ip(&n.addr), n.mask_len());
         b.create_elem(
-            &layout::mq_src_elem(n.addr),
+            &masq::mq_src_elem(n.addr),
             None,
             &records::comment(&id, &format!("{net} {hint}")),
         );
-        b.create_elem(&layout::mq_own_elem(n), None, &records::comment(&id, &hint));
+        b.create_elem(&masq::mq_own_elem(n), None, &records::comment(&id, &hint));
     }
     let recs: Vec<String> = ips.iter().map(record).collect();
     records::write(&mut b, &id, network, &recs).map_err(|e| anyhow!("ipMasq: {e}"))?;
@@ -125,6 +125,16 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
 /// back from the attachment's records. Succeeds when nothing is left (also twice).
 pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
     teardown_id(&owner_id(network, container_id, ifname), ips)
+}
+
+/// ipMasq teardown waits in the kernel (the nftables commit, or an nft process's exit when
+/// it needs one): let it overlap the chain's other DEL work (joined by the engine; inline
+/// outside a DEL).
+pub fn teardown_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<IpNet>) -> Result<(), CniError> {
+    let (net, cid, ifname) = (net.to_string(), container_id.to_string(), ifname.to_string());
+    cnichain_engine::stage::defer("ipMasq", move || {
+        teardown(&net, &cid, &ifname, &ips).map_err(CniError::from)
+    })
 }
 
 /// GC: remove the masquerading of every attachment of the network that the valid set
@@ -158,7 +168,7 @@ fn teardown_id(id: &str, ips: &[IpNet]) -> anyhow::Result<()> {
         let mut b = Batch::new();
         let mut gone: Vec<Elem> = Vec::new();
         for n in &all {
-            for e in [layout::mq_src_elem(n.addr), layout::mq_own_elem(n)] {
+            for e in [masq::mq_src_elem(n.addr), masq::mq_own_elem(n)] {
                 if !gone.contains(&e) && records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
                     b.delete_elem(&e);
                     gone.push(e);
@@ -187,7 +197,7 @@ pub fn check(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
         if !rec.iter().any(|r| r.addr == n.addr && r.network() == n.network()) {
             bail!("ipMasq: no record of {n} for {network}/{container_id}/{ifname}");
         }
-        for e in [layout::mq_src_elem(n.addr), layout::mq_own_elem(&n)] {
+        for e in [masq::mq_src_elem(n.addr), masq::mq_own_elem(&n)] {
             if !records::owned_by(&mut nl, &e, &id).context("ipMasq: nfnetlink")? {
                 bail!(
                     "ipMasq: {} is not masqueraded for this attachment (no element of its own in {})",
@@ -196,7 +206,7 @@ pub fn check(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
                 );
             }
         }
-        let r = layout::mq_own_rule(Family::of(&n.addr), n.mask_len());
+        let r = masq::mq_own_rule(Family::of(&n.addr), n.mask_len());
         if !layout::has_rule(&mut nl, &r).context("ipMasq: nfnetlink")? {
             bail!("ipMasq: rule \"{}\" is missing from chain {}", r.comment, r.chain);
         }
@@ -268,11 +278,11 @@ mod tests {
     #[test]
     fn elements_per_address() {
         let n: IpNet = "10.1.0.5/16".parse().unwrap();
-        assert_eq!(layout::mq_src_elem(n.addr).set, layout::SET_MQ_SRC4);
-        let own = layout::mq_own_elem(&n);
+        assert_eq!(masq::mq_src_elem(n.addr).set, layout::SET_MQ_SRC4);
+        let own = masq::mq_own_elem(&n);
         assert_eq!(own.set, layout::SET_MQ_OWN4);
         assert_eq!(own.kernel_key(), vec![10, 1, 0, 5, 10, 1, 0, 0, 10, 1, 255, 255]);
-        let r = layout::mq_own_rule(Family::V4, 16);
+        let r = masq::mq_own_rule(Family::V4, 16);
         assert_eq!((r.chain, r.comment.as_str()), (layout::CHAIN_MQ_OWN4, "own /16"));
     }
 }

@@ -10,7 +10,7 @@
 //! [`iface_key`], always slashed: in the dotted form a VLAN-style name (`br.77`) would
 //! split into two segments and miss its interface.
 
-use crate::netns::{self, NetNs};
+use crate::kernel::netns::{self, NetNs};
 use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 
 use crate::conf;
 use crate::ipam::config::{self, as_object, field, string_field};
-use crate::netlink::{errno_of, Netlink};
+use crate::kernel::netlink::{errno_of, Netlink};
 use cnichain_engine::spec::error::CniError;
 use serde_json::{Map, Value};
 

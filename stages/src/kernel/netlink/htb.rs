@@ -470,7 +470,7 @@ mod tests {
     #[test]
     fn opt_bytes_shaped() {
         // 1 Mbit/s, burst 12500 B: 100 ms = 1562500 ticks; ceil twice the rate.
-        let buf = crate::netlink::tbf::buffer_ticks(125_000, 12_500);
+        let buf = crate::kernel::netlink::tbf::buffer_ticks(125_000, 12_500);
         assert_eq!(buf, 1_562_500);
         let o = opt(125_000, 250_000, buf, buf);
         let mut want = [0u8; 44];

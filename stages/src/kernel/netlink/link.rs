@@ -2,7 +2,7 @@
 //! stages make (up/down, master, MTU, MAC, promisc, allmulti, txqueuelen, hairpin).
 
 use super::{format_mac, mac6, Netlink};
-use crate::netns::NetNs;
+use crate::kernel::netns::NetNs;
 use anyhow::Result;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
 use netlink_packet_route::link::{

@@ -2,9 +2,9 @@
 //! bring it up, add the addresses meant for it, then the routes, defaulting a route's
 //! gateway to the first gateway of its family. And the checks CHECK makes of them.
 
-use crate::netlink::{Netlink, RouteSpec};
-use crate::netns::{self, NetNs};
-use crate::sysctl;
+use crate::kernel::netlink::{Netlink, RouteSpec};
+use crate::kernel::netns::{self, NetNs};
+use crate::kernel::sysctl;
 use anyhow::{anyhow, bail, Context, Result};
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::Result100;
@@ -78,9 +78,9 @@ pub fn configure(
                 "failed to add route '{} via {} dev {ifname}': {}",
                 go_ipnet(&r.dst.network()),
                 gw.map(|g| g.to_string()).unwrap_or_else(|| "<nil>".into()),
-                crate::goerr::errno_text(&e)
+                crate::shared::goerr::errno_text(&e)
             );
-            anyhow::Error::new(crate::goerr::with_details(msg, &e))
+            anyhow::Error::new(crate::shared::goerr::with_details(msg, &e))
         })?;
     }
     Ok(())

@@ -3,9 +3,9 @@
 //! on the host end before it carries traffic (CVE-2020-10749).
 
 use crate::conf;
-use crate::netlink::{errno_of, Link, Netlink};
-use crate::netns::NetNs;
-use crate::sysctl;
+use crate::kernel::netlink::{errno_of, Link, Netlink};
+use crate::kernel::netns::NetNs;
+use crate::kernel::sysctl;
 use anyhow::{anyhow, Context, Result};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
@@ -46,8 +46,8 @@ pub fn create(
             }
             // The reference's text in msg, the operation in details.
             Err(e) => {
-                let msg = format!("failed to make veth pair: {}", crate::goerr::errno_text(&e));
-                return Err(anyhow::Error::new(crate::goerr::with_details(msg, &e)));
+                let msg = format!("failed to make veth pair: {}", crate::shared::goerr::errno_text(&e));
+                return Err(anyhow::Error::new(crate::shared::goerr::with_details(msg, &e)));
             }
         }
     }
@@ -108,19 +108,27 @@ pub fn delete_container_end(mut pod_nl: Netlink, ifname: &str) -> Result<Vec<IpN
     Ok(addrs)
 }
 
+/// A failed ADD's undo of the veth it made: delete the container end (and with it the
+/// pair), best effort, over a socket of its own in the pod netns.
+pub fn undo_container_end(pod: &NetNs, ifname: &str) {
+    if let Ok(pod_nl) = Netlink::new_in(pod) {
+        let _ = delete_container_end(pod_nl, ifname);
+    }
+}
+
 /// The main stages' DEL of the pod side: open the netns and delete the container end,
 /// returning its addresses. DEL is best effort: no netns, or one that is already gone
 /// (it took the pair with it; see `netns::open_pod_for_del`), is not an error.
 /// When the netns path is gone but the namespace lives on (unmounted while a process
 /// still holds it), the host end `host_name` outlived the path: it is deleted by name.
 pub fn del_pod_end(netns: &str, ifname: &str, host_name: &str) -> std::result::Result<Vec<IpNet>, CniError> {
-    match crate::netns::open_pod_for_del(netns)? {
+    match crate::kernel::netns::open_pod_for_del(netns)? {
         Some(pod) => {
-            let pod_nl = Netlink::new_in(&pod).map_err(CniError::from)?;
+            let pod_nl = Netlink::new_in(&pod)?;
             delete_container_end(pod_nl, ifname).map_err(CniError::from)
         }
         None => {
-            del_orphaned_host_end(host_name).map_err(CniError::from)?;
+            del_orphaned_host_end(host_name)?;
             Ok(Vec::new())
         }
     }
