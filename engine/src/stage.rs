@@ -237,6 +237,11 @@ pub trait Stage: Send + Sync {
     fn preflight(&self, _inv: &Invocation) -> Result<(), CniError> {
         Ok(())
     }
+    /// The config keys this stage reads, which its loader and `cnichain validate` share;
+    /// None for a stage whose keys are not declared (an exec'd plugin).
+    fn schema(&self) -> Option<&'static crate::validate::schema::Schema> {
+        None
+    }
     /// Spec versions this stage accepts (VERSION, validation).
     fn supported_versions(&self) -> Vec<String> {
         crate::spec::version::SUPPORTED.iter().map(|s| s.to_string()).collect()
@@ -303,6 +308,11 @@ impl Registry {
 
     pub fn register(&mut self, type_name: &str, stage: Arc<dyn Stage>) {
         self.stages.insert(type_name.to_string(), stage);
+    }
+
+    /// The schema the stage registered for `type_name` declares, whatever the exec policy.
+    pub fn schema(&self, type_name: &str) -> Option<&'static crate::validate::schema::Schema> {
+        self.stages.get(type_name).and_then(|s| s.schema())
     }
 
     pub fn in_process_types(&self) -> Vec<String> {

@@ -26,6 +26,9 @@ pub mod sysctl;
 pub mod tuning;
 pub mod veth;
 
+#[cfg(test)]
+mod validate_schemas;
+
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
     registry.register("bridge", std::sync::Arc::new(bridge::Bridge));

@@ -9,6 +9,7 @@ use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Command, Invocation, Stage};
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F, IPAM_ARGS, IPAM_RC, MTU};
 use serde::Deserialize;
 
 pub struct Ptp;
@@ -109,6 +110,10 @@ fn host_prefix(a: &IpNet) -> u8 {
 }
 
 impl Stage for Ptp {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&SCHEMA)
+    }
+
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         let (_, ipam) = load(inv)?;
         inv.preflight_ipam(&ipam)
@@ -424,3 +429,15 @@ fn ipam_families(config: &serde_json::Map<String, serde_json::Value>) -> (bool, 
         subnets.iter().any(|s| s.contains(':')),
     )
 }
+
+/// The keys the ptp plugin reads (1.1.1, plus upstream's `ipMasqBackend`).
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("ipMasq", Ty::Bool),
+        F("ipMasqBackend", Ty::Enum(crate::mainconf::MASQ_BACKENDS)),
+        F("mtu", MTU),
+        F("args", Ty::Open(IPAM_ARGS)),
+        F("runtimeConfig", Ty::Open(IPAM_RC)),
+    ],
+};

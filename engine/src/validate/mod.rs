@@ -15,13 +15,16 @@ pub mod diag;
 pub mod dir;
 pub mod graph;
 pub mod pos;
+pub mod rules;
 pub mod schema;
+pub mod typecheck;
 
 pub use diag::{Code, Diagnostic, Severity, Summary};
 
 use crate::load;
 use crate::spec::conflist::NetConfList;
 use crate::spec::ids;
+use crate::spec::json_kind::{json_kind, Spelling};
 use crate::spec::version;
 use crate::stage::{find_in_path, Registry};
 use pos::{push_token, PosMap, Span};
@@ -49,7 +52,7 @@ pub struct Cx {
     pub sources: Vec<Source>,
     pub diags: Vec<Diagnostic>,
     /// Subnets the IPAM sections of the file being checked hand out from.
-    pub subnets: Vec<schema::Subnet>,
+    pub subnets: Vec<rules::Subnet>,
 }
 
 fn is_ident(s: &str) -> bool {
@@ -213,6 +216,8 @@ pub struct PluginRef {
     pub ptype: Option<String>,
     pub ipam_type: Option<String>,
     pub in_process: bool,
+    /// The keys its in-process stage declares (whatever runs it: --exec too).
+    pub schema: Option<&'static [schema::F]>,
 }
 
 /// What one file defined, for the checks across files.
@@ -222,7 +227,7 @@ pub struct FileReport {
     pub src: Option<SrcId>,
     pub kind: Kind,
     pub name: Option<String>,
-    pub subnets: Vec<schema::Subnet>,
+    pub subnets: Vec<rules::Subnet>,
     pub graph: Option<graph::ChainGraph>,
 }
 
@@ -415,7 +420,10 @@ impl<'a> Validator<'a> {
         let root = match &self.cx.sources[src].root {
             Value::Object(m) => m.clone(),
             other => {
-                let msg = format!("(root): expected a JSON object, got {}", json_kind(other));
+                let msg = format!(
+                    "(root): expected a JSON object, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, "", msg);
                 return report;
             }
@@ -453,8 +461,10 @@ impl<'a> Validator<'a> {
                                     match self.cx.sources[s].root.clone() {
                                         Value::Object(m) => plugins.push(self.plugin_ref(s, "", shown.clone(), m)),
                                         other => {
-                                            let msg =
-                                                format!("(root): expected a plugin object, got {}", json_kind(&other));
+                                            let msg = format!(
+                                                "(root): expected a plugin object, got {}",
+                                                json_kind(&other, Spelling::Article)
+                                            );
                                             self.cx.at(s, Code::WrongType, "", msg);
                                         }
                                     }
@@ -479,7 +489,7 @@ impl<'a> Validator<'a> {
         let subnets_before = self.cx.subnets.len();
         for p in &plugins {
             if let Some(t) = &p.ptype {
-                schema::check_plugin(&mut self.cx, p.src, &p.ptr, &p.obj, t);
+                typecheck::check_plugin(&mut self.cx, self.opts.registry, p.src, &p.ptr, &p.obj, t);
                 self.check_plugin_versions(p, selected.as_deref());
             }
         }
@@ -514,6 +524,9 @@ impl<'a> Validator<'a> {
         let ptype = self.check_type(src, ptr, &obj);
         let ipam_type = self.check_ipam_type(src, ptr, &obj);
         let in_process = ptype.as_deref().is_some_and(|t| self.opts.registry.is_in_process(t));
+        let schema = ptype
+            .as_deref()
+            .and_then(|t| typecheck::fields_of(self.opts.registry, t, schema::Role::Plugin));
         if in_process {
             self.check_data_dirs(src, ptr, &obj, ptype.as_deref(), ipam_type.as_deref());
         }
@@ -523,6 +536,7 @@ impl<'a> Validator<'a> {
             label,
             obj,
             ptype,
+            schema,
             ipam_type,
             in_process,
         }
@@ -555,7 +569,10 @@ impl<'a> Validator<'a> {
                 }
             },
             Some(other) => {
-                let msg = format!("{tpath}: expected a string, got {}", json_kind(other));
+                let msg = format!(
+                    "{tpath}: expected a string, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, &tp, msg);
                 None
             }
@@ -613,7 +630,10 @@ impl<'a> Validator<'a> {
                 if !t.is_some_and(|t| self.opts.registry.is_in_process(t)) {
                     let ip = push_token(ptr, "ipam");
                     let path = self.cx.path(src, &ip);
-                    let msg = format!("{path}: expected an object, got {}", json_kind(other));
+                    let msg = format!(
+                        "{path}: expected an object, got {}",
+                        json_kind(other, Spelling::Article)
+                    );
                     self.cx.at(src, Code::WrongType, &ip, msg);
                 }
                 return None;
@@ -675,11 +695,11 @@ impl<'a> Validator<'a> {
         let selected = self.check_versions(src, root, "list");
         for k in ["disableCheck", "disableGC", "loadOnlyInlinedPlugins"] {
             if let Some(v) = root.get(k) {
-                schema::check(&mut self.cx, src, &push_token("", k), v, &schema::Ty::BoolStr, "libcni");
+                typecheck::check(&mut self.cx, src, &push_token("", k), v, &schema::Ty::BoolStr, "libcni");
             }
         }
         if let Some(v) = root.get("args") {
-            schema::check(&mut self.cx, src, "/args", v, &schema::Ty::Open(&[]), "the runtime");
+            typecheck::check(&mut self.cx, src, "/args", v, &schema::Ty::Open(&[]), "the runtime");
         }
         let mut plugins = Vec::new();
         match root.get("plugins") {
@@ -706,14 +726,20 @@ impl<'a> Validator<'a> {
                             plugins.push(r);
                         }
                         other => {
-                            let msg = format!("plugins[{i}]: expected an object, got {}", json_kind(other));
+                            let msg = format!(
+                                "plugins[{i}]: expected an object, got {}",
+                                json_kind(other, Spelling::Article)
+                            );
                             self.cx.at(src, Code::WrongType, &ptr, msg);
                         }
                     }
                 }
             }
             Some(other) => {
-                let msg = format!("plugins: expected an array, got {}", json_kind(other));
+                let msg = format!(
+                    "plugins: expected an array, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, "/plugins", msg);
             }
         }
@@ -757,7 +783,7 @@ impl<'a> Validator<'a> {
                 Some(s.clone())
             }
             Some(other) => {
-                let msg = format!("name: expected a string, got {}", json_kind(other));
+                let msg = format!("name: expected a string, got {}", json_kind(other, Spelling::Article));
                 self.cx.at(src, Code::WrongType, "/name", msg);
                 None
             }
@@ -787,7 +813,10 @@ impl<'a> Validator<'a> {
                 s.clone()
             }
             Some(other) => {
-                let msg = format!("cniVersion: expected a string, got {}", json_kind(other));
+                let msg = format!(
+                    "cniVersion: expected a string, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, "/cniVersion", msg);
                 ok = false;
                 String::new()
@@ -809,7 +838,10 @@ impl<'a> Validator<'a> {
                             }
                         },
                         other => {
-                            let msg = format!("cniVersions[{i}]: expected a string, got {}", json_kind(other));
+                            let msg = format!(
+                                "cniVersions[{i}]: expected a string, got {}",
+                                json_kind(other, Spelling::Article)
+                            );
                             self.cx.at(src, Code::WrongType, &p, msg);
                             ok = false;
                         }
@@ -817,7 +849,10 @@ impl<'a> Validator<'a> {
                 }
             }
             Some(other) => {
-                let msg = format!("cniVersions: expected an array, got {}", json_kind(other));
+                let msg = format!(
+                    "cniVersions: expected an array, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, "/cniVersions", msg);
                 ok = false;
             }
@@ -1004,17 +1039,6 @@ fn only_inlined(root: &Map<String, Value>) -> bool {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Validate one in-memory file without a disk behind it (fuzzing, tests).
 pub fn validate_bytes(display: &str, bytes: &[u8], kind: Kind, opts: Options) -> Vec<Diagnostic> {
     let mut v = Validator::new(opts);
@@ -1023,182 +1047,4 @@ pub fn validate_bytes(display: &str, bytes: &[u8], kind: Kind, opts: Options) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run_bytes(src: &str) -> Vec<Diagnostic> {
-        let reg = Registry::new(Vec::new());
-        validate_bytes(
-            "t.conflist",
-            src.as_bytes(),
-            Kind::List,
-            Options {
-                registry: &reg,
-                resolve: true,
-                exec_versions: false,
-                version_timeout: None,
-            },
-        )
-    }
-
-    /// The codes found, less W0304: this registry has no in-process stages and no
-    /// CNI_PATH, so every type is "unchecked" here.
-    fn codes(d: &[Diagnostic]) -> Vec<&'static str> {
-        d.iter().map(|d| d.code.id()).filter(|c| *c != "W0304").collect()
-    }
-
-    #[test]
-    fn display_paths() {
-        let v: Value = serde_json::from_str(r#"{"plugins":[{"ipam":{"ranges":[[{"subnet":"x"}]]},"a/b":1}]}"#).unwrap();
-        assert_eq!(
-            display_path(&v, "/plugins/0/ipam/ranges/0/0/subnet"),
-            "plugins[0].ipam.ranges[0][0].subnet"
-        );
-        assert_eq!(display_path(&v, "/plugins/0/a~1b"), "plugins[0][\"a/b\"]");
-        assert_eq!(display_path(&v, ""), "(root)");
-    }
-
-    #[test]
-    fn syntax_errors_have_line_and_column() {
-        let d = run_bytes("{\n  \"name\": \"n\",\n  \"x\": é,\n}");
-        assert_eq!(codes(&d), ["E0101"]);
-        assert_eq!((d[0].line, d[0].col), (3, 8));
-        assert_eq!(d[0].message, "invalid JSON: expected value");
-    }
-
-    #[test]
-    fn type_errors_and_unknown_keys_are_positioned() {
-        let d = run_bytes(
-            "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[\n {\"type\":\"bridge\",\"isGateway\":\"yes\",\"isGatway\":true}]}",
-        );
-        // the type does not resolve (no CNI_PATH), then the two key findings
-        assert_eq!(codes(&d), ["E0102", "W0105"]);
-        assert_eq!(
-            d[0].code.id(),
-            "W0304",
-            "no CNI_PATH: the unknown type is unchecked, not an error"
-        );
-        assert_eq!((d[1].line, d[1].col), (2, 31));
-        assert_eq!(d[1].message, "plugins[0].isGateway: expected a boolean, got a string");
-        assert_eq!(d[2].hint.as_deref(), Some("did you mean `isGateway`?"));
-        assert_eq!((d[2].line, d[2].col), (2, 37));
-    }
-
-    fn list(plugins: &str) -> String {
-        format!("{{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{plugins}]}}")
-    }
-
-    /// Without CNI_PATH nothing external resolves: leave the E030x findings out.
-    fn findings(src: &str) -> Vec<&'static str> {
-        let d = run_bytes(src);
-        let mut c: Vec<&'static str> = codes(&d).into_iter().filter(|c| !c.starts_with("E030")).collect();
-        c.sort_unstable();
-        c
-    }
-
-    #[test]
-    fn host_bits_like_host_local() {
-        for (subnet, net) in [
-            ("10.85.0.1/16", "10.85.0.0"),
-            ("fd00::1/64", "fd00::"),
-            ("10.0.0.129/25", "10.0.0.128"),
-        ] {
-            for ipam in [
-                format!("{{\"type\":\"host-local\",\"subnet\":\"{subnet}\"}}"),
-                format!("{{\"type\":\"host-local\",\"ranges\":[[{{\"subnet\":\"{subnet}\"}}]]}}"),
-            ] {
-                let d = run_bytes(&list(&format!("{{\"type\":\"bridge\",\"ipam\":{ipam}}}")));
-                let hb: Vec<_> = d.iter().filter(|d| d.message.contains("host bits")).collect();
-                assert_eq!(hb.len(), 1, "{ipam}: {d:?}");
-                assert_eq!(hb[0].code, Code::BadValue);
-                assert!(
-                    hb[0].message.ends_with(&format!("the network address is {net}")),
-                    "{}",
-                    hb[0].message
-                );
-            }
-        }
-        // the network address itself, and a too-small network (reported as that only)
-        assert_eq!(
-            findings(&list(
-                r#"{"type":"bridge","ipam":{"type":"host-local","subnet":"10.85.0.0/16"}}"#
-            )),
-            Vec::<&str>::new()
-        );
-        let d = run_bytes(&list(
-            r#"{"type":"bridge","ipam":{"type":"host-local","subnet":"10.85.0.1/31"}}"#,
-        ));
-        assert!(
-            d.iter().any(|d| d.message.contains("too small")) && !d.iter().any(|d| d.message.contains("host bits"))
-        );
-    }
-
-    #[test]
-    fn working_shapes_are_not_errors() {
-        // L2 bridge (no ipam, empty ipam) before portmap and firewall: warnings
-        for ipam in ["", r#","ipam":{}"#, r#","ipam":{"type":""}"#] {
-            let src = list(&format!(
-                r#"{{"type":"bridge"{ipam}}},{{"type":"portmap","capabilities":{{"portMappings":true}}}},{{"type":"firewall"}},{{"type":"tuning"}}"#
-            ));
-            assert_eq!(findings(&src), ["W0408", "W0408"], "{src}");
-        }
-        // sbr really fails without addresses
-        assert_eq!(
-            findings(&list(r#"{"type":"macvlan","master":"eth0"},{"type":"sbr"}"#)),
-            ["E0404"]
-        );
-        // with an external IPAM there are addresses
-        assert_eq!(
-            findings(&list(
-                r#"{"type":"macvlan","master":"eth0","ipam":{"type":"dhcp"}},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"sbr"}"#
-            )),
-            Vec::<&str>::new()
-        );
-        // native VLAN on a trunk port (plugins >= 1.8)
-        assert_eq!(
-            findings(&list(r#"{"type":"bridge","vlan":5,"vlanTrunk":[{"id":6}]}"#)),
-            Vec::<&str>::new()
-        );
-        // top-level args is the runtime's
-        let src =
-            r#"{"args":{"podman_labels":{"a":"b"}},"cniVersion":"1.0.0","name":"n","plugins":[{"type":"loopback"}]}"#;
-        assert_eq!(findings(src), Vec::<&str>::new());
-        // an external main plugin's ipam: warnings; a reference one's: errors
-        let ext = list(
-            r#"{"type":"calico","ipam":{"type":"host-local","subnet":"usePodCidr"}},{"type":"antrea","ipam":{"type":"host-local"}}"#,
-        );
-        let d = run_bytes(&ext);
-        let w: Vec<_> = d.iter().filter(|d| d.code == Code::ForeignIpam).collect();
-        assert_eq!(w.len(), 2, "{d:?}");
-        assert!(w[0].hint.as_deref().unwrap().contains("calico's own input"));
-        assert!(
-            !d.iter()
-                .any(|d| d.severity() == Severity::Error && !d.code.id().starts_with("E030")),
-            "{d:?}"
-        );
-        let d = findings(&list(
-            r#"{"type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"usePodCidr"}}"#,
-        ));
-        assert_eq!(d, ["E0104"]);
-    }
-
-    #[test]
-    fn a_byte_order_mark_is_named() {
-        let d = run_bytes("\u{feff}{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{\"type\":\"loopback\"}]}");
-        assert_eq!(codes(&d), ["E0101"]);
-        assert!(d[0].message.contains("byte order mark"));
-        assert!(d[0].hint.as_deref().unwrap().contains("without BOM"));
-    }
-
-    #[test]
-    fn never_panics_on_odd_shapes() {
-        for src in [
-            "", "[]", "1", "null", "{}", "{\"plugins\":null}", "{\"plugins\":[null,1,\"x\",[]]}",
-            "{\"name\":1,\"cniVersion\":[],\"cniVersions\":{}}", "{\"cniVersions\":[1,\"x\",\"9.9.9\"]}",
-            "{\"name\":\"n\",\"plugins\":[{\"type\":\"bridge\",\"ipam\":{\"type\":\"host-local\",\"ranges\":[[],[{}],[{\"subnet\":\"10.0.0.0/31\"}],1]}}]}",
-            "{\"name\":\"n\",\"plugins\":[{\"type\":\"bandwidth\",\"runtimeConfig\":{\"bandwidth\":{\"ingressRate\":-1}}}]}",
-        ] {
-            let _ = run_bytes(src);
-        }
-    }
-}
+mod tests;

@@ -15,6 +15,7 @@ use crate::netlink::htb::Subnet;
 use crate::netlink::tbf::ReferenceTbf;
 use cnichain_engine::spec::error::{CniError, INTERNAL};
 use cnichain_engine::stage::Invocation;
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F};
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 
@@ -364,6 +365,30 @@ pub fn attachment_ifb_name(network: &str, container_id: &str, ifname: &str) -> S
     s.truncate(MAX_IFNAME);
     s
 }
+
+/// The shaping keys, at the top level and in `runtimeConfig.bandwidth`.
+const SHAPING: &[F] = &[
+    F("ingressRate", Ty::U64),
+    F("ingressBurst", Ty::U64),
+    F("egressRate", Ty::U64),
+    F("egressBurst", Ty::U64),
+    F("unshapedSubnets", Ty::List(&Ty::Cidr)),
+    F("shapedSubnets", Ty::List(&Ty::Cidr)),
+];
+
+/// The keys the bandwidth plugin reads.
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("ingressRate", Ty::U64),
+        F("ingressBurst", Ty::U64),
+        F("egressRate", Ty::U64),
+        F("egressBurst", Ty::U64),
+        F("unshapedSubnets", Ty::List(&Ty::Cidr)),
+        F("shapedSubnets", Ty::List(&Ty::Cidr)),
+        F("runtimeConfig", Ty::Open(&[F("bandwidth", Ty::Obj(SHAPING))])),
+    ],
+};
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ use crate::mainconf::{self, IpamRef, MacArgs, MacField};
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, UNSUPPORTED_FIELD};
 use cnichain_engine::spec::ids;
 use cnichain_engine::stage::Invocation;
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F, MTU, RANGE, STRS};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -139,3 +140,46 @@ impl BridgeConf {
         (self.mtu > 0).then_some(self.mtu as u32)
     }
 }
+
+/// The keys the bridge plugin reads (1.1.1, plus upstream's `ipMasqBackend`,
+/// `disableContainerInterface`, `portIsolation` and `vlan` with `vlanTrunk` up to 1.9).
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("bridge", Ty::Str),
+        F("isGateway", Ty::Bool),
+        F("isDefaultGateway", Ty::Bool),
+        F("forceAddress", Ty::Bool),
+        F("ipMasq", Ty::Bool),
+        F("ipMasqBackend", Ty::Enum(mainconf::MASQ_BACKENDS)),
+        F("mtu", MTU),
+        F("hairpinMode", Ty::Bool),
+        F("promiscMode", Ty::Bool),
+        F("vlan", Ty::Int(0, 4094)),
+        F(
+            "vlanTrunk",
+            Ty::List(&Ty::Obj(&[
+                F("minID", Ty::Int(1, 4094)),
+                F("maxID", Ty::Int(1, 4094)),
+                F("id", Ty::Int(1, 4094)),
+            ])),
+        ),
+        F("preserveDefaultVlan", Ty::Bool),
+        F("macspoofchk", Ty::Bool),
+        F("enabledad", Ty::Bool),
+        F("disableContainerInterface", Ty::Bool),
+        F("portIsolation", Ty::Bool),
+        F(
+            "args",
+            Ty::Open(&[F("cni", Ty::Open(&[F("mac", Ty::Str), F("ips", Ty::List(&Ty::Ip))]))]),
+        ),
+        F(
+            "runtimeConfig",
+            Ty::Open(&[
+                F("mac", Ty::Str),
+                F("ips", STRS),
+                F("ipRanges", Ty::List(&Ty::List(&Ty::Obj(RANGE)))),
+            ]),
+        ),
+    ],
+};

@@ -8,6 +8,7 @@
 use crate::conf;
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, UNSUPPORTED_FIELD};
 use cnichain_engine::stage::Invocation;
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F, MTU};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -301,6 +302,33 @@ pub fn sysctl_path(key: &str, ifname: &str) -> Result<String, String> {
     }
     Ok(path)
 }
+
+/// The keys the tuning plugin reads, `args.cni` (its per-pod overrides) included.
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("dataDir", Ty::Str),
+        F("sysctl", Ty::MapOf(&Ty::Str)),
+        F("mac", Ty::Mac),
+        F("promisc", Ty::Bool),
+        F("mtu", MTU),
+        F("allmulti", Ty::Bool),
+        F("runtimeConfig", Ty::Open(&[F("mac", Ty::Str)])),
+        F(
+            "args",
+            Ty::Open(&[F(
+                "cni",
+                Ty::Open(&[
+                    F("sysctl", Ty::MapOf(&Ty::Str)),
+                    F("mac", Ty::Mac),
+                    F("promisc", Ty::Bool),
+                    F("mtu", MTU),
+                    F("allmulti", Ty::Bool),
+                ]),
+            )]),
+        ),
+    ],
+};
 
 #[cfg(test)]
 mod tests {
