@@ -29,6 +29,9 @@ pub mod veth;
 #[cfg(test)]
 mod validate_schemas;
 
+#[cfg(test)]
+pub(crate) mod schema_conformance;
+
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
     registry.register("bridge", std::sync::Arc::new(bridge::Bridge));

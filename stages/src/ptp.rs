@@ -441,3 +441,18 @@ pub static SCHEMA: Schema = Schema {
         F("runtimeConfig", Ty::Open(IPAM_RC)),
     ],
 };
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::assert_schema;
+
+    #[test]
+    fn ptp() {
+        // ipMasqBackend: upstream's (1.9) choice of masquerade tool, which the 1.1.1
+        // reference ignores and so does cnichain (always nftables); args and runtimeConfig
+        // carry what the IPAM reads (ips, ipRanges), not ptp.
+        assert_schema::<PtpConf>(&SCHEMA, &[], &["ipMasqBackend", "args", "runtimeConfig"]);
+    }
+}

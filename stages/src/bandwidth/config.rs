@@ -487,3 +487,32 @@ mod tests {
         assert!(e.details.contains("shapedSubnets[1]"));
     }
 }
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+
+    #[test]
+    fn bandwidth() {
+        assert_schema::<Raw>(&SCHEMA, &[], &[]);
+        let rc = struct_keys::<RawRuntimeConfig>();
+        assert_same_keys(
+            "runtimeConfig",
+            &rc,
+            nested(SCHEMA.fields, "runtimeConfig"),
+            false,
+            &[],
+            &[],
+        );
+        assert_same_keys(
+            "runtimeConfig.bandwidth",
+            &struct_keys::<Entry>(),
+            SHAPING,
+            false,
+            &[],
+            &[],
+        );
+    }
+}

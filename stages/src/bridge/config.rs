@@ -183,3 +183,31 @@ pub static SCHEMA: Schema = Schema {
         ),
     ],
 };
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+
+    #[test]
+    fn bridge() {
+        // Upstream's later keys (1.9), which the 1.1.1 reference ignores and so does
+        // cnichain; validate knows them so that it does not call them typos.
+        let later = ["ipMasqBackend", "disableContainerInterface", "portIsolation"];
+        assert_schema::<Raw>(&SCHEMA, &[], &later);
+        let rc = struct_keys::<MacField>();
+        // ips and ipRanges are the IPAM's, which reads them from this object
+        let ipam = ["ips", "ipRanges"];
+        assert_same_keys(
+            "runtimeConfig",
+            &rc,
+            nested(SCHEMA.fields, "runtimeConfig"),
+            false,
+            &[],
+            &ipam,
+        );
+        let cni = nested(nested(SCHEMA.fields, "args"), "cni");
+        assert_same_keys("args.cni", &struct_keys::<MacField>(), cni, false, &[], &["ips"]);
+    }
+}

@@ -534,3 +534,25 @@ mod tests {
         assert_eq!(container_addrs(&res, "eth0").0.unwrap().to_string(), "10.1.0.2/24");
     }
 }
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+
+    #[test]
+    fn portmap() {
+        assert_schema::<Keys>(&SCHEMA, &[], &[]);
+        let rc = struct_keys::<RuntimeConfig>();
+        assert_same_keys(
+            "runtimeConfig",
+            &rc,
+            nested(SCHEMA.fields, "runtimeConfig"),
+            false,
+            &[],
+            &[],
+        );
+        assert_same_keys("portMappings[]", &struct_keys::<Entry>(), ENTRY, false, &[], &[]);
+    }
+}
