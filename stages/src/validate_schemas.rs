@@ -139,3 +139,34 @@ fn working_shapes_are_not_errors() {
     ));
     assert_eq!(d, ["E0104"]);
 }
+
+/// The fuzz harness runs the validator without stages (the engine has no schemas), so the
+/// schema checks get its invariant here: on the seeds, the regressions and the corpus, and
+/// on every prefix of each (cut JSON), no panic and no engine refusal left unexplained.
+#[test]
+fn every_engine_refusal_is_explained_with_the_schemas() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = Vec::new();
+    for dir in [
+        "fuzz/seeds/conflist",
+        "fuzz/regressions/conflist",
+        "tests/validate-corpus/good",
+        "tests/validate-corpus/bad",
+    ] {
+        let entries = std::fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}"));
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x != "expected") {
+                files.push(std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    assert!(files.len() > 20, "only {} inputs", files.len());
+    for f in &files {
+        for end in (0..=f.len()).step_by(7).chain([f.len()]) {
+            let text = String::from_utf8_lossy(&f[..end]);
+            for d in run_bytes(&text) {
+                assert_ne!(d.code, Code::EngineRejects, "{text}: {}", d.message);
+            }
+        }
+    }
+}
