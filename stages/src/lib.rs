@@ -16,6 +16,12 @@ pub mod ptp;
 pub mod shared;
 pub mod tuning;
 
+#[cfg(test)]
+mod validate_schemas;
+
+#[cfg(test)]
+pub(crate) mod schema_conformance;
+
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {
     registry.register(

@@ -8,6 +8,7 @@ use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, IpConfig, Result100};
 use cnichain_engine::stage::{Invocation, Stage};
+use cnichain_engine::validate::schema::{Role, Schema};
 
 pub struct Loopback;
 
@@ -16,6 +17,10 @@ fn open(inv: &Invocation) -> Result<NetNs, CniError> {
 }
 
 impl Stage for Loopback {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&SCHEMA)
+    }
+
     fn add(&self, inv: &Invocation) -> Result<CniResult, CniError> {
         let pod = open(inv)?;
         let mut nl = Netlink::new_in(&pod)?;
@@ -81,3 +86,9 @@ impl Stage for Loopback {
         "in-process".into()
     }
 }
+
+/// loopback reads no keys of its own.
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[],
+};

@@ -12,6 +12,7 @@ use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
 use cnichain_engine::spec::ipnet::IpNet;
 use cnichain_engine::spec::result::{CniResult, Interface, Result100};
 use cnichain_engine::stage::{Command, Invocation, Stage};
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F, IPAM_ARGS, IPAM_RC, MTU};
 use serde::Deserialize;
 
 pub struct Ptp {
@@ -111,6 +112,10 @@ fn host_prefix(a: &IpNet) -> u8 {
 }
 
 impl Stage for Ptp {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&SCHEMA)
+    }
+
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         let (_, ipam) = load(inv)?;
         inv.preflight_ipam(&ipam)
@@ -425,4 +430,31 @@ fn ipam_families(config: &serde_json::Map<String, serde_json::Value>) -> (bool, 
         subnets.iter().any(|s| !s.contains(':')),
         subnets.iter().any(|s| s.contains(':')),
     )
+}
+
+/// The keys the ptp plugin reads (1.1.1, plus upstream's `ipMasqBackend`).
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("ipMasq", Ty::Bool),
+        F("ipMasqBackend", Ty::Enum(crate::shared::mainconf::MASQ_BACKENDS)),
+        F("mtu", MTU),
+        F("args", Ty::Open(IPAM_ARGS)),
+        F("runtimeConfig", Ty::Open(IPAM_RC)),
+    ],
+};
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::assert_schema;
+
+    #[test]
+    fn ptp() {
+        // ipMasqBackend: upstream's (1.9) choice of masquerade tool, which the 1.1.1
+        // reference ignores and so does cnichain (always nftables); args and runtimeConfig
+        // carry what the IPAM reads (ips, ipRanges), not ptp.
+        assert_schema::<PtpConf>(&SCHEMA, &[], &["ipMasqBackend", "args", "runtimeConfig"]);
+    }
 }

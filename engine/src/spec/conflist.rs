@@ -4,6 +4,7 @@
 
 use super::error::CniError;
 use super::ids;
+use super::json_kind::{json_kind, Spelling};
 use super::version;
 use serde_json::{Map, Value};
 
@@ -37,18 +38,6 @@ fn cfg_err(msg: impl Into<String>) -> CniError {
     CniError::invalid_config(format!("error parsing configuration list: {}", msg.into()))
 }
 
-/// JSON type name as a user reads it.
-pub fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 /// libcni's readBool: a boolean, or the strings "true"/"false" in any case.
 fn read_bool(m: &Map<String, Value>, key: &str) -> Result<bool, CniError> {
     match m.get(key) {
@@ -58,7 +47,7 @@ fn read_bool(m: &Map<String, Value>, key: &str) -> Result<bool, CniError> {
         Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(false),
         Some(v) => Err(cfg_err(format!(
             "invalid {key:?}: want a boolean, got {} {v}",
-            type_name(v)
+            json_kind(v, Spelling::Word)
         ))),
     }
 }
@@ -69,7 +58,7 @@ pub fn parse_object(bytes: &[u8], what: &str) -> Result<Map<String, Value>, CniE
         Ok(Value::Object(m)) => Ok(m),
         Ok(v) => Err(CniError::decode(format!(
             "{what}: want a JSON object, got {}",
-            type_name(&v)
+            json_kind(&v, Spelling::Word)
         ))),
         Err(e) => Err(CniError::decode(format!("{what}: invalid JSON: {e}"))),
     }
@@ -81,7 +70,12 @@ impl PluginConf {
         let plugin_type = match raw.get("type") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             Some(Value::String(_)) | None => return Err(cfg_err(format!("{at}: missing \"type\""))),
-            Some(v) => return Err(cfg_err(format!("{at}.type: want a string, got {}", type_name(v)))),
+            Some(v) => {
+                return Err(cfg_err(format!(
+                    "{at}.type: want a string, got {}",
+                    json_kind(v, Spelling::Word)
+                )))
+            }
         };
         ids::validate_plugin_type(&plugin_type, &format!("{at}.type"))?;
         let mut capabilities = Vec::new();
@@ -96,7 +90,7 @@ impl PluginConf {
                         other => {
                             return Err(cfg_err(format!(
                                 "{at}.capabilities.{k}: want a boolean, got {}",
-                                type_name(other)
+                                json_kind(other, Spelling::Word)
                             )))
                         }
                     }
@@ -105,7 +99,7 @@ impl PluginConf {
             Some(v) => {
                 return Err(cfg_err(format!(
                     "{at}.capabilities: want an object, got {}",
-                    type_name(v)
+                    json_kind(v, Spelling::Word)
                 )))
             }
         }
@@ -119,14 +113,27 @@ impl PluginConf {
                     ids::validate_plugin_type(s, &format!("{at}.ipam.type"))?;
                     Some(s.clone())
                 }
-                Some(v) => return Err(cfg_err(format!("{at}.ipam.type: want a string, got {}", type_name(v)))),
+                Some(v) => {
+                    return Err(cfg_err(format!(
+                        "{at}.ipam.type: want a string, got {}",
+                        json_kind(v, Spelling::Word)
+                    )))
+                }
             },
-            Some(v) => return Err(cfg_err(format!("{at}.ipam: want an object, got {}", type_name(v)))),
+            Some(v) => {
+                return Err(cfg_err(format!(
+                    "{at}.ipam: want an object, got {}",
+                    json_kind(v, Spelling::Word)
+                )))
+            }
         };
         for key in ["name", "cniVersion"] {
             if let Some(v) = raw.get(key) {
                 if !v.is_string() && !v.is_null() {
-                    return Err(cfg_err(format!("{at}.{key}: want a string, got {}", type_name(v))));
+                    return Err(cfg_err(format!(
+                        "{at}.{key}: want a string, got {}",
+                        json_kind(v, Spelling::Word)
+                    )));
                 }
             }
         }
@@ -166,7 +173,7 @@ impl NetConfList {
             Some(v) => {
                 return Err(cfg_err(format!(
                     "invalid name type: want a string, got {}",
-                    type_name(v)
+                    json_kind(v, Spelling::Word)
                 )))
             }
         };
@@ -176,7 +183,7 @@ impl NetConfList {
             Some(v) => {
                 return Err(cfg_err(format!(
                     "invalid cniVersion type: want a string, got {}",
-                    type_name(v)
+                    json_kind(v, Spelling::Word)
                 )))
             }
         };
@@ -190,7 +197,7 @@ impl NetConfList {
                         other => {
                             return Err(cfg_err(format!(
                                 "cniVersions[{i}]: want a string, got {}",
-                                type_name(other)
+                                json_kind(other, Spelling::Word)
                             )))
                         }
                     }
@@ -199,7 +206,7 @@ impl NetConfList {
             Some(v) => {
                 return Err(cfg_err(format!(
                     "invalid cniVersions type: want an array, got {}",
-                    type_name(v)
+                    json_kind(v, Spelling::Word)
                 )))
             }
         }
@@ -225,14 +232,19 @@ impl NetConfList {
                     let at = format!("plugins[{i}]");
                     match p {
                         Value::Object(m) => plugins.push(PluginConf::from_map(m.clone(), &at)?),
-                        other => return Err(cfg_err(format!("{at}: want an object, got {}", type_name(other)))),
+                        other => {
+                            return Err(cfg_err(format!(
+                                "{at}: want an object, got {}",
+                                json_kind(other, Spelling::Word)
+                            )))
+                        }
                     }
                 }
             }
             Some(v) => {
                 return Err(cfg_err(format!(
                     "invalid \"plugins\" type: want an array, got {}",
-                    type_name(v)
+                    json_kind(v, Spelling::Word)
                 )))
             }
         }

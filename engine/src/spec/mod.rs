@@ -7,6 +7,7 @@ pub mod convert;
 pub mod error;
 pub mod ids;
 pub mod ipnet;
+pub mod json_kind;
 pub mod result;
 pub mod version;
 

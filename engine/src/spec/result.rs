@@ -20,6 +20,7 @@
 
 use super::error::CniError;
 use super::ipnet::{format_ip, parse_ip, IpNet};
+use super::json_kind::{json_kind, Spelling};
 use super::version::{self, Family};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -166,7 +167,7 @@ impl CniResult {
             other => {
                 return Err(CniError::decode(format!(
                     "failed to unmarshal raw result: expected a JSON object, got {}",
-                    kind(other)
+                    json_kind(other, Spelling::Go)
                 )))
             }
         };
@@ -611,23 +612,12 @@ struct Ctx {
     sorted: bool,
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 fn derr(path: &str, msg: impl std::fmt::Display) -> CniError {
     CniError::decode(format!("failed to decode result: {path}: {msg}"))
 }
 
 fn want(path: &str, what: &str, got: &Value) -> CniError {
-    derr(path, format!("expected {what}, got {}", kind(got)))
+    derr(path, format!("expected {what}, got {}", json_kind(got, Spelling::Go)))
 }
 
 fn join(path: &str, key: &str) -> String {

@@ -126,6 +126,11 @@ pub trait Stage: Send + Sync {
     fn preflight(&self, _inv: &Invocation) -> Result<(), CniError> {
         Ok(())
     }
+    /// The config keys this stage reads, which its loader and `cnichain validate` share;
+    /// None for a stage whose keys are not declared (an exec'd plugin).
+    fn schema(&self) -> Option<&'static crate::validate::schema::Schema> {
+        None
+    }
     /// Spec versions this stage accepts (VERSION, validation).
     fn supported_versions(&self) -> Vec<String> {
         crate::spec::version::SUPPORTED.iter().map(|s| s.to_string()).collect()

@@ -41,6 +41,11 @@ impl Registry {
         self.stages.insert(type_name.to_string(), stage);
     }
 
+    /// The schema the stage registered for `type_name` declares, whatever the exec policy.
+    pub fn schema(&self, type_name: &str) -> Option<&'static crate::validate::schema::Schema> {
+        self.stages.get(type_name).and_then(|s| s.schema())
+    }
+
     /// The types with an in-process stage, sorted.
     pub fn in_process_types(&self) -> Vec<String> {
         let mut v: Vec<String> = self.stages.keys().cloned().collect();

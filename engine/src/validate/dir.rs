@@ -3,7 +3,7 @@
 //! subnets of different networks that overlap.
 
 use super::diag::Code;
-use super::{schema, Cx, FileReport, Kind};
+use super::{rules, Cx, FileReport, Kind};
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::Path;
@@ -92,7 +92,7 @@ pub fn check_overlaps(cx: &mut Cx, files: &[&FileReport]) {
             let hit = nets[..j].iter().find_map(|(name_a, a)| {
                 a.subnets
                     .iter()
-                    .find(|sa| schema::overlaps(&sa.net, &sb.net))
+                    .find(|sa| rules::overlaps(&sa.net, &sb.net))
                     .map(|sa| (*name_a, sa))
             });
             if let Some((name_a, sa)) = hit {

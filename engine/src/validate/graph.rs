@@ -9,7 +9,7 @@
 
 use super::diag::Code;
 use super::pos::push_token;
-use super::{schema, Cx, PluginRef};
+use super::{Cx, PluginRef};
 use petgraph::dot::Dot;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value;
@@ -357,7 +357,7 @@ fn no_address(cx: &mut Cx, p: &PluginRef, tp: &str, me: &str, t: &str) {
 fn check_capabilities(cx: &mut Cx, plugins: &[PluginRef]) {
     for p in plugins {
         let t = p.ptype.as_deref().unwrap_or("");
-        if !schema::is_known_type(t) {
+        if p.schema.is_none() {
             continue;
         }
         if let Some(Value::Object(caps)) = p.obj.get("capabilities") {

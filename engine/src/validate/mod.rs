@@ -11,20 +11,26 @@
 //! column, JSON pointer); positions come from a small scanner ([`pos`]) since serde_json
 //! keeps none. Validation never fails: unreadable or broken input is a diagnostic too.
 
+mod cx;
 pub mod diag;
 pub mod dir;
 pub mod graph;
+mod plugin;
 pub mod pos;
+pub mod rules;
 pub mod schema;
+pub mod typecheck;
+mod versions;
 
+pub use cx::{display_path, Cx, Source};
 pub use diag::{Code, Diagnostic, Severity, Summary};
 
 use crate::load;
 use crate::spec::conflist::NetConfList;
 use crate::spec::ids;
-use crate::spec::version;
-use crate::stage::{find_in_path, Registry};
-use pos::{push_token, PosMap, Span};
+use crate::spec::json_kind::{json_kind, Spelling};
+use crate::stage::Registry;
+use pos::push_token;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,144 +38,6 @@ use std::time::Duration;
 
 /// Index of a [`Source`] in a run.
 pub type SrcId = usize;
-
-/// One JSON text being checked.
-pub struct Source {
-    /// The name diagnostics use for it.
-    pub name: String,
-    pub text: String,
-    pub pos: PosMap,
-    /// The parsed document (Null when it did not parse).
-    pub root: Value,
-}
-
-/// What a run knows: its sources and the findings so far.
-#[derive(Default)]
-pub struct Cx {
-    pub sources: Vec<Source>,
-    pub diags: Vec<Diagnostic>,
-    /// Subnets the IPAM sections of the file being checked hand out from.
-    pub subnets: Vec<schema::Subnet>,
-}
-
-fn is_ident(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-}
-
-fn unescape_token(t: &str) -> String {
-    t.replace("~1", "/").replace("~0", "~")
-}
-
-/// `plugins[0].ipam.ranges[0][1].subnet` for `/plugins/0/ipam/ranges/0/1/subnet`.
-pub fn display_path(root: &Value, ptr: &str) -> String {
-    let mut out = String::new();
-    let mut cur = Some(root);
-    for tok in ptr.split('/').skip(1) {
-        let tok = unescape_token(tok);
-        match cur {
-            Some(Value::Array(a)) => {
-                out.push_str(&format!("[{tok}]"));
-                cur = tok.parse::<usize>().ok().and_then(|i| a.get(i));
-            }
-            other => {
-                if is_ident(&tok) {
-                    if !out.is_empty() {
-                        out.push('.');
-                    }
-                    out.push_str(&tok);
-                } else {
-                    out.push_str(&format!("[{tok:?}]"));
-                }
-                cur = other.and_then(|v| v.get(&tok));
-            }
-        }
-    }
-    if out.is_empty() {
-        "(root)".to_string()
-    } else {
-        out
-    }
-}
-
-impl Cx {
-    pub fn add_source(&mut self, name: String, text: String, root: Value) -> SrcId {
-        let pos = PosMap::build(&text);
-        self.sources.push(Source { name, text, pos, root });
-        self.sources.len() - 1
-    }
-
-    /// The user-facing path of a pointer in a source.
-    pub fn path(&self, src: SrcId, ptr: &str) -> String {
-        match self.sources.get(src) {
-            Some(s) => display_path(&s.root, ptr),
-            None => ptr.to_string(),
-        }
-    }
-
-    fn push_span(&mut self, src: SrcId, code: Code, ptr: &str, span: Option<Span>, message: String) {
-        let Some(s) = self.sources.get(src) else { return };
-        let (line, col, source_line, width) = match span {
-            Some(span) => {
-                let (line, col) = s.pos.line_col(&s.text, span.start);
-                let text = s.text.get(span.start..span.end.max(span.start)).unwrap_or("");
-                let first = text.split('\n').next().unwrap_or("").trim_end_matches('\r');
-                (
-                    line,
-                    col,
-                    s.pos.line_text(&s.text, line).to_string(),
-                    first.chars().count().max(1),
-                )
-            }
-            None => (0, 0, String::new(), 0),
-        };
-        self.diags.push(Diagnostic {
-            code,
-            file: s.name.clone(),
-            line,
-            col,
-            pointer: ptr.to_string(),
-            message,
-            hint: None,
-            source_line,
-            width,
-        });
-    }
-
-    /// A finding at the value `ptr` points to (or the nearest enclosing one).
-    pub fn at(&mut self, src: SrcId, code: Code, ptr: &str, message: String) {
-        let span = self.sources.get(src).map(|s| s.pos.value_or_parent(ptr));
-        self.push_span(src, code, ptr, span, message);
-    }
-
-    /// A finding at the key of the member `ptr` points to.
-    pub fn at_key(&mut self, src: SrcId, code: Code, ptr: &str, message: String) {
-        let span = self
-            .sources
-            .get(src)
-            .map(|s| s.pos.key(ptr).unwrap_or_else(|| s.pos.value_or_parent(ptr)));
-        self.push_span(src, code, ptr, span, message);
-    }
-
-    /// A finding about the whole file, without a position.
-    pub fn whole(&mut self, src: SrcId, code: Code, message: String) {
-        self.push_span(src, code, "", None, message);
-    }
-
-    /// Add a hint to the last finding.
-    pub fn hint(&mut self, h: impl Into<String>) {
-        if let Some(d) = self.diags.last_mut() {
-            d.hint = Some(h.into());
-        }
-    }
-
-    fn errors_since(&self, n: usize) -> bool {
-        self.diags[n.min(self.diags.len())..]
-            .iter()
-            .any(|d| d.severity() == Severity::Error)
-    }
-}
 
 /// How a run resolves and queries plugins.
 pub struct Options<'a> {
@@ -213,6 +81,8 @@ pub struct PluginRef {
     pub ptype: Option<String>,
     pub ipam_type: Option<String>,
     pub in_process: bool,
+    /// The keys its in-process stage declares (whatever runs it: --exec too).
+    pub schema: Option<&'static [schema::F]>,
 }
 
 /// What one file defined, for the checks across files.
@@ -222,7 +92,7 @@ pub struct FileReport {
     pub src: Option<SrcId>,
     pub kind: Kind,
     pub name: Option<String>,
-    pub subnets: Vec<schema::Subnet>,
+    pub subnets: Vec<rules::Subnet>,
     pub graph: Option<graph::ChainGraph>,
 }
 
@@ -415,7 +285,10 @@ impl<'a> Validator<'a> {
         let root = match &self.cx.sources[src].root {
             Value::Object(m) => m.clone(),
             other => {
-                let msg = format!("(root): expected a JSON object, got {}", json_kind(other));
+                let msg = format!(
+                    "(root): expected a JSON object, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, "", msg);
                 return report;
             }
@@ -453,8 +326,10 @@ impl<'a> Validator<'a> {
                                     match self.cx.sources[s].root.clone() {
                                         Value::Object(m) => plugins.push(self.plugin_ref(s, "", shown.clone(), m)),
                                         other => {
-                                            let msg =
-                                                format!("(root): expected a plugin object, got {}", json_kind(&other));
+                                            let msg = format!(
+                                                "(root): expected a plugin object, got {}",
+                                                json_kind(&other, Spelling::Article)
+                                            );
                                             self.cx.at(s, Code::WrongType, "", msg);
                                         }
                                     }
@@ -479,7 +354,7 @@ impl<'a> Validator<'a> {
         let subnets_before = self.cx.subnets.len();
         for p in &plugins {
             if let Some(t) = &p.ptype {
-                schema::check_plugin(&mut self.cx, p.src, &p.ptr, &p.obj, t);
+                typecheck::check_plugin(&mut self.cx, self.opts.registry, p.src, &p.ptr, &p.obj, t);
                 self.check_plugin_versions(p, selected.as_deref());
             }
         }
@@ -508,131 +383,6 @@ impl<'a> Validator<'a> {
             }
         }
         report
-    }
-
-    fn plugin_ref(&mut self, src: SrcId, ptr: &str, label: String, obj: Map<String, Value>) -> PluginRef {
-        let ptype = self.check_type(src, ptr, &obj);
-        let ipam_type = self.check_ipam_type(src, ptr, &obj);
-        let in_process = ptype.as_deref().is_some_and(|t| self.opts.registry.is_in_process(t));
-        if in_process {
-            self.check_data_dirs(src, ptr, &obj, ptype.as_deref(), ipam_type.as_deref());
-        }
-        PluginRef {
-            src,
-            ptr: ptr.to_string(),
-            label,
-            obj,
-            ptype,
-            ipam_type,
-            in_process,
-        }
-    }
-
-    /// `type`: present, a string, a file name.
-    fn check_type(&mut self, src: SrcId, ptr: &str, obj: &Map<String, Value>) -> Option<String> {
-        let tp = push_token(ptr, "type");
-        // named by their path, like every other finding: "(root)" and "type" in a .conf
-        let me = self.cx.path(src, ptr);
-        let tpath = self.cx.path(src, &tp);
-        match obj.get("type") {
-            None => {
-                self.cx.at(src, Code::Missing, ptr, format!("{me}: no \"type\""));
-                self.cx
-                    .hint("every plugin needs \"type\": the name of its binary, like \"bridge\"");
-                None
-            }
-            Some(Value::String(s)) if s.is_empty() => {
-                self.cx.at(src, Code::Missing, &tp, format!("{tpath}: empty"));
-                None
-            }
-            Some(Value::String(s)) => match ids::validate_plugin_type(s, "type") {
-                Ok(()) => Some(s.clone()),
-                Err(e) => {
-                    self.cx.at(src, Code::BadPluginType, &tp, format!("{tpath}: {}", e.msg));
-                    self.cx
-                        .hint("a type names a binary in CNI_PATH; put the binary there instead of giving a path");
-                    None
-                }
-            },
-            Some(other) => {
-                let msg = format!("{tpath}: expected a string, got {}", json_kind(other));
-                self.cx.at(src, Code::WrongType, &tp, msg);
-                None
-            }
-        }
-    }
-
-    /// The node's files a stage keeps there: host-local's store (`dataDir`, by default
-    /// /var/lib/cni/networks) and tuning's records (`dataDir` when set). A directory there
-    /// that users other than root can write to lets them plant reservations or records.
-    fn check_data_dirs(
-        &mut self,
-        src: SrcId,
-        ptr: &str,
-        obj: &Map<String, Value>,
-        ptype: Option<&str>,
-        ipam_type: Option<&str>,
-    ) {
-        let str_at = |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(String::from);
-        let mut dirs: Vec<(String, String)> = Vec::new();
-        if ptype == Some("tuning") {
-            if let Some(d) = str_at(obj, "dataDir") {
-                dirs.push((push_token(ptr, "dataDir"), d));
-            }
-        }
-        if ipam_type == Some("host-local") && self.opts.registry.is_in_process("host-local") {
-            let ip = push_token(ptr, "ipam");
-            let given = obj
-                .get("ipam")
-                .and_then(Value::as_object)
-                .and_then(|m| str_at(m, "dataDir"));
-            match given {
-                Some(d) => dirs.push((push_token(&ip, "dataDir"), d)),
-                None => dirs.push((ip, "/var/lib/cni/networks".to_string())),
-            }
-        }
-        for (at, dir) in dirs {
-            if let Some(why) = crate::nodefs::shared_writable(Path::new(&dir)) {
-                let label = self.cx.path(src, &at);
-                self.cx
-                    .at(src, Code::SharedDir, &at, format!("{label}: {dir} on this node: {why}"));
-                self.cx
-                    .hint("keep the directories a plugin writes into writable by root only (chmod go-w)");
-            }
-        }
-    }
-
-    fn check_ipam_type(&mut self, src: SrcId, ptr: &str, obj: &Map<String, Value>) -> Option<String> {
-        let ipam = match obj.get("ipam") {
-            Some(Value::Object(ipam)) => ipam,
-            None | Some(Value::Null) => return None,
-            // The engine (like libcni) refuses the list for any plugin, external too.
-            Some(other) => {
-                // (an in-process stage's schema check reports it for its own type)
-                let t = obj.get("type").and_then(Value::as_str);
-                if !t.is_some_and(|t| self.opts.registry.is_in_process(t)) {
-                    let ip = push_token(ptr, "ipam");
-                    let path = self.cx.path(src, &ip);
-                    let msg = format!("{path}: expected an object, got {}", json_kind(other));
-                    self.cx.at(src, Code::WrongType, &ip, msg);
-                }
-                return None;
-            }
-        };
-        let tp = push_token(&push_token(ptr, "ipam"), "type");
-        match ipam.get("type") {
-            // "" is no IPAM, for the engine as for the reference plugins
-            Some(Value::String(s)) if s.is_empty() => None,
-            Some(Value::String(s)) => match ids::validate_plugin_type(s, "ipam.type") {
-                Ok(()) => Some(s.clone()),
-                Err(e) => {
-                    let path = self.cx.path(src, &tp);
-                    self.cx.at(src, Code::BadPluginType, &tp, format!("{path}: {}", e.msg));
-                    None
-                }
-            },
-            _ => None,
-        }
     }
 
     /// The list's own keys, versions and plugin array.
@@ -675,11 +425,11 @@ impl<'a> Validator<'a> {
         let selected = self.check_versions(src, root, "list");
         for k in ["disableCheck", "disableGC", "loadOnlyInlinedPlugins"] {
             if let Some(v) = root.get(k) {
-                schema::check(&mut self.cx, src, &push_token("", k), v, &schema::Ty::BoolStr, "libcni");
+                typecheck::check(&mut self.cx, src, &push_token("", k), v, &schema::Ty::BoolStr, "libcni");
             }
         }
         if let Some(v) = root.get("args") {
-            schema::check(&mut self.cx, src, "/args", v, &schema::Ty::Open(&[]), "the runtime");
+            typecheck::check(&mut self.cx, src, "/args", v, &schema::Ty::Open(&[]), "the runtime");
         }
         let mut plugins = Vec::new();
         match root.get("plugins") {
@@ -706,14 +456,20 @@ impl<'a> Validator<'a> {
                             plugins.push(r);
                         }
                         other => {
-                            let msg = format!("plugins[{i}]: expected an object, got {}", json_kind(other));
+                            let msg = format!(
+                                "plugins[{i}]: expected an object, got {}",
+                                json_kind(other, Spelling::Article)
+                            );
                             self.cx.at(src, Code::WrongType, &ptr, msg);
                         }
                     }
                 }
             }
             Some(other) => {
-                let msg = format!("plugins: expected an array, got {}", json_kind(other));
+                let msg = format!(
+                    "plugins: expected an array, got {}",
+                    json_kind(other, Spelling::Article)
+                );
                 self.cx.at(src, Code::WrongType, "/plugins", msg);
             }
         }
@@ -757,222 +513,9 @@ impl<'a> Validator<'a> {
                 Some(s.clone())
             }
             Some(other) => {
-                let msg = format!("name: expected a string, got {}", json_kind(other));
+                let msg = format!("name: expected a string, got {}", json_kind(other, Spelling::Article));
                 self.cx.at(src, Code::WrongType, "/name", msg);
                 None
-            }
-        }
-    }
-
-    /// `cniVersion` and `cniVersions`; returns the selected version when it is usable.
-    fn check_versions(&mut self, src: SrcId, root: &Map<String, Value>, what: &str) -> Option<String> {
-        let mut ok = true;
-        let declared = match root.get("cniVersion") {
-            None => {
-                self.cx.at(
-                    src,
-                    Code::NoVersion,
-                    "",
-                    format!("no \"cniVersion\": libcni reads the {what} as version 0.1.0"),
-                );
-                self.cx.hint(format!("add \"cniVersion\": \"{}\"", version::CURRENT));
-                String::new()
-            }
-            Some(Value::String(s)) => {
-                if let Err(e) = version::parse(s) {
-                    self.cx
-                        .at(src, Code::BadVersion, "/cniVersion", format!("cniVersion: {}", e.msg));
-                    ok = false;
-                }
-                s.clone()
-            }
-            Some(other) => {
-                let msg = format!("cniVersion: expected a string, got {}", json_kind(other));
-                self.cx.at(src, Code::WrongType, "/cniVersion", msg);
-                ok = false;
-                String::new()
-            }
-        };
-        let mut entries: Vec<(String, String)> = Vec::new(); // (pointer, version)
-        match root.get("cniVersions") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(a)) => {
-                for (i, v) in a.iter().enumerate() {
-                    let p = format!("/cniVersions/{i}");
-                    match v {
-                        Value::String(s) => match version::parse(s) {
-                            Ok(_) => entries.push((p, s.clone())),
-                            Err(e) => {
-                                self.cx
-                                    .at(src, Code::BadVersion, &p, format!("cniVersions[{i}]: {}", e.msg));
-                                ok = false;
-                            }
-                        },
-                        other => {
-                            let msg = format!("cniVersions[{i}]: expected a string, got {}", json_kind(other));
-                            self.cx.at(src, Code::WrongType, &p, msg);
-                            ok = false;
-                        }
-                    }
-                }
-            }
-            Some(other) => {
-                let msg = format!("cniVersions: expected an array, got {}", json_kind(other));
-                self.cx.at(src, Code::WrongType, "/cniVersions", msg);
-                ok = false;
-            }
-        }
-        if !ok {
-            return None;
-        }
-        let list: Vec<String> = entries.iter().map(|(_, v)| v.clone()).collect();
-        let selected = version::select(&declared, &list).ok()?;
-        let selected_ptr = entries
-            .iter()
-            .find(|(_, v)| *v == selected)
-            .map(|(p, _)| p.clone())
-            .unwrap_or_else(|| "/cniVersion".to_string());
-        // every version written that is not a released spec version
-        let mut written: Vec<(String, String)> = entries.clone();
-        if root.contains_key("cniVersion") {
-            written.insert(0, ("/cniVersion".to_string(), declared.clone()));
-        }
-        for (p, v) in &written {
-            let newer = version::compare(v, version::CURRENT).is_ok_and(|o| o.is_gt());
-            if version::is_supported(v) || newer || *p == selected_ptr {
-                continue;
-            }
-            let path = self.cx.path(src, p);
-            self.cx.at(
-                src,
-                Code::VersionIgnored,
-                p,
-                format!("{path}: {v:?} is not a CNI spec version and is never selected"),
-            );
-            self.cx
-                .hint(format!("spec versions are: {}", version::SUPPORTED.join(", ")));
-        }
-        if !version::is_supported(&selected) {
-            let path = self.cx.path(src, &selected_ptr);
-            let why = if selected.is_empty() {
-                "\"\" (0.1.0)".to_string()
-            } else {
-                format!("{selected:?}")
-            };
-            if root.contains_key("cniVersion") || !entries.is_empty() {
-                self.cx.at(
-                    src,
-                    Code::UnsupportedVersion,
-                    &selected_ptr,
-                    format!("{path}: the selected version {why} is not a supported CNI spec version"),
-                );
-                self.cx
-                    .hint(format!("supported versions: {}", version::SUPPORTED.join(", ")));
-                return None;
-            }
-            return Some("0.1.0".to_string());
-        }
-        Some(selected)
-    }
-
-    /// Resolution of `type` and `ipam.type`, and whether each supports the selected version.
-    fn check_plugin_versions(&mut self, p: &PluginRef, selected: Option<&str>) {
-        let Some(t) = p.ptype.as_deref() else { return };
-        let tp = push_token(&p.ptr, "type");
-        if let (Some(sel), Some(Value::String(own))) = (selected, p.obj.get("cniVersion")) {
-            if !own.is_empty() && own != sel {
-                let path = self.cx.path(p.src, &push_token(&p.ptr, "cniVersion"));
-                self.cx.at(
-                    p.src,
-                    Code::PluginVersionIgnored,
-                    &push_token(&p.ptr, "cniVersion"),
-                    format!("{path}: {own:?} is replaced by the list's version {sel:?} in every request"),
-                );
-                self.cx
-                    .hint("remove the plugin's cniVersion; the list's version is what the plugin gets");
-            }
-        }
-        self.resolve(p.src, &tp, t, Code::TypeNotFound, selected);
-        if let Some(it) = p.ipam_type.as_deref() {
-            let itp = push_token(&push_token(&p.ptr, "ipam"), "type");
-            self.resolve(p.src, &itp, it, Code::IpamNotFound, selected);
-        }
-    }
-
-    fn resolve(&mut self, src: SrcId, ptr: &str, t: &str, missing: Code, selected: Option<&str>) {
-        if !self.opts.resolve {
-            return;
-        }
-        let label = self.cx.path(src, ptr);
-        let reg = self.opts.registry;
-        if reg.is_in_process(t) {
-            if let (Some(sel), Ok(stage)) = (selected, reg.resolve(t)) {
-                let vs = stage.supported_versions();
-                if !vs.iter().any(|v| v == sel) {
-                    let msg = format!(
-                        "{label}: the in-process {t} stage does not support version {sel:?} (it supports {})",
-                        vs.join(", ")
-                    );
-                    self.cx.at(src, Code::PluginVersionUnsupported, ptr, msg);
-                }
-            }
-            return;
-        }
-        // With no CNI_PATH there is nowhere to look: validating a config away from the
-        // node (an operator's CI, a Calico or Cilium file without their binaries) is not
-        // an error, only unchecked.
-        if reg.cni_path.is_empty() {
-            let msg = format!("{label}: {t:?} is not an in-process stage and no CNI_PATH was given to find it");
-            self.cx.at(src, Code::TypeNotChecked, ptr, msg);
-            self.cx
-                .hint("set CNI_PATH (or --cni-path) to the directories that hold the plugin binaries to check it");
-            return;
-        }
-        let found = match find_in_path(t, &reg.cni_path) {
-            Ok(p) => p,
-            Err(e) => {
-                self.cx.at(src, missing, ptr, format!("{label}: {}", e.msg));
-                self.cx.hint(format!(
-                    "install the {t:?} plugin in one of the CNI_PATH directories, or fix the type"
-                ));
-                return;
-            }
-        };
-        let (Some(sel), true) = (selected, self.opts.exec_versions) else {
-            return;
-        };
-        let timeout = self.opts.version_timeout;
-        let answer = self
-            .versions
-            .entry(found.clone())
-            .or_insert_with(|| crate::exec::version_info(&found, timeout).map_err(|e| e.msg))
-            .clone();
-        match answer {
-            Ok(vs) if vs.iter().any(|v| v == sel) => {}
-            Ok(vs) => {
-                let msg = format!(
-                    "{label}: {} does not support version {sel:?}; it supports {}",
-                    found.display(),
-                    if vs.is_empty() {
-                        "none".to_string()
-                    } else {
-                        vs.join(", ")
-                    }
-                );
-                self.cx.at(src, Code::PluginVersionUnsupported, ptr, msg);
-                let best = vs
-                    .iter()
-                    .filter(|v| version::is_supported(v))
-                    .max_by(|a, b| version::compare(a, b).unwrap_or(std::cmp::Ordering::Equal));
-                if let Some(b) = best {
-                    self.cx.hint(format!(
-                        "use cniVersion {b:?} (the newest it supports), or upgrade the plugin"
-                    ));
-                }
-            }
-            Err(why) => {
-                let msg = format!("{label}: asking {} for its versions failed: {why}", found.display());
-                self.cx.at(src, Code::VersionQueryFailed, ptr, msg);
             }
         }
     }
@@ -1004,17 +547,6 @@ fn only_inlined(root: &Map<String, Value>) -> bool {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// Validate one in-memory file without a disk behind it (fuzzing, tests).
 pub fn validate_bytes(display: &str, bytes: &[u8], kind: Kind, opts: Options) -> Vec<Diagnostic> {
     let mut v = Validator::new(opts);
@@ -1023,182 +555,4 @@ pub fn validate_bytes(display: &str, bytes: &[u8], kind: Kind, opts: Options) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run_bytes(src: &str) -> Vec<Diagnostic> {
-        let reg = Registry::new(Vec::new());
-        validate_bytes(
-            "t.conflist",
-            src.as_bytes(),
-            Kind::List,
-            Options {
-                registry: &reg,
-                resolve: true,
-                exec_versions: false,
-                version_timeout: None,
-            },
-        )
-    }
-
-    /// The codes found, less W0304: this registry has no in-process stages and no
-    /// CNI_PATH, so every type is "unchecked" here.
-    fn codes(d: &[Diagnostic]) -> Vec<&'static str> {
-        d.iter().map(|d| d.code.id()).filter(|c| *c != "W0304").collect()
-    }
-
-    #[test]
-    fn display_paths() {
-        let v: Value = serde_json::from_str(r#"{"plugins":[{"ipam":{"ranges":[[{"subnet":"x"}]]},"a/b":1}]}"#).unwrap();
-        assert_eq!(
-            display_path(&v, "/plugins/0/ipam/ranges/0/0/subnet"),
-            "plugins[0].ipam.ranges[0][0].subnet"
-        );
-        assert_eq!(display_path(&v, "/plugins/0/a~1b"), "plugins[0][\"a/b\"]");
-        assert_eq!(display_path(&v, ""), "(root)");
-    }
-
-    #[test]
-    fn syntax_errors_have_line_and_column() {
-        let d = run_bytes("{\n  \"name\": \"n\",\n  \"x\": é,\n}");
-        assert_eq!(codes(&d), ["E0101"]);
-        assert_eq!((d[0].line, d[0].col), (3, 8));
-        assert_eq!(d[0].message, "invalid JSON: expected value");
-    }
-
-    #[test]
-    fn type_errors_and_unknown_keys_are_positioned() {
-        let d = run_bytes(
-            "{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[\n {\"type\":\"bridge\",\"isGateway\":\"yes\",\"isGatway\":true}]}",
-        );
-        // the type does not resolve (no CNI_PATH), then the two key findings
-        assert_eq!(codes(&d), ["E0102", "W0105"]);
-        assert_eq!(
-            d[0].code.id(),
-            "W0304",
-            "no CNI_PATH: the unknown type is unchecked, not an error"
-        );
-        assert_eq!((d[1].line, d[1].col), (2, 31));
-        assert_eq!(d[1].message, "plugins[0].isGateway: expected a boolean, got a string");
-        assert_eq!(d[2].hint.as_deref(), Some("did you mean `isGateway`?"));
-        assert_eq!((d[2].line, d[2].col), (2, 37));
-    }
-
-    fn list(plugins: &str) -> String {
-        format!("{{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{plugins}]}}")
-    }
-
-    /// Without CNI_PATH nothing external resolves: leave the E030x findings out.
-    fn findings(src: &str) -> Vec<&'static str> {
-        let d = run_bytes(src);
-        let mut c: Vec<&'static str> = codes(&d).into_iter().filter(|c| !c.starts_with("E030")).collect();
-        c.sort_unstable();
-        c
-    }
-
-    #[test]
-    fn host_bits_like_host_local() {
-        for (subnet, net) in [
-            ("10.85.0.1/16", "10.85.0.0"),
-            ("fd00::1/64", "fd00::"),
-            ("10.0.0.129/25", "10.0.0.128"),
-        ] {
-            for ipam in [
-                format!("{{\"type\":\"host-local\",\"subnet\":\"{subnet}\"}}"),
-                format!("{{\"type\":\"host-local\",\"ranges\":[[{{\"subnet\":\"{subnet}\"}}]]}}"),
-            ] {
-                let d = run_bytes(&list(&format!("{{\"type\":\"bridge\",\"ipam\":{ipam}}}")));
-                let hb: Vec<_> = d.iter().filter(|d| d.message.contains("host bits")).collect();
-                assert_eq!(hb.len(), 1, "{ipam}: {d:?}");
-                assert_eq!(hb[0].code, Code::BadValue);
-                assert!(
-                    hb[0].message.ends_with(&format!("the network address is {net}")),
-                    "{}",
-                    hb[0].message
-                );
-            }
-        }
-        // the network address itself, and a too-small network (reported as that only)
-        assert_eq!(
-            findings(&list(
-                r#"{"type":"bridge","ipam":{"type":"host-local","subnet":"10.85.0.0/16"}}"#
-            )),
-            Vec::<&str>::new()
-        );
-        let d = run_bytes(&list(
-            r#"{"type":"bridge","ipam":{"type":"host-local","subnet":"10.85.0.1/31"}}"#,
-        ));
-        assert!(
-            d.iter().any(|d| d.message.contains("too small")) && !d.iter().any(|d| d.message.contains("host bits"))
-        );
-    }
-
-    #[test]
-    fn working_shapes_are_not_errors() {
-        // L2 bridge (no ipam, empty ipam) before portmap and firewall: warnings
-        for ipam in ["", r#","ipam":{}"#, r#","ipam":{"type":""}"#] {
-            let src = list(&format!(
-                r#"{{"type":"bridge"{ipam}}},{{"type":"portmap","capabilities":{{"portMappings":true}}}},{{"type":"firewall"}},{{"type":"tuning"}}"#
-            ));
-            assert_eq!(findings(&src), ["W0408", "W0408"], "{src}");
-        }
-        // sbr really fails without addresses
-        assert_eq!(
-            findings(&list(r#"{"type":"macvlan","master":"eth0"},{"type":"sbr"}"#)),
-            ["E0404"]
-        );
-        // with an external IPAM there are addresses
-        assert_eq!(
-            findings(&list(
-                r#"{"type":"macvlan","master":"eth0","ipam":{"type":"dhcp"}},{"type":"portmap","capabilities":{"portMappings":true}},{"type":"sbr"}"#
-            )),
-            Vec::<&str>::new()
-        );
-        // native VLAN on a trunk port (plugins >= 1.8)
-        assert_eq!(
-            findings(&list(r#"{"type":"bridge","vlan":5,"vlanTrunk":[{"id":6}]}"#)),
-            Vec::<&str>::new()
-        );
-        // top-level args is the runtime's
-        let src =
-            r#"{"args":{"podman_labels":{"a":"b"}},"cniVersion":"1.0.0","name":"n","plugins":[{"type":"loopback"}]}"#;
-        assert_eq!(findings(src), Vec::<&str>::new());
-        // an external main plugin's ipam: warnings; a reference one's: errors
-        let ext = list(
-            r#"{"type":"calico","ipam":{"type":"host-local","subnet":"usePodCidr"}},{"type":"antrea","ipam":{"type":"host-local"}}"#,
-        );
-        let d = run_bytes(&ext);
-        let w: Vec<_> = d.iter().filter(|d| d.code == Code::ForeignIpam).collect();
-        assert_eq!(w.len(), 2, "{d:?}");
-        assert!(w[0].hint.as_deref().unwrap().contains("calico's own input"));
-        assert!(
-            !d.iter()
-                .any(|d| d.severity() == Severity::Error && !d.code.id().starts_with("E030")),
-            "{d:?}"
-        );
-        let d = findings(&list(
-            r#"{"type":"macvlan","master":"eth0","ipam":{"type":"host-local","subnet":"usePodCidr"}}"#,
-        ));
-        assert_eq!(d, ["E0104"]);
-    }
-
-    #[test]
-    fn a_byte_order_mark_is_named() {
-        let d = run_bytes("\u{feff}{\"cniVersion\":\"1.0.0\",\"name\":\"n\",\"plugins\":[{\"type\":\"loopback\"}]}");
-        assert_eq!(codes(&d), ["E0101"]);
-        assert!(d[0].message.contains("byte order mark"));
-        assert!(d[0].hint.as_deref().unwrap().contains("without BOM"));
-    }
-
-    #[test]
-    fn never_panics_on_odd_shapes() {
-        for src in [
-            "", "[]", "1", "null", "{}", "{\"plugins\":null}", "{\"plugins\":[null,1,\"x\",[]]}",
-            "{\"name\":1,\"cniVersion\":[],\"cniVersions\":{}}", "{\"cniVersions\":[1,\"x\",\"9.9.9\"]}",
-            "{\"name\":\"n\",\"plugins\":[{\"type\":\"bridge\",\"ipam\":{\"type\":\"host-local\",\"ranges\":[[],[{}],[{\"subnet\":\"10.0.0.0/31\"}],1]}}]}",
-            "{\"name\":\"n\",\"plugins\":[{\"type\":\"bandwidth\",\"runtimeConfig\":{\"bandwidth\":{\"ingressRate\":-1}}}]}",
-        ] {
-            let _ = run_bytes(src);
-        }
-    }
-}
+mod tests;

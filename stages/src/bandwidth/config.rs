@@ -15,6 +15,7 @@ use crate::kernel::netlink::htb::Subnet;
 use crate::kernel::netlink::tbf::ReferenceTbf;
 use cnichain_engine::spec::error::{CniError, INTERNAL};
 use cnichain_engine::stage::Invocation;
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F};
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 
@@ -365,6 +366,30 @@ pub fn attachment_ifb_name(network: &str, container_id: &str, ifname: &str) -> S
     s
 }
 
+/// The shaping keys, at the top level and in `runtimeConfig.bandwidth`.
+const SHAPING: &[F] = &[
+    F("ingressRate", Ty::U64),
+    F("ingressBurst", Ty::U64),
+    F("egressRate", Ty::U64),
+    F("egressBurst", Ty::U64),
+    F("unshapedSubnets", Ty::List(&Ty::Cidr)),
+    F("shapedSubnets", Ty::List(&Ty::Cidr)),
+];
+
+/// The keys the bandwidth plugin reads.
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("ingressRate", Ty::U64),
+        F("ingressBurst", Ty::U64),
+        F("egressRate", Ty::U64),
+        F("egressBurst", Ty::U64),
+        F("unshapedSubnets", Ty::List(&Ty::Cidr)),
+        F("shapedSubnets", Ty::List(&Ty::Cidr)),
+        F("runtimeConfig", Ty::Open(&[F("bandwidth", Ty::Obj(SHAPING))])),
+    ],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,5 +485,34 @@ mod tests {
             "bad subnet \"10.0.0.0/40\" provided, details invalid CIDR address: 10.0.0.0/40"
         );
         assert!(e.details.contains("shapedSubnets[1]"));
+    }
+}
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+
+    #[test]
+    fn bandwidth() {
+        assert_schema::<Raw>(&SCHEMA, &[], &[]);
+        let rc = struct_keys::<RawRuntimeConfig>();
+        assert_same_keys(
+            "runtimeConfig",
+            &rc,
+            nested(SCHEMA.fields, "runtimeConfig"),
+            false,
+            &[],
+            &[],
+        );
+        assert_same_keys(
+            "runtimeConfig.bandwidth",
+            &struct_keys::<Entry>(),
+            SHAPING,
+            false,
+            &[],
+            &[],
+        );
     }
 }

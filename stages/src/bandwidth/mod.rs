@@ -209,6 +209,10 @@ fn htb_matches(st: &HtbState, s: &Shape, subnets: &Subnets) -> Result<(), String
 }
 
 impl Stage for Bandwidth {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&config::SCHEMA)
+    }
+
     /// ADD's config checks: rates, subnets, and the bursts the kernel would refuse.
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         let c = BandwidthConf::load(inv)?;

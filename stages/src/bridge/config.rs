@@ -7,6 +7,7 @@ use crate::shared::mainconf::{self, IpamRef, MacArgs, MacField};
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, UNSUPPORTED_FIELD};
 use cnichain_engine::spec::ids;
 use cnichain_engine::stage::Invocation;
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F, MTU, RANGE, STRS};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -137,5 +138,76 @@ impl BridgeConf {
     /// The MTU to ask for, None to leave the kernel's (0 or negative, as in Go's netlink).
     pub fn mtu(&self) -> Option<u32> {
         (self.mtu > 0).then_some(self.mtu as u32)
+    }
+}
+
+/// The keys the bridge plugin reads (1.1.1, plus upstream's `ipMasqBackend`,
+/// `disableContainerInterface`, `portIsolation` and `vlan` with `vlanTrunk` up to 1.9).
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("bridge", Ty::Str),
+        F("isGateway", Ty::Bool),
+        F("isDefaultGateway", Ty::Bool),
+        F("forceAddress", Ty::Bool),
+        F("ipMasq", Ty::Bool),
+        F("ipMasqBackend", Ty::Enum(mainconf::MASQ_BACKENDS)),
+        F("mtu", MTU),
+        F("hairpinMode", Ty::Bool),
+        F("promiscMode", Ty::Bool),
+        F("vlan", Ty::Int(0, 4094)),
+        F(
+            "vlanTrunk",
+            Ty::List(&Ty::Obj(&[
+                F("minID", Ty::Int(1, 4094)),
+                F("maxID", Ty::Int(1, 4094)),
+                F("id", Ty::Int(1, 4094)),
+            ])),
+        ),
+        F("preserveDefaultVlan", Ty::Bool),
+        F("macspoofchk", Ty::Bool),
+        F("enabledad", Ty::Bool),
+        F("disableContainerInterface", Ty::Bool),
+        F("portIsolation", Ty::Bool),
+        F(
+            "args",
+            Ty::Open(&[F("cni", Ty::Open(&[F("mac", Ty::Str), F("ips", Ty::List(&Ty::Ip))]))]),
+        ),
+        F(
+            "runtimeConfig",
+            Ty::Open(&[
+                F("mac", Ty::Str),
+                F("ips", STRS),
+                F("ipRanges", Ty::List(&Ty::List(&Ty::Obj(RANGE)))),
+            ]),
+        ),
+    ],
+};
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+
+    #[test]
+    fn bridge() {
+        // Upstream's later keys (1.9), which the 1.1.1 reference ignores and so does
+        // cnichain; validate knows them so that it does not call them typos.
+        let later = ["ipMasqBackend", "disableContainerInterface", "portIsolation"];
+        assert_schema::<Raw>(&SCHEMA, &[], &later);
+        let rc = struct_keys::<MacField>();
+        // ips and ipRanges are the IPAM's, which reads them from this object
+        let ipam = ["ips", "ipRanges"];
+        assert_same_keys(
+            "runtimeConfig",
+            &rc,
+            nested(SCHEMA.fields, "runtimeConfig"),
+            false,
+            &[],
+            &ipam,
+        );
+        let cni = nested(nested(SCHEMA.fields, "args"), "cni");
+        assert_same_keys("args.cni", &struct_keys::<MacField>(), cni, false, &[], &["ips"]);
     }
 }

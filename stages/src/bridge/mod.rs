@@ -38,6 +38,10 @@ fn check_modes(c: &BridgeConf) -> Result<(), CniError> {
 }
 
 impl Stage for Bridge {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&config::SCHEMA)
+    }
+
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         check_modes(&c)?;

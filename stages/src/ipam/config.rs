@@ -9,7 +9,9 @@
 
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, INVALID_ENV};
 use cnichain_engine::spec::ipnet::{parse_ip, IpNet};
+use cnichain_engine::spec::json_kind::{json_kind, Spelling};
 use cnichain_engine::spec::result::{CniResult, Dns, Route};
+use cnichain_engine::validate::schema::{Role, Schema, Ty, DNS, F, RANGE, ROUTE};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
 
@@ -39,19 +41,8 @@ pub fn bad_args(msg: impl Into<String>) -> CniError {
     CniError::new(INVALID_ENV, msg)
 }
 
-pub fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 fn want(path: &str, what: &str, got: &Value) -> CniError {
-    invalid_at(path, format!("expected {what}, got {}", kind(got)))
+    invalid_at(path, format!("expected {what}, got {}", json_kind(got, Spelling::Go)))
 }
 
 /// `parent.key`, or `key` at the top level.
@@ -225,6 +216,43 @@ pub fn network_name(config: &Map<String, Value>) -> Result<String, CniError> {
 
 // CNI_ARGS as the reference plugins read it: one parser for the whole project.
 pub use cnichain_engine::spec::args::{arg, load_args, ArgKind};
+
+/// The keys of host-local's ipam object.
+pub static HOST_LOCAL_SCHEMA: Schema = Schema {
+    role: Role::Ipam,
+    fields: &[
+        F("type", Ty::Str),
+        F("name", Ty::Str),
+        F("routes", Ty::List(&Ty::Obj(ROUTE))),
+        F("dataDir", Ty::Str),
+        F("resolvConf", Ty::Str),
+        F("ranges", Ty::List(&Ty::List(&Ty::Obj(RANGE)))),
+        // the old single-range form
+        F("subnet", Ty::Cidr),
+        F("rangeStart", Ty::Ip),
+        F("rangeEnd", Ty::Ip),
+        F("gateway", Ty::Ip),
+    ],
+};
+
+/// The keys of static's ipam object.
+pub static STATIC_SCHEMA: Schema = Schema {
+    role: Role::Ipam,
+    fields: &[
+        F("type", Ty::Str),
+        F("name", Ty::Str),
+        F("routes", Ty::List(&Ty::Obj(ROUTE))),
+        F(
+            "addresses",
+            Ty::List(&Ty::Obj(&[
+                F("address", Ty::Cidr),
+                F("gateway", Ty::Ip),
+                F("version", Ty::Str),
+            ])),
+        ),
+        F("dns", Ty::Obj(DNS)),
+    ],
+};
 
 #[cfg(test)]
 mod tests {

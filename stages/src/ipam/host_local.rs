@@ -247,6 +247,10 @@ fn load_for_add(inv: &Invocation) -> Result<(HostLocalConf, Dns), CniError> {
 }
 
 impl Stage for HostLocal {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&super::config::HOST_LOCAL_SCHEMA)
+    }
+
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         load_for_add(inv).map(|_| ())
     }

@@ -5,6 +5,7 @@
 use super::config::{as_array, as_object, field, invalid, invalid_at, ip_field, join};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::spec::ipnet::{format_ip, IpNet};
+use cnichain_engine::spec::json_kind::{json_kind, Spelling};
 use serde_json::Value;
 use std::cmp::Ordering;
 use std::fmt;
@@ -113,7 +114,7 @@ impl RawRange {
             Some(other) => {
                 return Err(invalid_at(
                     &subnet_path,
-                    format!("expected a string, got {}", super::config::kind(other)),
+                    format!("expected a string, got {}", json_kind(other, Spelling::Go)),
                 ))
             }
         };

@@ -159,6 +159,10 @@ impl StaticConf {
 pub struct StaticIpam;
 
 impl Stage for StaticIpam {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&super::config::STATIC_SCHEMA)
+    }
+
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         StaticConf::load(inv.config, &inv.rt.args, inv.version).map(|_| ())
     }

@@ -8,6 +8,7 @@ use crate::kernel::nft::expr::Proto;
 use cnichain_engine::spec::error::{CniError, UNSUPPORTED_FIELD};
 use cnichain_engine::spec::ipnet::{parse_ip, IpNet};
 use cnichain_engine::spec::result::Result100;
+use cnichain_engine::validate::schema::{Role, Schema, Ty, F, STRS};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
@@ -288,6 +289,32 @@ pub fn container_addrs(res: &Result100, ifname: &str) -> (Option<IpNet>, Option<
     (v4, v6)
 }
 
+/// One `runtimeConfig.portMappings` entry.
+const ENTRY: &[F] = &[
+    F("hostPort", Ty::Int(1, 65535)),
+    F("containerPort", Ty::Int(1, 65535)),
+    F("protocol", Ty::Str),
+    F("hostIP", Ty::Str),
+];
+
+/// The keys the portmap plugin reads (1.1.1, plus upstream's `backend`).
+pub static SCHEMA: Schema = Schema {
+    role: Role::Plugin,
+    fields: &[
+        F("backend", Ty::Enum(crate::shared::mainconf::MASQ_BACKENDS)),
+        F("snat", Ty::Bool),
+        F("conditionsV4", STRS),
+        F("conditionsV6", STRS),
+        F("masqAll", Ty::Bool),
+        F("markMasqBit", Ty::Int(0, 31)),
+        F("externalSetMarkChain", Ty::Str),
+        F(
+            "runtimeConfig",
+            Ty::Open(&[F("portMappings", Ty::List(&Ty::Obj(ENTRY)))]),
+        ),
+    ],
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,5 +532,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(container_addrs(&res, "eth0").0.unwrap().to_string(), "10.1.0.2/24");
+    }
+}
+
+/// The schema `cnichain validate` uses declares the keys this loader reads.
+#[cfg(test)]
+mod schema_matches_loader {
+    use super::*;
+    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+
+    #[test]
+    fn portmap() {
+        assert_schema::<Keys>(&SCHEMA, &[], &[]);
+        let rc = struct_keys::<RuntimeConfig>();
+        assert_same_keys(
+            "runtimeConfig",
+            &rc,
+            nested(SCHEMA.fields, "runtimeConfig"),
+            false,
+            &[],
+            &[],
+        );
+        assert_same_keys("portMappings[]", &struct_keys::<Entry>(), ENTRY, false, &[], &[]);
     }
 }

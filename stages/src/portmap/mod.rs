@@ -32,6 +32,10 @@ use config::PortmapConf;
 pub struct Portmap;
 
 impl Stage for Portmap {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&config::SCHEMA)
+    }
+
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
         PortmapConf::parse(inv.config).map(|_| ())
     }

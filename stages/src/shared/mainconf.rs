@@ -64,6 +64,10 @@ pub fn requested_mac(
     }
 }
 
+/// The masquerade backends bridge, ptp and portmap accept (upstream's `ipMasqBackend`
+/// and `backend`; cnichain uses nftables for both).
+pub const MASQ_BACKENDS: &[&str] = &["iptables", "nftables"];
+
 #[cfg(test)]
 mod tests {
     use super::*;

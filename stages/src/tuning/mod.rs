@@ -30,6 +30,10 @@ fn require_prev<'a>(inv: &Invocation<'a>) -> Result<&'a CniResult, CniError> {
 }
 
 impl Stage for Tuning {
+    fn schema(&self) -> Option<&'static cnichain_engine::validate::schema::Schema> {
+        Some(&config::SCHEMA)
+    }
+
     /// The config as ADD reads it; the keys' existence inside the pod is ADD's (an
     /// IFNAME key names a link an earlier stage has yet to make).
     fn preflight(&self, inv: &Invocation) -> Result<(), CniError> {
