@@ -604,7 +604,7 @@ fn run_drop_in(sb: &Sandbox, bin: &Path, name: &str, pod: &str, env: &[(String, 
 
 #[test]
 fn refused_inputs_change_nothing_anywhere() {
-    assert!(is_root(), "this test needs root (netns, bridges, nftables)");
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("tbl");
     let pod = sb.pod("p");
     let bin = install(&sb);
@@ -697,7 +697,7 @@ fn problems(
 /// trees and the kernel state of the host and both pods are what they were.
 #[test]
 fn bad_last_plugin_changes_nothing_beside_a_live_attachment() {
-    assert!(is_root(), "this test needs root (netns, bridges, nftables)");
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("tblb");
     let pod_a = sb.pod("a");
     let pod_b = sb.pod("b");

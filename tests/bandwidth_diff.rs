@@ -214,7 +214,7 @@ const CRIO_BURST: u64 = 34_359_738_359;
 
 #[test]
 fn bandwidth_tbf_parameters_match_reference_to_the_unit() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let twin = Twin::new("bwtab", "bandwidth");
     twin.add_veth(VETH, "eth0");
     let mut compared = 0;
@@ -270,7 +270,7 @@ fn bandwidth_tbf_parameters_match_reference_to_the_unit() {
 /// nothing; what it accepts at the edges, cnichain accepts alike.
 #[test]
 fn bandwidth_errors_match_reference() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let twin = Twin::new("bwerr", "bandwidth");
     twin.add_veth(VETH, "eth0");
     let cases = [
@@ -354,7 +354,7 @@ fn bandwidth_errors_match_reference() {
 /// DEL of that attachment (an operator swapping the binaries between ADD and DEL).
 #[test]
 fn bandwidth_two_attachments_of_one_network() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let twin = Twin::new("bwtwo", "bandwidth");
     let o = &twin.o;
     o.add_veth("vbw1", "net1");

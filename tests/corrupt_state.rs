@@ -90,9 +90,7 @@ fn assert_clean(sb: &Sandbox, pod: &str, what: &str) {
 /// reports it as a CNI error.
 #[test]
 fn damaged_cache_does_not_block_del() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     ok(&run(&sb, "add", &pod));
     let good = std::fs::read(cache_file(&sb)).expect("cache written");
@@ -124,9 +122,7 @@ fn damaged_cache_does_not_block_del() {
 /// An ADD left a damaged cache entry and then the runtime retries ADD: it proceeds.
 #[test]
 fn add_over_a_damaged_cache_proceeds() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     std::fs::create_dir_all(sb.cache_dir().join("results")).expect("mkdir");
     std::fs::write(cache_file(&sb), b"{\"kind\":\"cniCa").expect("write");
@@ -140,9 +136,7 @@ fn add_over_a_damaged_cache_proceeds() {
 /// that finds one (its earlier ADD was killed) replaces it.
 #[test]
 fn damaged_tuning_record() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     for what in ["empty", "truncated", "garbage"] {
         ok(&run(&sb, "add", &pod));
@@ -174,9 +168,7 @@ fn damaged_tuning_record() {
 /// address, DEL releases everything.
 #[test]
 fn damaged_reservations() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     std::fs::create_dir_all(store(&sb)).expect("mkdir");
     // An empty reservation of the first address, garbage in last_reserved_ip.
@@ -214,9 +206,7 @@ fn damaged_reservations() {
 /// nobody: ADD and DEL finish promptly and DEL removes the attachment's lock file.
 #[test]
 fn stale_locks_block_nobody() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     let locks = sb.dir.join("state/locks");
     std::fs::create_dir_all(locks.join(NET)).expect("mkdir");
@@ -256,9 +246,7 @@ fn stale_locks_block_nobody() {
 /// The state directory is a file (unusable): ADD and DEL fail with a CNI error, no panic.
 #[test]
 fn unusable_state_dir_is_a_clear_error() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     let _ = std::fs::remove_dir_all(sb.dir.join("state"));
     std::fs::write(sb.dir.join("state"), b"not a dir").expect("write");

@@ -139,10 +139,7 @@ fn settled_leftovers(sb: &Sandbox, pod: Option<&str>, base: &BTreeSet<String>) -
 
 #[test]
 fn kill_9_during_add_then_del_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, kill -9 trials");
     let trials: usize = std::env::var("CNICHAIN_CRASH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())

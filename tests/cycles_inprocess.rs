@@ -396,10 +396,7 @@ fn run_cycles(sb: &Sandbox, pods: &[String], rounds: usize) -> Report {
 
 #[test]
 fn inprocess_add_del_cycles_do_not_grow_anything() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges");
     let cycles = load_cycles();
     let mut sb = Sandbox::new("inproc");
     let pods: Vec<String> = (0..PODS).map(|k| sb.pod(&format!("p{k}"))).collect();

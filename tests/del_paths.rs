@@ -138,7 +138,7 @@ fn kill_netns_leaving_file(pod: &str) {
 /// plain empty file, DEL: success and nothing host-side left; DEL again: success; a new
 /// pod gets the same host port.
 fn dead_netns_scenario(via: Via) {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("dead");
     let pod = sb.pod("p");
     let n = setup(&sb, via, "10.81.0.0/24", None, "/nonexistent");
@@ -198,7 +198,7 @@ fn dead_netns_path_meta_plugin() {
 /// plain file or a directory succeed.
 #[test]
 fn drop_in_del_of_a_non_namespace_succeeds() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let sb = Sandbox::new("nonns");
     let bin = install(&sb);
     let plain = sb.dir.join("plain");
@@ -280,7 +280,7 @@ enum Failure {
 
 fn failing_del_scenario(via: Via, failure: Failure) {
     let missing_binary = failure == Failure::Missing;
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("faildel");
     let pod = sb.pod("p");
     let sdir = sb.dir.join("scripts");
@@ -373,7 +373,7 @@ fn del_goes_on_past_a_failing_plugin_meta() {
 /// bridge and host-local not yet): the next DEL leaves nothing.
 #[test]
 fn kill_during_del_then_del_leaves_nothing() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("killdel");
     let pod = sb.pod("p");
     let sdir = sb.dir.join("scripts");

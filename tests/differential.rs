@@ -542,7 +542,7 @@ fn run_case(case: &Case, version: &str) -> Vec<String> {
 }
 
 fn run_all(filter: impl Fn(&Case) -> bool) {
-    assert!(is_root(), "differential tests need root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let only = std::env::var("CNICHAIN_DIFF_CASE").ok();
     let mut compared = 0;
     let mut failures = Vec::new();
@@ -669,7 +669,7 @@ fn conflist_diffs(name: &str, text: &str, sysctls: &[&str], known: &[&str]) -> V
 /// traffic. The drop-in must shape the same: the same tbf on the host veth and the ifb.
 #[test]
 fn conflist_runtime_config_bandwidth_through_libcni() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, tc, the reference plugins");
     let text = r#"{"cniVersion":"1.0.0","name":"difbw","plugins":[
       {"type":"ptp","ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.60.0.0/24"}]]}},
       {"type":"bandwidth","runtimeConfig":{"bandWidth":{"ingressRate":8000000,"ingressBurst":16000,"egressRate":4000000,"egressBurst":8000}}}]}"#;
@@ -694,7 +694,7 @@ fn conflist_runtime_config_bandwidth_through_libcni() {
 /// Every conflist in conflists/ through libcni (cnitool), reference binaries vs drop-ins.
 #[test]
 fn conflists_through_libcni_match_the_reference() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, tc, the reference plugins");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conflists");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("conflists")

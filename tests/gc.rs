@@ -111,9 +111,7 @@ fn drop_cache(sb: &Sandbox, net: &str, cid: &str) {
 
 #[test]
 fn gc_removes_every_trace_of_stale_attachments_without_their_cache() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges, nftables");
     let mut sb = Sandbox::new("gc");
     sb.write_conflist("10-gc.conflist", &chain(NET, "cngc0", "10.251.0.0/24"));
     sb.write_conflist("20-other.conflist", &chain(OTHER, "cngc1", "10.252.0.0/24"));
@@ -204,9 +202,7 @@ fn gc_removes_every_trace_of_stale_attachments_without_their_cache() {
 /// after its last plugin, and GC must not take it apart half-way.
 #[test]
 fn gc_without_a_valid_set_leaves_uncached_attachments_alone() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges, nftables");
     let mut sb = Sandbox::new("gcnil");
     sb.write_conflist("10-gc.conflist", &chain(NET, "cngc2", "10.253.0.0/24"));
     let pod = sb.pod("p");
@@ -235,9 +231,7 @@ fn gc_without_a_valid_set_leaves_uncached_attachments_alone() {
 /// by the plugins alone.
 #[test]
 fn drop_ins_gc_what_the_valid_set_does_not_list() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges, nftables");
     let mut sb = Sandbox::new("gcdrop");
     let net = format!("{}-n", sb.tag);
     let _results = ResultsCleanup(net.clone());

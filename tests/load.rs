@@ -90,10 +90,7 @@ fn gc_in_background(sb: &Arc<Sandbox>, times: usize, every: Duration) -> std::th
 
 #[test]
 fn concurrent_adds_and_dels_with_gc() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("load");
     sb.write_conflist("load.conflist", &conflist());
     let pods: Vec<String> = (0..PODS).map(|i| sb.pod(&format!("p{i}"))).collect();
@@ -175,10 +172,7 @@ fn count_files(sb: &Sandbox) -> (usize, usize, usize) {
 
 #[test]
 fn add_del_cycles_do_not_grow_anything() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges");
     let cycles = load_cycles();
     let mut sb = Sandbox::new("cycles");
     sb.write_conflist("load.conflist", &conflist());

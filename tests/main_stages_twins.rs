@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn root() {
-    assert!(is_root(), "these tests need root (network namespaces)");
+    require_root("network namespaces");
 }
 
 /// A shell loop printing `<link> <leaf>=<value>` for every per-interface entry of `proto`

@@ -42,9 +42,7 @@ fn want_code(o: &Output, code: u64) -> String {
 
 #[test]
 fn healthy_chain_then_pod_then_bridge_gone_or_down() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("status");
     sb.write_conflist("n.conflist", &chain("stnet", "10.243.0.0/24", true, true));
     // No pod and no bridge yet: ADD would make it.
@@ -78,9 +76,7 @@ fn healthy_chain_then_pod_then_bridge_gone_or_down() {
 
 #[test]
 fn exhausted_range_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("stfull");
     // /30: .1 is the gateway, .2 the only address to hand out.
     sb.write_conflist("n.conflist", &chain("stfull", "10.243.1.0/30", false, false));
@@ -95,9 +91,7 @@ fn exhausted_range_is_50() {
 
 #[test]
 fn unwritable_state_dir_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("ststate");
     sb.write_conflist("n.conflist", &chain("ststate", "10.243.2.0/24", false, false));
     ok(&status(&sb, "ststate"));
@@ -118,9 +112,7 @@ fn unwritable_state_dir_is_50() {
 /// it): a chain with ipMasq, or with portmap, cannot serve ADD.
 #[test]
 fn missing_nft_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stnft");
     sb.write_conflist("m.conflist", &chain("stmasq", "10.243.3.0/24", true, false));
     sb.write_conflist("p.conflist", &chain("stpm", "10.243.4.0/24", false, true));
@@ -170,9 +162,7 @@ fn crate_nft_path() -> String {
 /// variable is returned unchecked, so portmap's STATUS reports success.
 #[test]
 fn portmap_status_with_cnichain_nft_naming_a_missing_file() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stenv");
     sb.write_conflist("p.conflist", &chain("stenv", "10.243.6.0/24", false, true));
     let o = sb
@@ -239,9 +229,7 @@ fn full_chain(name: &str, subnet: &str, subnets: bool) -> String {
 /// the positive answers land in the state dir's cache, and a warm STATUS succeeds too.
 #[test]
 fn kernel_features_are_probed_and_cached() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stfeat");
     sb.write_conflist("a.conflist", &full_chain("stfa", "10.243.7.0/24", false));
     sb.write_conflist("b.conflist", &full_chain("stfb", "10.243.8.0/24", true));
@@ -265,9 +253,7 @@ fn kernel_features_are_probed_and_cached() {
 /// panic, and replaced by a good one.
 #[test]
 fn garbage_feature_cache_is_ignored() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stgarb");
     sb.write_conflist("n.conflist", &chain("stgarb", "10.243.10.0/24", true, true));
     let path = sb.dir.join("state").join(FEATURES);
@@ -297,9 +283,7 @@ fn garbage_feature_cache_is_ignored() {
 /// says 51 (for each family the ranges use). Only the sandbox's host netns is touched.
 #[test]
 fn ptp_forwarding_off_is_51() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("stfwd");
     sb.write_conflist(
         "n.conflist",
@@ -339,9 +323,7 @@ fn ptp_forwarding_off_is_51() {
 /// and its user, cached or not; the probes leave nothing on the host.
 #[test]
 fn missing_kernel_feature_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stmiss");
     sb.write_conflist("n.conflist", &chain("stmiss", "10.243.12.0/24", true, true));
     let faulted = || {

@@ -64,6 +64,7 @@ impl Sandbox {
     /// A host netns `<tag>-h` with lo up, and a temp dir with conf/, cache/, ipam/ and
     /// record/ subdirectories.
     pub fn new(tag: &str) -> Sandbox {
+        require_root("a throwaway network namespace");
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let tag = format!("cnc{}-{}-{}", std::process::id() % 100000, n, tag);
         let dir = std::env::temp_dir().join(format!("cnichain-test-{tag}"));
@@ -330,4 +331,19 @@ pub fn install(sb: &Sandbox) -> PathBuf {
 
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the calling test loudly unless it runs as root: a test that needs the kernel
+/// (CAP_NET_ADMIN for netns, links, nftables, tc) must never pass by doing nothing.
+/// `need` names what the test uses, for the message.
+#[track_caller]
+pub fn require_root(need: &str) {
+    if !is_root() {
+        let test = std::thread::current().name().unwrap_or("this test").to_string();
+        panic!(
+            "{test} needs root (CAP_NET_ADMIN) for {need}; run it as root, e.g. scripts/test \
+             (it was run with euid {})",
+            unsafe { libc::geteuid() }
+        );
+    }
 }
