@@ -1,5 +1,5 @@
 //! Differential tests: the reference plugin binary and cnichain's drop-in run on the same
-//! input in twin sandboxes (tests/common/difftwin.rs); the result or error object, the files
+//! input in twin sandboxes (tests/common/twin.rs); the result or error object, the files
 //! they keep and the kernel state of the host and pod netns must be equal, for every spec
 //! version the plugin supports, with and without prevResult, IPv4, IPv6 and dual stack.
 //!
@@ -10,7 +10,7 @@
 //! Deliberate differences (README) are listed in `KNOWN` and reported, not failed.
 
 mod common;
-use common::difftwin::*;
+use common::twin::*;
 use common::*;
 use serde_json::{json, Value};
 

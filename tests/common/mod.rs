@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 pub mod bounded;
-pub mod bwtwin;
 pub mod kstate;
 pub mod snapshot;
 
@@ -13,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub mod difftwin;
 pub mod twin;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
