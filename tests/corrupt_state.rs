@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -15,27 +16,15 @@ const BRIDGE: &str = "cnco0";
 const CID: &str = "corrupt1";
 
 fn conflist() -> String {
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{NET}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@",
-                "ranges": [[{{ "subnet": "10.242.0.0/24", "gateway": "10.242.0.1" }}]] }} }},
-    {{ "type": "tuning", "mtu": 1400, "sysctl": {{ "net.ipv4.conf.eth0.arp_notify": "1" }} }},
-    {{ "type": "bandwidth", "egressRate": 4000000, "egressBurst": 400000 }}
-  ] }}"#
-    )
+    Conflist::new("1.1.0", NET)
+        .plugin(Plugin::bridge(BRIDGE, "10.242.0.0/24").gateway("10.242.0.1"))
+        .plugin(Plugin::tuning(json!({ "net.ipv4.conf.eth0.arp_notify": "1" })).set("mtu", 1400))
+        .plugin(Plugin::bandwidth(None, Some((4000000, 400000))))
+        .text()
 }
 
 fn run(sb: &Sandbox, verb: &str, netns: &str) -> Output {
-    let o = sb
-        .in_host(&cnichain_bin())
-        .env("CNI_PATH", "")
-        .args(["--container-id", CID, verb, NET, netns])
-        .output()
-        .expect("run cnichain");
-    assert_ne!(o.status.code(), Some(101), "{verb} panicked: {}", stderr(&o));
-    assert!(o.status.code().is_some(), "{verb} killed by a signal: {}", stderr(&o));
-    o
+    cli(sb, "", &["--container-id", CID, verb, NET, netns])
 }
 
 fn setup() -> (Sandbox, String) {

@@ -29,19 +29,8 @@ struct Net {
 
 fn run(sb: &Sandbox, n: &Net, verb: &str, pod: &str, caps: &str) -> Output {
     match n.via {
-        Via::Cli => {
-            let mut c = sb.in_host(&cnichain_bin());
-            c.env("CNI_PATH", &n.cni_path)
-                .args(["--cap-args", caps, verb, &n.name, pod]);
-            c.output().unwrap()
-        }
-        Via::DropIns | Via::Meta => {
-            let mut c = sb.in_host(&peer_cnitool());
-            c.env("CNI_PATH", &n.cni_path)
-                .env("CAP_ARGS", caps)
-                .args([verb, &n.name, pod]);
-            c.output().unwrap()
-        }
+        Via::Cli => cli(sb, &n.cni_path, &["--cap-args", caps, verb, &n.name, pod]),
+        Via::DropIns | Via::Meta => cnitool(sb, &n.cni_path, verb, &n.name, pod, caps),
     }
 }
 
@@ -82,18 +71,16 @@ fn host_links(sb: &Sandbox, kind: &str) -> String {
 /// The chain of every scenario: bridge with ipMasq and host-local, an optional extra
 /// plugin, portmap, bandwidth (an ifb for the ingress limit).
 fn plugins(tag: &str, subnet: &str, extra: Option<Value>) -> Vec<Value> {
-    let mut v = vec![json!({
-        "type": "bridge", "bridge": format!("br{}", &tag[tag.len() - 4..]), "isGateway": true, "ipMasq": true,
-        "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": subnet }]] }
-    })];
+    let mut v = vec![
+        Plugin::bridge(&format!("br{}", &tag[tag.len() - 4..]), subnet)
+            .set("ipMasq", true)
+            .0,
+    ];
     if let Some(e) = extra {
         v.push(e);
     }
-    v.push(json!({ "type": "portmap", "capabilities": { "portMappings": true } }));
-    v.push(
-        json!({ "type": "bandwidth", "ingressRate": 1000000, "ingressBurst": 100000,
-                   "egressRate": 1000000, "egressBurst": 100000 }),
-    );
+    v.push(Plugin::portmap().0);
+    v.push(Plugin::bandwidth(Some((1000000, 100000)), Some((1000000, 100000))).0);
     v
 }
 

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Output;
 
@@ -17,15 +17,16 @@ const OTHER: &str = "gcother";
 
 /// The 4-stage chain with every per-attachment object cnichain makes.
 fn chain(name: &str, bridge: &str, subnet: &str) -> String {
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
-    {{ "type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": true, "macspoofchk": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "511" }} }},
-    {{ "type": "portmap", "capabilities": {{ "portMappings": true }} }},
-    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 80000, "egressRate": 8000000, "egressBurst": 80000 }}
-  ] }}"#
-    )
+    Conflist::new("1.1.0", name)
+        .plugin(
+            Plugin::bridge(bridge, subnet)
+                .set("ipMasq", true)
+                .set("macspoofchk", true),
+        )
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "511" })))
+        .plugin(Plugin::portmap())
+        .plugin(Plugin::bandwidth(Some((8000000, 80000)), Some((8000000, 80000))))
+        .text()
 }
 
 fn cnichain(sb: &Sandbox, args: &[&str], caps: &str) -> Output {

@@ -80,15 +80,11 @@ const NET: &str = "sharednet";
 /// bridge + host-local, tuning: every kind of file cnichain writes (lock files, the
 /// cache entry, the tuning record, the store's files).
 fn conflist(sb: &Sandbox, bridge: &str, subnet: &str) -> PathBuf {
-    sb.write_conflist(
-        "s.conflist",
-        &format!(
-            r#"{{ "cniVersion": "1.0.0", "name": "{NET}", "plugins": [
-  {{ "type": "bridge", "bridge": "{bridge}", "isGateway": true,
-    "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-  {{ "type": "tuning", "mtu": 1400 }} ] }}"#
-        ),
-    )
+    let text = Conflist::new("1.0.0", NET)
+        .plugin(Plugin::bridge(bridge, subnet))
+        .plugin(Plugin::new("tuning").set("mtu", 1400))
+        .text();
+    sb.write_conflist("s.conflist", &text)
 }
 
 fn cli(sb: &Sandbox, args: &[&str]) -> Output {

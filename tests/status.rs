@@ -7,24 +7,19 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::process::Output;
 
 const BRIDGE: &str = "cnst0";
 
 fn chain(name: &str, subnet: &str, ipmasq: bool, portmap: bool) -> String {
-    let pm = if portmap {
-        r#", { "type": "portmap", "capabilities": { "portMappings": true } }"#
-    } else {
-        ""
-    };
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": {ipmasq},
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512" }} }}{pm},
-    {{ "type": "bandwidth", "egressRate": 4000000, "egressBurst": 400000 }}
-  ] }}"#
-    )
+    let mut c = Conflist::new("1.1.0", name)
+        .plugin(Plugin::bridge(BRIDGE, subnet).set("ipMasq", ipmasq))
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "512" })));
+    if portmap {
+        c = c.plugin(Plugin::portmap());
+    }
+    c.plugin(Plugin::bandwidth(None, Some((4000000, 400000)))).text()
 }
 
 fn status(sb: &Sandbox, net: &str) -> Output {
@@ -208,21 +203,20 @@ fn cached_features(sb: &Sandbox) -> Vec<String> {
 /// A 4-stage chain using every probed feature: bridge with ipMasq and macspoofchk,
 /// tuning, portmap, bandwidth both ways (tbf), or with shapedSubnets (htb).
 fn full_chain(name: &str, subnet: &str, subnets: bool) -> String {
-    let shaped = if subnets {
-        r#", "shapedSubnets": ["10.9.0.0/16"]"#
-    } else {
-        ""
-    };
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": true, "macspoofchk": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512" }} }},
-    {{ "type": "portmap", "capabilities": {{ "portMappings": true }} }},
-    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000,
-      "egressRate": 4000000, "egressBurst": 400000{shaped} }}
-  ] }}"#
-    )
+    let mut bw = Plugin::bandwidth(Some((8000000, 800000)), Some((4000000, 400000)));
+    if subnets {
+        bw = bw.set("shapedSubnets", json!(["10.9.0.0/16"]));
+    }
+    Conflist::new("1.1.0", name)
+        .plugin(
+            Plugin::bridge(BRIDGE, subnet)
+                .set("ipMasq", true)
+                .set("macspoofchk", true),
+        )
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "512" })))
+        .plugin(Plugin::portmap())
+        .plugin(bw)
+        .text()
 }
 
 /// Every feature is really probed (in a throwaway netns: the host netns is unchanged),
@@ -287,10 +281,9 @@ fn ptp_forwarding_off_is_51() {
     let mut sb = Sandbox::new("stfwd");
     sb.write_conflist(
         "n.conflist",
-        r#"{ "cniVersion": "1.1.0", "name": "stfwd", "plugins": [
-    { "type": "ptp", "ipam": { "type": "host-local", "dataDir": "@IPAM@",
-      "ranges": [[{ "subnet": "10.243.11.0/24" }], [{ "subnet": "fd00:243:11::/64" }]] } }
-  ] }"#,
+        &Conflist::new("1.1.0", "stfwd")
+            .plugin(Plugin::ptp("10.243.11.0/24").range("fd00:243:11::/64"))
+            .text(),
     );
     // No pod yet: ADD turns forwarding on, nothing is lost.
     sh(

@@ -5,7 +5,14 @@
 #![allow(dead_code)]
 
 pub mod bounded;
+pub mod conflist;
+#[allow(unused_imports)]
+pub use conflist::{Conflist, Plugin};
 pub mod kstate;
+pub mod run;
+// Not every test file uses every runner.
+#[allow(unused_imports)]
+pub use run::{cli, cli_with, cnitool, plugin, plugin_cmd, plugin_in_host, spawn_piped};
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
@@ -131,6 +138,7 @@ impl Sandbox {
             .env("CNICHAIN_STATE_DIR", self.dir.join("state"))
             .env_remove("CNI_COMMAND")
             .env_remove("CNICHAIN_EXEC")
+            .env_remove("CNICHAIN_FAULT")
             .env_remove("CAP_ARGS")
             .env_remove("CNI_ARGS")
             .env_remove("CNI_IFNAME");
@@ -139,9 +147,7 @@ impl Sandbox {
 
     /// `cnichain VERB NET NETNS` in the host netns with CNI_PATH set.
     pub fn cnichain(&self, cni_path: &str, args: &[&str]) -> Output {
-        let mut c = self.in_host(&cnichain_bin());
-        c.env("CNI_PATH", cni_path).args(args);
-        c.output().expect("run cnichain")
+        run::cli(self, cni_path, args)
     }
 
     /// Run a shell snippet inside a netns of this sandbox.
@@ -298,22 +304,10 @@ pub fn load_cycles() -> usize {
 }
 
 /// Runs `c` with `stdin` written to it, as a runtime runs a plugin; its whole output.
-pub fn pipe(mut c: Command, stdin: &str) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for the plugin")
+pub fn pipe(c: Command, stdin: &str) -> Output {
+    run::spawn_piped(c, stdin)
+        .wait_with_output()
+        .expect("wait for the plugin")
 }
 
 /// `cnichain install` into `<sandbox>/cnibin`: the binary and its drop-in links.
