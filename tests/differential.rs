@@ -604,9 +604,7 @@ fn mac_normalization_keeps_configured_macs() {
 /// Runs `cnitool VERB NET POD` (the libcni peer) in a twin: the reference binaries or
 /// the drop-ins first in CNI_PATH.
 fn cnitool(t: &Twin, verb: &str, net: &str) -> Outcome {
-    let mut c = t.sb.in_host(&peer_cnitool());
-    c.env("CNI_PATH", t.cni_path()).args([verb, net, &t.pod]);
-    let o = c.output().expect("run cnitool");
+    let o = run::cnitool(&t.sb, &t.cni_path(), verb, net, &t.pod, "");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     match (o.status.code().unwrap_or(-1), serde_json::from_str::<Value>(&text)) {
         (0, Ok(v)) => Outcome::Ok(v),

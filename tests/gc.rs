@@ -248,14 +248,8 @@ fn drop_ins_gc_what_the_valid_set_does_not_list() {
     sb.write_conflist("10-gc.conflist", &list);
     let keep = sb.pod("keep");
     let stale = sb.pod("stale");
-    let cnitool = |verb: &str, pod: &str, port: u16| {
-        sb.in_host(&peer_cnitool())
-            .env("CNI_PATH", &bin)
-            .env("CAP_ARGS", ports(port))
-            .args([verb, &net, pod])
-            .output()
-            .expect("cnitool")
-    };
+    let cnitool =
+        |verb: &str, pod: &str, port: u16| run::cnitool(&sb, &bin.display().to_string(), verb, &net, pod, &ports(port));
     ok(&cnitool("add", &keep, 18087));
     let before = traces(&sb);
     ok(&cnitool("add", &stale, 18088));
