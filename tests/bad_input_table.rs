@@ -7,11 +7,11 @@
 //! of the 4-stage default chain, which preflight must refuse before bridge runs.
 
 mod common;
-use common::kstate::{assert_kernel_unchanged, KState};
+use common::kstate::{assert_kernel_unchanged, settle_dad, KState};
 use common::snapshot::{assert_unchanged, Snapshot};
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
 const BRIDGE: &str = r#"{"type":"bridge","bridge":"cnctbl0","isGateway":true,"ipMasq":true,"hairpinMode":true,
   "ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.77.0.0/24","gateway":"10.77.0.1"}]],
@@ -559,52 +559,23 @@ fn rows(not_ns: &str) -> Vec<Row> {
     v
 }
 
-/// `cnichain install` into the sandbox.
-fn install(sb: &Sandbox) -> PathBuf {
-    let dir = sb.dir.join("cnibin");
-    ok(&Command::new(cnichain_bin())
-        .args(["install", "--bin-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap());
-    dir
-}
-
 /// A drop-in started in the sandbox's host netns with a runtime's ADD environment.
 fn run_drop_in(sb: &Sandbox, bin: &Path, name: &str, pod: &str, env: &[(String, String)], stdin: &str) -> Output {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{}", sb.host()))
-        .arg("--")
-        .arg(bin.join(name));
-    c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    c.env("CNICHAIN_STATE_DIR", sb.dir.join("state"));
-    let base = [
-        ("CNI_COMMAND", "ADD".to_string()),
-        ("CNI_CONTAINERID", "tbl-ctr".to_string()),
-        ("CNI_NETNS", pod.to_string()),
-        ("CNI_IFNAME", "eth0".to_string()),
-        ("CNI_PATH", format!("{}:{REF_PLUGINS}", bin.display())),
+    let cni_path = format!("{}:{REF_PLUGINS}", bin.display());
+    let mut all = vec![
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "tbl-ctr"),
+        ("CNI_NETNS", pod),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", cni_path.as_str()),
     ];
-    for (k, v) in base {
-        c.env(k, v);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    all.extend(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    plugin_in_host(sb, &bin.join(name), &all, stdin)
 }
 
 #[test]
 fn refused_inputs_change_nothing_anywhere() {
-    assert!(is_root(), "this test needs root (netns, bridges, nftables)");
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("tbl");
     let pod = sb.pod("p");
     let bin = install(&sb);
@@ -697,7 +668,7 @@ fn problems(
 /// trees and the kernel state of the host and both pods are what they were.
 #[test]
 fn bad_last_plugin_changes_nothing_beside_a_live_attachment() {
-    assert!(is_root(), "this test needs root (netns, bridges, nftables)");
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("tblb");
     let pod_a = sb.pod("a");
     let pod_b = sb.pod("b");
@@ -728,6 +699,7 @@ fn bad_last_plugin_changes_nothing_beside_a_live_attachment() {
     let roots: Vec<(&str, &Path)> = vec![("sandbox", sb.dir.as_path())];
     let files = Snapshot::take(&roots);
     let netns = [sb.host(), ns_name(&pod_a), ns_name(&pod_b)];
+    netns.iter().for_each(|n| settle_dad(n));
     let kernel: Vec<(String, KState)> = netns.iter().map(|n| (n.clone(), KState::take(n))).collect();
     // The live attachment really put state where the refused ADD would: a vacuous
     // comparison would prove nothing.

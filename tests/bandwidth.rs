@@ -243,7 +243,7 @@ fn compare(tag: &str, text: &str, cap_args: Option<&str>) -> TcState {
 
 #[test]
 fn bandwidth_matches_reference_both_directions() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let text = conflist(
         "bwdiff",
         "10.95.0.0/24",
@@ -273,7 +273,7 @@ fn bandwidth_matches_reference_both_directions() {
 /// whole table of such pairs).
 #[test]
 fn bandwidth_matches_reference_odd_values() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let text = conflist(
         "bwodd",
         "10.95.1.0/24",
@@ -287,7 +287,7 @@ fn bandwidth_matches_reference_odd_values() {
 /// (even all zero) over runtimeConfig, never merged (reference 1.1.1 getBandwidth).
 #[test]
 fn bandwidth_capability_and_precedence_match_reference() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let cap = r#"{"bandwidth": {"ingressRate": 2000000, "ingressBurst": 160000, "egressRate": 4000000, "egressBurst": 320000}}"#;
     // runtime only
     let text = conflist("bwcap", "10.95.2.0/24", json!({"capabilities": {"bandwidth": true}}));
@@ -320,7 +320,7 @@ fn bandwidth_capability_and_precedence_match_reference() {
 /// prevResult (plugin mode) still removes the ifb.
 #[test]
 fn bandwidth_check_tamper_and_del() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let mut sb = Sandbox::new("bwchk");
     let pod = sb.pod("p");
     let text = conflist(
@@ -439,7 +439,7 @@ fn bandwidth_check_tamper_and_del() {
 /// and no qdisc made. DEL of the same config succeeds.
 #[test]
 fn bandwidth_bad_input() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let mut sb = Sandbox::new("bwbad");
     let pod = sb.pod("p");
     let host = sb.host();
@@ -638,7 +638,7 @@ fn fetch_seconds(sb: &Sandbox, from: &str, url: &str, out: &Path, want_len: u64)
 /// a wide band (0.5x - 3x) keeps the check robust on a busy machine.
 #[test]
 fn bandwidth_shapes_real_traffic() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let mut sb = Sandbox::new("bwtp");
     let pod = sb.pod("p");
     let podn = ns_name(&pod);
@@ -695,7 +695,7 @@ fn bandwidth_shapes_real_traffic() {
 /// 35 MB on the wire), the next 250 kB must arrive at about the rate (0.5x - 3x).
 #[test]
 fn bandwidth_runtime_burst_real_traffic() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let mut sb = Sandbox::new("bwrt");
     let pod = sb.pod("p");
     let podn = ns_name(&pod);
@@ -903,12 +903,12 @@ fn subnet_shaping(tag: &str, subnet: &str, shaped_listed: bool) {
 
 #[test]
 fn bandwidth_unshaped_subnets_real_traffic() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     subnet_shaping("bwuns", "10.95.6.0/24", false);
 }
 
 #[test]
 fn bandwidth_shaped_subnets_real_traffic() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     subnet_shaping("bwshp", "10.95.7.0/24", true);
 }

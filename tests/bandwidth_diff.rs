@@ -11,7 +11,7 @@
 //! each; an ifb the reference ADDed is removed by cnichain's DEL.
 
 mod common;
-use common::bwtwin::*;
+use common::twin::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -31,7 +31,7 @@ fn conf(net: &str, entry: Value, prev: Value) -> Value {
 /// `tc -j` and `tc -d -raw -j` (refcnt dropped), and the veth's ingress filters
 /// (first action only, without its index and counters: the reference's netlink
 /// library adds a second, unreachable "pass" action).
-fn tc_state(s: &Side) -> Value {
+fn tc_state(s: &Twin) -> Value {
     let devs: Vec<String> = std::iter::once(VETH.to_string())
         .chain(s.links_of_kind("ifb"))
         .collect();
@@ -66,14 +66,14 @@ fn tc_state(s: &Side) -> Value {
 }
 
 /// Remove what ADD left on a side (the reference's DEL leaves the veth's qdiscs).
-fn reset(s: &Side) {
+fn reset(s: &Twin) {
     s.host_try(&format!(
         "tc qdisc del dev {VETH} root; tc qdisc del dev {VETH} ingress; for l in $(ip -o link show type ifb | awk -F': ' '{{print $2}}'); do ip link del $l; done"
     ));
 }
 
 /// The result with what differs by nature (the pod's path, the ifb's MAC) normalized.
-fn normalize(v: &Value, s: &Side) -> Value {
+fn normalize(v: &Value, s: &Twin) -> Value {
     let mut v = rename_in(v, &s.pod, "<pod>");
     for i in v["interfaces"].as_array_mut().into_iter().flatten() {
         if i.get("mac").is_some() {
@@ -85,9 +85,9 @@ fn normalize(v: &Value, s: &Side) -> Value {
 }
 
 /// What one ADD gave: the normalized result or error, and the tc state.
-fn add_on(s: &Side, entry: &Value) -> (Value, Value) {
+fn add_on(s: &Twin, entry: &Value) -> (Value, Value) {
     let c = conf(NET, entry.clone(), s.prev_result(VETH, "eth0"));
-    let o = s.run("ADD", &c, CID, "eth0");
+    let o = s.run_on_pod("bandwidth", "ADD", &c, CID, "eth0");
     let out: Value = serde_json::from_slice(&o.stdout).unwrap_or(json!({"unparsable": stdout(&o)}));
     let out = if o.status.success() {
         normalize(&out, s)
@@ -97,8 +97,8 @@ fn add_on(s: &Side, entry: &Value) -> (Value, Value) {
     let tc = tc_state(s);
     // DEL must remove the ifb on both sides. After a refused ADD the reference's DEL
     // refuses the config again (its DEL parses and checks it); cnichain's DEL succeeds.
-    let del = s.run("DEL", &c, CID, "eth0");
-    if o.status.success() || !s.plugin.starts_with(REF_PLUGINS) {
+    let del = s.run_on_pod("bandwidth", "DEL", &c, CID, "eth0");
+    if o.status.success() || !s.reference {
         ok(&del);
         assert!(s.links_of_kind("ifb").is_empty(), "ifb left after DEL");
     }
@@ -214,8 +214,8 @@ const CRIO_BURST: u64 = 34_359_738_359;
 
 #[test]
 fn bandwidth_tbf_parameters_match_reference_to_the_unit() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
-    let twin = Twin::new("bwtab", "bandwidth");
+    require_root("netns, veth, tc");
+    let twin = Pair::new("bwtab");
     twin.add_veth(VETH, "eth0");
     let mut compared = 0;
     let mut saturated = 0;
@@ -270,8 +270,8 @@ fn bandwidth_tbf_parameters_match_reference_to_the_unit() {
 /// nothing; what it accepts at the edges, cnichain accepts alike.
 #[test]
 fn bandwidth_errors_match_reference() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
-    let twin = Twin::new("bwerr", "bandwidth");
+    require_root("netns, veth, tc");
+    let twin = Pair::new("bwerr");
     twin.add_veth(VETH, "eth0");
     let cases = [
         json!({"ingressRate": 1_000_000}),
@@ -304,7 +304,7 @@ fn bandwidth_errors_match_reference() {
     }
     // the host veth not found, for each of the reference's reasons
     let entry = json!({"ingressRate": 1_000_000, "ingressBurst": 100_000});
-    let outcomes = |s: &Side| -> Vec<Value> {
+    let outcomes = |s: &Twin| -> Vec<Value> {
         let prevs = [
             (json!({"cniVersion": "1.0.0", "interfaces": []}), "eth0"),
             (s.prev_result(VETH, "eth0"), "eth9"),
@@ -314,7 +314,8 @@ fn bandwidth_errors_match_reference() {
         prevs
             .iter()
             .map(|(prev, ifname)| {
-                let e = cni_err(&s.run("ADD", &conf(NET, entry.clone(), prev.clone()), CID, ifname));
+                let e =
+                    cni_err(&s.run_on_pod("bandwidth", "ADD", &conf(NET, entry.clone(), prev.clone()), CID, ifname));
                 assert_eq!(tc_state(s)["plain"], json!([]), "{prev} {ifname}");
                 json!([e["code"], e["msg"]])
             })
@@ -326,11 +327,11 @@ fn bandwidth_errors_match_reference() {
         json!({"egressRate": 1_000_000, "egressBurst": 100_000}),
         json!({"ingressRate": 1_000_000, "ingressBurst": 100_000}),
     ] {
-        let again = |s: &Side| {
+        let again = |s: &Twin| {
             let c = conf(NET, entry.clone(), s.prev_result(VETH, "eth0"));
-            ok(&s.run("ADD", &c, CID, "eth0"));
-            let e = cni_err(&s.run("ADD", &c, CID, "eth0"));
-            let _ = s.run("DEL", &c, CID, "eth0");
+            ok(&s.run_on_pod("bandwidth", "ADD", &c, CID, "eth0"));
+            let e = cni_err(&s.run_on_pod("bandwidth", "ADD", &c, CID, "eth0"));
+            let _ = s.run_on_pod("bandwidth", "DEL", &c, CID, "eth0");
             reset(s);
             json!([e["code"], e["msg"]])
         };
@@ -340,7 +341,7 @@ fn bandwidth_errors_match_reference() {
     for s in twin.sides() {
         let c =
             json!({"cniVersion": "1.0.0", "name": NET, "type": "bandwidth", "ingressRate": 1000, "ingressBurst": 1000});
-        let e = cni_err(&s.run("ADD", &c, CID, "eth0"));
+        let e = cni_err(&s.run_on_pod("bandwidth", "ADD", &c, CID, "eth0"));
         assert_eq!(
             (e["code"].clone(), e["msg"].clone()),
             (json!(999), json!("must be called as chained plugin"))
@@ -354,8 +355,8 @@ fn bandwidth_errors_match_reference() {
 /// DEL of that attachment (an operator swapping the binaries between ADD and DEL).
 #[test]
 fn bandwidth_two_attachments_of_one_network() {
-    assert!(is_root(), "this test needs root (netns, veth, tc)");
-    let twin = Twin::new("bwtwo", "bandwidth");
+    require_root("netns, veth, tc");
+    let twin = Pair::new("bwtwo");
     let o = &twin.o;
     o.add_veth("vbw1", "net1");
     o.add_veth("vbw2", "net2");
@@ -363,8 +364,8 @@ fn bandwidth_two_attachments_of_one_network() {
         json!({"egressRate": 1_000_000, "egressBurst": 100_000, "ingressRate": 2_000_000, "ingressBurst": 200_000});
     let c1 = conf(NET, entry.clone(), o.prev_result("vbw1", "net1"));
     let c2 = conf(NET, entry.clone(), o.prev_result("vbw2", "net2"));
-    let res1: Value = serde_json::from_str(&ok(&o.run("ADD", &c1, CID, "net1"))).unwrap();
-    let res2: Value = serde_json::from_str(&ok(&o.run("ADD", &c2, CID, "net2"))).unwrap();
+    let res1: Value = serde_json::from_str(&ok(&o.run_on_pod("bandwidth", "ADD", &c1, CID, "net1"))).unwrap();
+    let res2: Value = serde_json::from_str(&ok(&o.run_on_pod("bandwidth", "ADD", &c2, CID, "net2"))).unwrap();
     let ifb_of = |r: &Value| r["interfaces"][2]["name"].as_str().unwrap_or_default().to_string();
     let (ifb1, ifb2) = (ifb_of(&res1), ifb_of(&res2));
     assert!(
@@ -382,8 +383,8 @@ fn bandwidth_two_attachments_of_one_network() {
         c
     };
     let (c1, c2) = (with_prev(&c1, &res1), with_prev(&c2, &res2));
-    ok(&o.run("CHECK", &c1, CID, "net1"));
-    ok(&o.run("CHECK", &c2, CID, "net2"));
+    ok(&o.run_on_pod("bandwidth", "CHECK", &c1, CID, "net1"));
+    ok(&o.run_on_pod("bandwidth", "CHECK", &c2, CID, "net2"));
     let tbf_on = |dev: &str| o.tc_json(&format!("qdisc show dev {dev}")).to_string();
     let redirect_to = |veth: &str, ifb: &str| {
         o.tc_json(&format!("filter show dev {veth} ingress"))
@@ -395,7 +396,7 @@ fn bandwidth_two_attachments_of_one_network() {
     let veth2_before = tbf_on("vbw2");
     let filters2_before = o.tc_json("filter show dev vbw2 ingress");
 
-    ok(&o.run("DEL", &c1, CID, "net1"));
+    ok(&o.run_on_pod("bandwidth", "DEL", &c1, CID, "net1"));
     assert_eq!(
         o.links_of_kind("ifb"),
         vec![ifb2.clone()],
@@ -404,11 +405,11 @@ fn bandwidth_two_attachments_of_one_network() {
     assert_eq!(tbf_on(&ifb2), ifb2_before);
     assert_eq!(tbf_on("vbw2"), veth2_before);
     assert_eq!(o.tc_json("filter show dev vbw2 ingress"), filters2_before);
-    ok(&o.run("CHECK", &c2, CID, "net2"));
+    ok(&o.run_on_pod("bandwidth", "CHECK", &c2, CID, "net2"));
     // DEL again is fine and still leaves net2 alone
-    ok(&o.run("DEL", &c1, CID, "net1"));
+    ok(&o.run_on_pod("bandwidth", "DEL", &c1, CID, "net1"));
     assert_eq!(o.links_of_kind("ifb"), vec![ifb2.clone()]);
-    ok(&o.run("DEL", &c2, CID, "net2"));
+    ok(&o.run_on_pod("bandwidth", "DEL", &c2, CID, "net2"));
     assert!(o.links_of_kind("ifb").is_empty());
     for v in ["vbw1", "vbw2"] {
         let q = tbf_on(v);
@@ -421,23 +422,17 @@ fn bandwidth_two_attachments_of_one_network() {
     r.add_veth("vbw1", "net1");
     r.add_veth("vbw2", "net2");
     let rc1 = conf(NET, entry.clone(), r.prev_result("vbw1", "net1"));
-    let rres1: Value = serde_json::from_str(&ok(&r.run("ADD", &rc1, CID, "net1"))).unwrap();
+    let rres1: Value = serde_json::from_str(&ok(&r.run_on_pod("bandwidth", "ADD", &rc1, CID, "net1"))).unwrap();
     let rifb = ifb_of(&rres1);
     assert_eq!(r.links_of_kind("ifb"), vec![rifb.clone()]);
     let run_dropin = |cmd: &str, c: &Value, ifname: &str| {
-        let mut k = r.sb.in_host(&o.plugin);
+        let mut k = r.sb.in_host(&o.plugin("bandwidth"));
         k.env("CNI_COMMAND", cmd)
             .env("CNI_CONTAINERID", CID)
             .env("CNI_NETNS", &r.pod)
             .env("CNI_IFNAME", ifname)
-            .env("CNI_PATH", REF_PLUGINS)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = k.spawn().unwrap();
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(c.to_string().as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
+            .env("CNI_PATH", REF_PLUGINS);
+        pipe(k, &c.to_string())
     };
     let rc1 = with_prev(&rc1, &rres1);
     // cnichain's CHECK passes on what the reference made
@@ -455,7 +450,8 @@ fn bandwidth_two_attachments_of_one_network() {
     ok(&run_dropin("DEL", &rc1, "net1"));
     assert!(r.links_of_kind("ifb").is_empty(), "the reference's ifb was left");
     // and without prevResult too
-    ok(&r.run(
+    ok(&r.run_on_pod(
+        "bandwidth",
         "ADD",
         &conf(NET, entry.clone(), r.prev_result("vbw1", "net1")),
         CID,
@@ -470,7 +466,7 @@ fn bandwidth_two_attachments_of_one_network() {
     );
 }
 
-fn reset_veth(s: &Side, veth: &str) {
+fn reset_veth(s: &Twin, veth: &str) {
     s.host_try(&format!(
         "tc qdisc del dev {veth} root; tc qdisc del dev {veth} ingress"
     ));

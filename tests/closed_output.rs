@@ -46,7 +46,7 @@ const NET: &str = "closednet";
 
 #[test]
 fn a_closed_stdout_after_add_is_an_error_not_a_panic() {
-    assert!(is_root(), "this test needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("closed");
     let pod = sb.pod("p");
     sb.write_conflist(

@@ -127,7 +127,7 @@ struct Setup<'a> {
 
 impl Node {
     fn new(s: Setup) -> Node {
-        assert!(is_root(), "the containerd CRI tests need root");
+        require_root("containerd, netns");
         assert!(
             containerd_installed(),
             "containerd is not installed (scripts/install-deps installs it)"

@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -15,27 +16,15 @@ const BRIDGE: &str = "cnco0";
 const CID: &str = "corrupt1";
 
 fn conflist() -> String {
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{NET}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@",
-                "ranges": [[{{ "subnet": "10.242.0.0/24", "gateway": "10.242.0.1" }}]] }} }},
-    {{ "type": "tuning", "mtu": 1400, "sysctl": {{ "net.ipv4.conf.eth0.arp_notify": "1" }} }},
-    {{ "type": "bandwidth", "egressRate": 4000000, "egressBurst": 400000 }}
-  ] }}"#
-    )
+    Conflist::new("1.1.0", NET)
+        .plugin(Plugin::bridge(BRIDGE, "10.242.0.0/24").gateway("10.242.0.1"))
+        .plugin(Plugin::tuning(json!({ "net.ipv4.conf.eth0.arp_notify": "1" })).set("mtu", 1400))
+        .plugin(Plugin::bandwidth(None, Some((4000000, 400000))))
+        .text()
 }
 
 fn run(sb: &Sandbox, verb: &str, netns: &str) -> Output {
-    let o = sb
-        .in_host(&cnichain_bin())
-        .env("CNI_PATH", "")
-        .args(["--container-id", CID, verb, NET, netns])
-        .output()
-        .expect("run cnichain");
-    assert_ne!(o.status.code(), Some(101), "{verb} panicked: {}", stderr(&o));
-    assert!(o.status.code().is_some(), "{verb} killed by a signal: {}", stderr(&o));
-    o
+    cli(sb, "", &["--container-id", CID, verb, NET, netns])
 }
 
 fn setup() -> (Sandbox, String) {
@@ -90,9 +79,7 @@ fn assert_clean(sb: &Sandbox, pod: &str, what: &str) {
 /// reports it as a CNI error.
 #[test]
 fn damaged_cache_does_not_block_del() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     ok(&run(&sb, "add", &pod));
     let good = std::fs::read(cache_file(&sb)).expect("cache written");
@@ -124,9 +111,7 @@ fn damaged_cache_does_not_block_del() {
 /// An ADD left a damaged cache entry and then the runtime retries ADD: it proceeds.
 #[test]
 fn add_over_a_damaged_cache_proceeds() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     std::fs::create_dir_all(sb.cache_dir().join("results")).expect("mkdir");
     std::fs::write(cache_file(&sb), b"{\"kind\":\"cniCa").expect("write");
@@ -140,9 +125,7 @@ fn add_over_a_damaged_cache_proceeds() {
 /// that finds one (its earlier ADD was killed) replaces it.
 #[test]
 fn damaged_tuning_record() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     for what in ["empty", "truncated", "garbage"] {
         ok(&run(&sb, "add", &pod));
@@ -174,9 +157,7 @@ fn damaged_tuning_record() {
 /// address, DEL releases everything.
 #[test]
 fn damaged_reservations() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     std::fs::create_dir_all(store(&sb)).expect("mkdir");
     // An empty reservation of the first address, garbage in last_reserved_ip.
@@ -214,9 +195,7 @@ fn damaged_reservations() {
 /// nobody: ADD and DEL finish promptly and DEL removes the attachment's lock file.
 #[test]
 fn stale_locks_block_nobody() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     let locks = sb.dir.join("state/locks");
     std::fs::create_dir_all(locks.join(NET)).expect("mkdir");
@@ -256,9 +235,7 @@ fn stale_locks_block_nobody() {
 /// The state directory is a file (unusable): ADD and DEL fail with a CNI error, no panic.
 #[test]
 fn unusable_state_dir_is_a_clear_error() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges");
     let (sb, pod) = setup();
     let _ = std::fs::remove_dir_all(sb.dir.join("state"));
     std::fs::write(sb.dir.join("state"), b"not a dir").expect("write");

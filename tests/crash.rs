@@ -13,6 +13,7 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,17 +24,20 @@ const BRIDGE: &str = "cncr0";
 const CAPS: &str = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
 
 fn conflist() -> String {
-    format!(
-        r#"{{ "cniVersion": "1.0.0", "name": "{NET}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@",
-                "ranges": [[{{ "subnet": "10.240.0.0/16", "gateway": "10.240.0.1" }}]],
-                "routes": [{{ "dst": "0.0.0.0/0" }}] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512", "net.ipv4.conf.eth0.arp_notify": "1" }} }},
-    {{ "type": "portmap", "capabilities": {{ "portMappings": true }}, "snat": true }},
-    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000, "egressRate": 4000000, "egressBurst": 400000 }}
-  ] }}"#
-    )
+    Conflist::new("1.0.0", NET)
+        .plugin(
+            Plugin::bridge(BRIDGE, "10.240.0.0/16")
+                .set("ipMasq", true)
+                .set("hairpinMode", true)
+                .gateway("10.240.0.1")
+                .default_route(),
+        )
+        .plugin(Plugin::tuning(
+            json!({ "net.core.somaxconn": "512", "net.ipv4.conf.eth0.arp_notify": "1" }),
+        ))
+        .plugin(Plugin::portmap().set("snat", true))
+        .plugin(Plugin::bandwidth(Some((8000000, 800000)), Some((4000000, 400000))))
+        .text()
 }
 
 /// xorshift64*: no dependency, reproducible from the printed seed.
@@ -139,10 +143,7 @@ fn settled_leftovers(sb: &Sandbox, pod: Option<&str>, base: &BTreeSet<String>) -
 
 #[test]
 fn kill_9_during_add_then_del_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, kill -9 trials");
     let trials: usize = std::env::var("CNICHAIN_CRASH_TRIALS")
         .ok()
         .and_then(|v| v.parse().ok())

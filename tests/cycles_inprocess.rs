@@ -29,6 +29,7 @@ use cnichain_engine::spec::conflist::NetConfList;
 use cnichain_engine::stage::Registry;
 use cnichain_stages::kernel::netns::NetNs;
 use common::*;
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -54,19 +55,21 @@ const RSS_BOUND_KIB: i64 = 512;
 const RSS_SECOND_HALF_BOUND_KIB: i64 = 256;
 
 fn conflist(sb: &Sandbox) -> String {
-    format!(
-        r#"{{ "cniVersion": "1.0.0", "name": "{NET}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-      "ipam": {{ "type": "host-local", "dataDir": "{ipam}",
-                "ranges": [[{{ "subnet": "10.239.0.0/16", "gateway": "10.239.0.1" }}]],
-                "routes": [{{ "dst": "0.0.0.0/0" }}] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512", "net.ipv4.conf.eth0.arp_notify": "1" }} }},
-    {{ "type": "portmap", "capabilities": {{ "portMappings": true }}, "snat": true }},
-    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000,
-      "egressRate": 4000000, "egressBurst": 400000 }}
-  ] }}"#,
-        ipam = sb.ipam_dir().display()
-    )
+    Conflist::new("1.0.0", NET)
+        .plugin(
+            Plugin::bridge(BRIDGE, "10.239.0.0/16")
+                .set("ipMasq", true)
+                .set("hairpinMode", true)
+                .gateway("10.239.0.1")
+                .default_route()
+                .ipam("dataDir", sb.ipam_dir().display().to_string()),
+        )
+        .plugin(Plugin::tuning(
+            json!({ "net.core.somaxconn": "512", "net.ipv4.conf.eth0.arp_notify": "1" }),
+        ))
+        .plugin(Plugin::portmap().set("snat", true))
+        .plugin(Plugin::bandwidth(Some((8000000, 800000)), Some((4000000, 400000))))
+        .text()
 }
 
 /// The engine as `src/runtime.rs` builds it for the CLI with its defaults and an empty
@@ -396,10 +399,7 @@ fn run_cycles(sb: &Sandbox, pods: &[String], rounds: usize) -> Report {
 
 #[test]
 fn inprocess_add_del_cycles_do_not_grow_anything() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges");
     let cycles = load_cycles();
     let mut sb = Sandbox::new("inproc");
     let pods: Vec<String> = (0..PODS).map(|k| sb.pod(&format!("p{k}"))).collect();

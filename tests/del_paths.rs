@@ -29,19 +29,8 @@ struct Net {
 
 fn run(sb: &Sandbox, n: &Net, verb: &str, pod: &str, caps: &str) -> Output {
     match n.via {
-        Via::Cli => {
-            let mut c = sb.in_host(&cnichain_bin());
-            c.env("CNI_PATH", &n.cni_path)
-                .args(["--cap-args", caps, verb, &n.name, pod]);
-            c.output().unwrap()
-        }
-        Via::DropIns | Via::Meta => {
-            let mut c = sb.in_host(&peer_cnitool());
-            c.env("CNI_PATH", &n.cni_path)
-                .env("CAP_ARGS", caps)
-                .args([verb, &n.name, pod]);
-            c.output().unwrap()
-        }
+        Via::Cli => cli(sb, &n.cni_path, &["--cap-args", caps, verb, &n.name, pod]),
+        Via::DropIns | Via::Meta => cnitool(sb, &n.cni_path, verb, &n.name, pod, caps),
     }
 }
 
@@ -82,18 +71,16 @@ fn host_links(sb: &Sandbox, kind: &str) -> String {
 /// The chain of every scenario: bridge with ipMasq and host-local, an optional extra
 /// plugin, portmap, bandwidth (an ifb for the ingress limit).
 fn plugins(tag: &str, subnet: &str, extra: Option<Value>) -> Vec<Value> {
-    let mut v = vec![json!({
-        "type": "bridge", "bridge": format!("br{}", &tag[tag.len() - 4..]), "isGateway": true, "ipMasq": true,
-        "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": subnet }]] }
-    })];
+    let mut v = vec![
+        Plugin::bridge(&format!("br{}", &tag[tag.len() - 4..]), subnet)
+            .set("ipMasq", true)
+            .0,
+    ];
     if let Some(e) = extra {
         v.push(e);
     }
-    v.push(json!({ "type": "portmap", "capabilities": { "portMappings": true } }));
-    v.push(
-        json!({ "type": "bandwidth", "ingressRate": 1000000, "ingressBurst": 100000,
-                   "egressRate": 1000000, "egressBurst": 100000 }),
-    );
+    v.push(Plugin::portmap().0);
+    v.push(Plugin::bandwidth(Some((1000000, 100000)), Some((1000000, 100000))).0);
     v
 }
 
@@ -138,7 +125,7 @@ fn kill_netns_leaving_file(pod: &str) {
 /// plain empty file, DEL: success and nothing host-side left; DEL again: success; a new
 /// pod gets the same host port.
 fn dead_netns_scenario(via: Via) {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("dead");
     let pod = sb.pod("p");
     let n = setup(&sb, via, "10.81.0.0/24", None, "/nonexistent");
@@ -198,7 +185,7 @@ fn dead_netns_path_meta_plugin() {
 /// plain file or a directory succeed.
 #[test]
 fn drop_in_del_of_a_non_namespace_succeeds() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let sb = Sandbox::new("nonns");
     let bin = install(&sb);
     let plain = sb.dir.join("plain");
@@ -280,7 +267,7 @@ enum Failure {
 
 fn failing_del_scenario(via: Via, failure: Failure) {
     let missing_binary = failure == Failure::Missing;
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("faildel");
     let pod = sb.pod("p");
     let sdir = sb.dir.join("scripts");
@@ -373,7 +360,7 @@ fn del_goes_on_past_a_failing_plugin_meta() {
 /// bridge and host-local not yet): the next DEL leaves nothing.
 #[test]
 fn kill_during_del_then_del_leaves_nothing() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("killdel");
     let pod = sb.pod("p");
     let sdir = sb.dir.join("scripts");

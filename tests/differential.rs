@@ -1,5 +1,5 @@
 //! Differential tests: the reference plugin binary and cnichain's drop-in run on the same
-//! input in twin sandboxes (tests/common/difftwin.rs); the result or error object, the files
+//! input in twin sandboxes (tests/common/twin.rs); the result or error object, the files
 //! they keep and the kernel state of the host and pod netns must be equal, for every spec
 //! version the plugin supports, with and without prevResult, IPv4, IPv6 and dual stack.
 //!
@@ -10,7 +10,7 @@
 //! Deliberate differences (README) are listed in `KNOWN` and reported, not failed.
 
 mod common;
-use common::difftwin::*;
+use common::twin::*;
 use common::*;
 use serde_json::{json, Value};
 
@@ -542,7 +542,7 @@ fn run_case(case: &Case, version: &str) -> Vec<String> {
 }
 
 fn run_all(filter: impl Fn(&Case) -> bool) {
-    assert!(is_root(), "differential tests need root (netns, veth, tc)");
+    require_root("netns, veth, tc");
     let only = std::env::var("CNICHAIN_DIFF_CASE").ok();
     let mut compared = 0;
     let mut failures = Vec::new();
@@ -604,9 +604,7 @@ fn mac_normalization_keeps_configured_macs() {
 /// Runs `cnitool VERB NET POD` (the libcni peer) in a twin: the reference binaries or
 /// the drop-ins first in CNI_PATH.
 fn cnitool(t: &Twin, verb: &str, net: &str) -> Outcome {
-    let mut c = t.sb.in_host(&peer_cnitool());
-    c.env("CNI_PATH", t.cni_path()).args([verb, net, &t.pod]);
-    let o = c.output().expect("run cnitool");
+    let o = run::cnitool(&t.sb, &t.cni_path(), verb, net, &t.pod, "");
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     match (o.status.code().unwrap_or(-1), serde_json::from_str::<Value>(&text)) {
         (0, Ok(v)) => Outcome::Ok(v),
@@ -669,7 +667,7 @@ fn conflist_diffs(name: &str, text: &str, sysctls: &[&str], known: &[&str]) -> V
 /// traffic. The drop-in must shape the same: the same tbf on the host veth and the ifb.
 #[test]
 fn conflist_runtime_config_bandwidth_through_libcni() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, tc, the reference plugins");
     let text = r#"{"cniVersion":"1.0.0","name":"difbw","plugins":[
       {"type":"ptp","ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.60.0.0/24"}]]}},
       {"type":"bandwidth","runtimeConfig":{"bandWidth":{"ingressRate":8000000,"ingressBurst":16000,"egressRate":4000000,"egressBurst":8000}}}]}"#;
@@ -694,7 +692,7 @@ fn conflist_runtime_config_bandwidth_through_libcni() {
 /// Every conflist in conflists/ through libcni (cnitool), reference binaries vs drop-ins.
 #[test]
 fn conflists_through_libcni_match_the_reference() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, tc, the reference plugins");
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conflists");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("conflists")

@@ -6,27 +6,28 @@
 
 mod common;
 use common::*;
+use serde_json::json;
 use std::process::Command;
 
-const CHAIN4: &str = r#"{ "cniVersion": "1.0.0", "name": "fp", "plugins": [
-  { "type": "bridge", "bridge": "cncfp0", "isGateway": true, "ipMasq": true, "hairpinMode": true,
-    "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": "10.73.0.0/24" }]],
-              "routes": [{ "dst": "0.0.0.0/0" }] } },
-  { "type": "tuning", "sysctl": { "net.core.somaxconn": "512" } },
-  { "type": "portmap", "capabilities": { "portMappings": true } },
-  { "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000, "egressRate": 4000000, "egressBurst": 400000 }
-]}"#;
+/// bridge + host-local, tuning, portmap, bandwidth.
+fn chain4() -> String {
+    Conflist::new("1.0.0", "fp")
+        .plugin(
+            Plugin::bridge("cncfp0", "10.73.0.0/24")
+                .set("ipMasq", true)
+                .set("hairpinMode", true)
+                .default_route(),
+        )
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "512" })))
+        .plugin(Plugin::portmap())
+        .plugin(Plugin::bandwidth(Some((8000000, 800000)), Some((4000000, 400000))))
+        .text()
+}
 const CAPS: &str = r#"{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"}]}"#;
 
 fn run(sb: &Sandbox, verb: &str, pod: &str, fault: Option<&str>) -> std::process::Output {
-    let mut c = sb.in_host(&cnichain_bin());
-    c.env("CNI_PATH", REF_PLUGINS)
-        .args(["--cap-args", CAPS, verb, "fp", pod]);
-    match fault {
-        Some(f) => c.env("CNICHAIN_FAULT", f),
-        None => c.env_remove("CNICHAIN_FAULT"),
-    };
-    c.output().expect("run cnichain")
+    let env: Vec<(&str, &str)> = fault.map(|f| ("CNICHAIN_FAULT", f)).into_iter().collect();
+    cli_with(sb, REF_PLUGINS, &env, &["--cap-args", CAPS, verb, "fp", pod])
 }
 
 /// Everything an ADD can leave on the host side (the pod netns is checked separately).
@@ -51,7 +52,7 @@ fn snapshot(sb: &Sandbox) -> String {
 #[test]
 fn every_fault_point_leaves_nothing_behind() {
     let mut sb = Sandbox::new("fault");
-    sb.write_conflist("10.conflist", CHAIN4);
+    sb.write_conflist("10.conflist", &chain4());
     // Warm up: the bridge and the nftables table stay by design after the first ADD.
     let pod = sb.pod("warm");
     ok(&run(&sb, "add", &pod, None));

@@ -8,7 +8,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::process::Output;
 
@@ -17,15 +17,16 @@ const OTHER: &str = "gcother";
 
 /// The 4-stage chain with every per-attachment object cnichain makes.
 fn chain(name: &str, bridge: &str, subnet: &str) -> String {
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
-    {{ "type": "bridge", "bridge": "{bridge}", "isGateway": true, "ipMasq": true, "macspoofchk": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "511" }} }},
-    {{ "type": "portmap", "capabilities": {{ "portMappings": true }} }},
-    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 80000, "egressRate": 8000000, "egressBurst": 80000 }}
-  ] }}"#
-    )
+    Conflist::new("1.1.0", name)
+        .plugin(
+            Plugin::bridge(bridge, subnet)
+                .set("ipMasq", true)
+                .set("macspoofchk", true),
+        )
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "511" })))
+        .plugin(Plugin::portmap())
+        .plugin(Plugin::bandwidth(Some((8000000, 80000)), Some((8000000, 80000))))
+        .text()
 }
 
 fn cnichain(sb: &Sandbox, args: &[&str], caps: &str) -> Output {
@@ -111,9 +112,7 @@ fn drop_cache(sb: &Sandbox, net: &str, cid: &str) {
 
 #[test]
 fn gc_removes_every_trace_of_stale_attachments_without_their_cache() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges, nftables");
     let mut sb = Sandbox::new("gc");
     sb.write_conflist("10-gc.conflist", &chain(NET, "cngc0", "10.251.0.0/24"));
     sb.write_conflist("20-other.conflist", &chain(OTHER, "cngc1", "10.252.0.0/24"));
@@ -204,9 +203,7 @@ fn gc_removes_every_trace_of_stale_attachments_without_their_cache() {
 /// after its last plugin, and GC must not take it apart half-way.
 #[test]
 fn gc_without_a_valid_set_leaves_uncached_attachments_alone() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges, nftables");
     let mut sb = Sandbox::new("gcnil");
     sb.write_conflist("10-gc.conflist", &chain(NET, "cngc2", "10.253.0.0/24"));
     let pod = sb.pod("p");
@@ -235,9 +232,7 @@ fn gc_without_a_valid_set_leaves_uncached_attachments_alone() {
 /// by the plugins alone.
 #[test]
 fn drop_ins_gc_what_the_valid_set_does_not_list() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, veth, bridges, nftables");
     let mut sb = Sandbox::new("gcdrop");
     let net = format!("{}-n", sb.tag);
     let _results = ResultsCleanup(net.clone());
@@ -253,14 +248,8 @@ fn drop_ins_gc_what_the_valid_set_does_not_list() {
     sb.write_conflist("10-gc.conflist", &list);
     let keep = sb.pod("keep");
     let stale = sb.pod("stale");
-    let cnitool = |verb: &str, pod: &str, port: u16| {
-        sb.in_host(&peer_cnitool())
-            .env("CNI_PATH", &bin)
-            .env("CAP_ARGS", ports(port))
-            .args([verb, &net, pod])
-            .output()
-            .expect("cnitool")
-    };
+    let cnitool =
+        |verb: &str, pod: &str, port: u16| run::cnitool(&sb, &bin.display().to_string(), verb, &net, pod, &ports(port));
     ok(&cnitool("add", &keep, 18087));
     let before = traces(&sb);
     ok(&cnitool("add", &stale, 18088));

@@ -277,14 +277,11 @@ fn run_sequence(sb: &Sandbox, netns: &str, name: &str, conf: &Value, args: &str)
     outs
 }
 
-fn sandbox(tag: &str) -> Option<(Sandbox, String)> {
-    if !is_root() {
-        eprintln!("skipping: needs root");
-        return None;
-    }
+fn sandbox(tag: &str) -> (Sandbox, String) {
+    require_root("netns for the bridge pod");
     let mut sb = Sandbox::new(tag);
     let ns = sb.pod("p");
-    Some((sb, ns))
+    (sb, ns)
 }
 
 fn hl(ipam: Value) -> Value {
@@ -295,7 +292,7 @@ fn hl(ipam: Value) -> Value {
 
 #[test]
 fn host_local_matches_reference() {
-    let Some((sb, ns)) = sandbox("hl") else { return };
+    let (sb, ns) = sandbox("hl");
     let resolv = sb.dir.join("resolv.conf");
     std::fs::write(
         &resolv,
@@ -428,7 +425,7 @@ fn host_local_matches_reference() {
 
 #[test]
 fn host_local_runtime_errors_match_reference() {
-    let Some((sb, ns)) = sandbox("hlerr") else { return };
+    let (sb, ns) = sandbox("hlerr");
     // errors that depend on the store, not on the config text: same message
     let conf = hl(json!({"ranges": [[{"subnet": "10.30.0.0/24"}], [{"subnet": "10.31.0.0/30"}]]}));
     let mut d = Diff::new(&sb, &ns, "two-sets-second-exhausted", &conf);
@@ -538,7 +535,7 @@ fn host_local_runtime_errors_match_reference() {
 
 #[test]
 fn host_local_shared_store_both_ways() {
-    let Some((sb, ns)) = sandbox("hlmix") else { return };
+    let (sb, ns) = sandbox("hlmix");
     let conf = with_data_dir(
         &hl(json!({"ranges": [[{"subnet": "10.40.0.0/28"}], [{"subnet": "fd40::/124"}]]})),
         &sb.dir.join("shared"),
@@ -645,7 +642,7 @@ fn first_ip(text: &str) -> String {
 
 #[test]
 fn host_local_parallel_threads() {
-    let Some((sb, _ns)) = sandbox("hlthr") else { return };
+    let (sb, _ns) = sandbox("hlthr");
     let conf = with_data_dir(
         &hl(json!({"ranges": [[{"subnet": "10.50.0.0/24"}]]})),
         &sb.dir.join("thr"),
@@ -686,12 +683,11 @@ fn host_local_parallel_threads() {
 }
 
 /// Child mode of this test binary: one in-process host-local call, for the
-/// multi-process test. Does nothing in a normal test run.
+/// multi-process test, which runs it with --ignored; it is no test of its own.
 #[test]
+#[ignore = "child mode of host_local_parallel_processes_mixed, which runs it"]
 fn ipam_child_process_helper() {
-    let Ok(spec) = std::env::var("CNICHAIN_IPAM_CHILD") else {
-        return;
-    };
+    let spec = std::env::var("CNICHAIN_IPAM_CHILD").expect("CNICHAIN_IPAM_CHILD: run only as a child");
     let v: Value = serde_json::from_str(&spec).expect("child spec");
     let verb = Verb::parse(v["verb"].as_str().expect("verb")).expect("known verb");
     let out = ours(
@@ -711,7 +707,7 @@ fn ipam_child_process_helper() {
 
 #[test]
 fn host_local_parallel_processes_mixed() {
-    let Some((sb, ns)) = sandbox("hlproc") else { return };
+    let (sb, ns) = sandbox("hlproc");
     let conf = with_data_dir(
         &hl(json!({"ranges": [[{"subnet": "10.60.0.0/24"}]]})),
         &sb.dir.join("proc"),
@@ -747,7 +743,13 @@ fn host_local_parallel_processes_mixed() {
             } else {
                 let spec = json!({"verb": verb, "cid": cid, "conf": conf, "out": out.display().to_string()});
                 let ch = Command::new(&exe)
-                    .args(["--exact", "ipam_child_process_helper", "--test-threads=1", "-q"])
+                    .args([
+                        "--exact",
+                        "ipam_child_process_helper",
+                        "--ignored",
+                        "--test-threads=1",
+                        "-q",
+                    ])
                     .env("CNICHAIN_IPAM_CHILD", spec.to_string())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -799,7 +801,7 @@ fn host_local_parallel_processes_mixed() {
 
 #[test]
 fn host_local_gc_and_status() {
-    let Some((sb, _ns)) = sandbox("hlgc") else { return };
+    let (sb, _ns) = sandbox("hlgc");
     let mut conf = with_data_dir(
         &hl(json!({"ranges": [[{"subnet": "10.70.0.0/30"}]]})),
         &sb.dir.join("gc"),
@@ -843,7 +845,7 @@ fn st(ipam: Value) -> Value {
 
 #[test]
 fn static_matches_reference() {
-    let Some((_sb, ns)) = sandbox("st") else { return };
+    let (_sb, ns) = sandbox("st");
     let full = json!({
         "addresses": [{"address": "10.80.0.5/24", "gateway": "10.80.0.1"}, {"address": "fd80::5/64"}],
         "routes": [{"dst": "0.0.0.0/0"}, {"dst": "::/0", "gw": "fd80::1"}],

@@ -30,7 +30,7 @@ fn main_conf(main: &str, ipam: &str) -> serde_json::Value {
 
 #[test]
 fn ipam_type_naming_a_non_ipam_stage_is_refused_and_del_succeeds() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("ipamrec");
     let pod = sb.pod("p");
     let bin = install(&sb);
@@ -92,7 +92,7 @@ fn ipam_type_naming_a_non_ipam_stage_is_refused_and_del_succeeds() {
 /// attachment goes round the same cycle and succeeds.
 #[test]
 fn a_delegation_cycle_through_exec_ends() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("ipamcyc");
     let pod = sb.pod("p");
     let bin = install(&sb);

@@ -58,7 +58,7 @@ fn link(nl: &mut Netlink, name: &str) -> Link {
 
 #[test]
 fn bridge_veth_hairpin_addresses_routes_and_ping() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let mut sb = Sandbox::new("klbr");
     let pod_path = sb.pod("p");
     let pod_name = format!("{}-p", sb.tag);
@@ -271,7 +271,7 @@ fn bridge_veth_hairpin_addresses_routes_and_ping() {
 
 #[test]
 fn ifb_ingress_redirect_and_tbf_like_the_reference_bandwidth_plugin() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let mut sb = Sandbox::new("kltc");
     let pod_path = sb.pod("p");
     let pod_name = format!("{}-p", sb.tag);
@@ -413,7 +413,7 @@ fn ifb_ingress_redirect_and_tbf_like_the_reference_bandwidth_plugin() {
 
 #[test]
 fn sysctl_in_a_netns_leaves_the_host_alone() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let mut sb = Sandbox::new("klsy");
     let pod_path = sb.pod("p");
     let pod_name = format!("{}-p", sb.tag);
@@ -476,7 +476,7 @@ fn sysctl_in_a_netns_leaves_the_host_alone() {
 
 #[test]
 fn net_path_refuses_escapes() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let sb = Sandbox::new("klnp");
     let host = host_ns(&sb);
     netns::run_in(&host, || {
@@ -512,7 +512,7 @@ fn net_path_refuses_escapes() {
 
 #[test]
 fn errors_keep_errno_and_name_the_object() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let mut sb = Sandbox::new("kler");
     let pod_path = sb.pod("p");
     let host = host_ns(&sb);
@@ -577,7 +577,7 @@ fn errors_keep_errno_and_name_the_object() {
 
 #[test]
 fn run_in_does_not_leak_the_netns() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let mut sb = Sandbox::new("klrn");
     let pod_path = sb.pod("p");
     let host = host_ns(&sb);
@@ -630,7 +630,7 @@ fn run_in_does_not_leak_the_netns() {
 
 #[test]
 fn links_move_rename_and_list() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let mut sb = Sandbox::new("klmv");
     let pod_path = sb.pod("p");
     let host = host_ns(&sb);
@@ -674,7 +674,7 @@ fn links_move_rename_and_list() {
 /// and fails for a link that is not there instead of passing silently.
 #[test]
 fn dotted_link_names_and_accept_ra() {
-    assert!(is_root(), "this test needs root (network namespaces)");
+    require_root("network namespaces");
     let sb = Sandbox::new("kldot");
     let host = host_ns(&sb);
     let mut h = Netlink::new_in(&host).unwrap();

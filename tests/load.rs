@@ -17,22 +17,13 @@ const BRIDGE: &str = "cnld0";
 const PODS: usize = 64;
 
 fn conflist() -> String {
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{NET}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@",
-                "ranges": [[{{ "subnet": "10.241.0.0/16", "gateway": "10.241.0.1" }}]],
-                "routes": [{{ "dst": "0.0.0.0/0" }}] }} }}
-  ] }}"#
-    )
-}
-
-fn run(sb: &Sandbox, args: &[&str]) -> Output {
-    sb.in_host(&cnichain_bin())
-        .env("CNI_PATH", "")
-        .args(args)
-        .output()
-        .expect("run cnichain")
+    Conflist::new("1.1.0", NET)
+        .plugin(
+            Plugin::bridge(BRIDGE, "10.241.0.0/16")
+                .gateway("10.241.0.1")
+                .default_route(),
+        )
+        .text()
 }
 
 /// Host links other than lo and the bridge.
@@ -82,7 +73,7 @@ fn gc_in_background(sb: &Arc<Sandbox>, times: usize, every: Duration) -> std::th
         (0..times)
             .map(|_| {
                 std::thread::sleep(every);
-                run(&sb, &["gc", NET])
+                cli(&sb, "", &["gc", NET])
             })
             .collect()
     })
@@ -90,10 +81,7 @@ fn gc_in_background(sb: &Arc<Sandbox>, times: usize, every: Duration) -> std::th
 
 #[test]
 fn concurrent_adds_and_dels_with_gc() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("load");
     sb.write_conflist("load.conflist", &conflist());
     let pods: Vec<String> = (0..PODS).map(|i| sb.pod(&format!("p{i}"))).collect();
@@ -105,7 +93,7 @@ fn concurrent_adds_and_dels_with_gc() {
         // ADD x64, GC three times meanwhile.
         let gc = gc_in_background(&sb, 3, Duration::from_millis(40));
         let (s2, p2) = (sb.clone(), pods.clone());
-        let adds = concurrently(PODS, move |i| run(&s2, &["add", NET, &p2[i]]));
+        let adds = concurrently(PODS, move |i| cli(&s2, "", &["add", NET, &p2[i]]));
         for o in gc.join().expect("gc thread") {
             ok(&o);
         }
@@ -144,7 +132,7 @@ fn concurrent_adds_and_dels_with_gc() {
         // DEL x64, GC three times meanwhile.
         let gc = gc_in_background(&sb, 3, Duration::from_millis(40));
         let (s2, p2) = (sb.clone(), pods.clone());
-        let dels = concurrently(PODS, move |i| run(&s2, &["del", NET, &p2[i]]));
+        let dels = concurrently(PODS, move |i| cli(&s2, "", &["del", NET, &p2[i]]));
         for o in gc.join().expect("gc thread") {
             ok(&o);
         }
@@ -175,17 +163,14 @@ fn count_files(sb: &Sandbox) -> (usize, usize, usize) {
 
 #[test]
 fn add_del_cycles_do_not_grow_anything() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges");
     let cycles = load_cycles();
     let mut sb = Sandbox::new("cycles");
     sb.write_conflist("load.conflist", &conflist());
     let pod = sb.pod("p");
     // One cycle first: the bridge, the store's lock and last_reserved_ip, locks/gc.lock.
-    ok(&run(&sb, &["add", NET, &pod]));
-    ok(&run(&sb, &["del", NET, &pod]));
+    ok(&cli(&sb, "", &["add", NET, &pod]));
+    ok(&cli(&sb, "", &["del", NET, &pod]));
     let files_before = count_files(&sb);
     let links_before = sh(&sb, &sb.host(), "ip -o link show | wc -l");
     let addrs_before = sh(&sb, &sb.host(), "ip -o addr show | grep -v fe80 | wc -l");
@@ -198,9 +183,9 @@ fn add_del_cycles_do_not_grow_anything() {
     let routes_before = sh(&sb, &sb.host(), routes);
     let started = Instant::now();
     for i in 0..cycles {
-        let a = run(&sb, &["add", NET, &pod]);
+        let a = cli(&sb, "", &["add", NET, &pod]);
         assert!(a.status.success(), "cycle {i} ADD: {} {}", stdout(&a), stderr(&a));
-        let d = run(&sb, &["del", NET, &pod]);
+        let d = cli(&sb, "", &["del", NET, &pod]);
         assert!(d.status.success(), "cycle {i} DEL: {} {}", stdout(&d), stderr(&d));
     }
     let took = started.elapsed();

@@ -9,7 +9,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn root() {
-    assert!(is_root(), "these tests need root (network namespaces)");
+    require_root("network namespaces");
 }
 
 /// A shell loop printing `<link> <leaf>=<value>` for every per-interface entry of `proto`
@@ -23,7 +23,7 @@ fn conf_dump(proto: &str, leaf: &str) -> String {
 /// The sysctls ADD sets, read under /proc/sys in the netns they belong to.
 fn sysctls(t: &Twin, pod: &str, ifname: &str) -> Vec<String> {
     let mut out: Vec<String> = t
-        .host_sh(&conf_dump("ipv6", "accept_ra"))
+        .host_out(&conf_dump("ipv6", "accept_ra"))
         .lines()
         .map(|l| format!("host {l}"))
         .collect();
@@ -33,7 +33,7 @@ fn sysctls(t: &Twin, pod: &str, ifname: &str) -> Vec<String> {
         format!("ipv4/conf/{ifname}/arp_notify"),
         "ipv6/conf/lo/disable_ipv6".to_string(),
     ] {
-        out.push(format!("pod {k}={}", t.pod_sh(pod, &format!("cat /proc/sys/net/{k}"))));
+        out.push(format!("pod {k}={}", t.pod_out(pod, &format!("cat /proc/sys/net/{k}"))));
     }
     out
 }
@@ -49,8 +49,8 @@ fn dotted_names_get_their_sysctls_like_the_reference() {
         for mut t in Twin::pair("dot") {
             let pod = t.sb.pod("p");
             // New links start with accept_ra=1 and, in the pod, IPv6 off: ADD must change both.
-            t.host_sh("echo 1 > /proc/sys/net/ipv6/conf/default/accept_ra");
-            t.pod_sh(&pod, "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
+            t.host_out("echo 1 > /proc/sys/net/ipv6/conf/default/accept_ra");
+            t.pod_out(&pod, "echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6");
             let conf = json!({"cniVersion":"1.0.0","name":"dot","type":typ,"bridge":"br.77","isGateway":true,
                 "ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.77.0.0/24"}],[{"subnet":"fd00:77::/64"}]]}});
             let o = t.call(typ, "ADD", &pod, "net1.100", "c1", &conf);
@@ -103,40 +103,40 @@ fn an_accept_ra_that_cannot_be_set_fails_the_add() {
     for t in Twin::pair("ra") {
         let mut t = t;
         let pod = t.sb.pod("p");
-        t.host_sh("echo 1 > /proc/sys/net/ipv6/conf/default/accept_ra");
+        t.host_out("echo 1 > /proc/sys/net/ipv6/conf/default/accept_ra");
         // 1. A new bridge (accept_ra=1) on a read-only /proc/sys.
         let o = t.call_wrapped(RO_PROC_SYS, "bridge", "ADD", &pod, "eth0", "c1", &[], &conf);
         if t.reference {
             assert!(o.status.success(), "the reference ignores it: {}", stdout(&o));
-            assert_eq!(t.host_sh("cat /proc/sys/net/ipv6/conf/br.78/accept_ra"), "1");
+            assert_eq!(t.host_out("cat /proc/sys/net/ipv6/conf/br.78/accept_ra"), "1");
             ok(&t.call("bridge", "DEL", &pod, "eth0", "c1", &conf));
             continue;
         }
         let e = cni_err(&o);
         assert!(e["msg"].as_str().unwrap().contains("accept_ra"), "{e}");
-        assert_eq!(t.host_sh("ip -o link show type veth | wc -l"), "0", "veth left");
+        assert_eq!(t.host_out("ip -o link show type veth | wc -l"), "0", "veth left");
         assert_eq!(
-            t.pod_sh(&pod, "ip -o link show | grep -vc ': lo:' || true"),
+            t.pod_out(&pod, "ip -o link show | grep -vc ': lo:' || true"),
             "0",
             "pod link left"
         );
         // 2. The bridge is fine now (0), the new host veth is not (default 1).
-        t.host_sh("echo 0 > /proc/sys/net/ipv6/conf/br.78/accept_ra");
+        t.host_out("echo 0 > /proc/sys/net/ipv6/conf/br.78/accept_ra");
         let o = t.call_wrapped(RO_PROC_SYS, "bridge", "ADD", &pod, "eth0", "c1", &[], &conf);
         let e = cni_err(&o);
         assert!(e["msg"].as_str().unwrap().contains("accept_ra"), "{e}");
-        assert_eq!(t.host_sh("ip -o link show type veth | wc -l"), "0", "veth left");
+        assert_eq!(t.host_out("ip -o link show type veth | wc -l"), "0", "veth left");
         assert_eq!(
-            t.pod_sh(&pod, "ip -o link show | grep -vc ': lo:' || true"),
+            t.pod_out(&pod, "ip -o link show | grep -vc ': lo:' || true"),
             "0",
             "pod link left"
         );
         // 3. New links start with 0: nothing to write, the ADD works on a read-only /proc/sys.
-        t.host_sh("echo 0 > /proc/sys/net/ipv6/conf/default/accept_ra");
+        t.host_out("echo 0 > /proc/sys/net/ipv6/conf/default/accept_ra");
         let o = t.call_wrapped(RO_PROC_SYS, "bridge", "ADD", &pod, "eth0", "c1", &[], &conf);
         ok(&o);
         assert_eq!(
-            t.host_sh(&conf_dump("ipv6", "accept_ra")),
+            t.host_out(&conf_dump("ipv6", "accept_ra")),
             "<hostveth> accept_ra=0\nbr.78 accept_ra=0"
         );
         ok(&t.call("bridge", "DEL", &pod, "eth0", "c1", &conf));
@@ -151,7 +151,7 @@ fn mac_round(t: &mut Twin, bridge: &str, premade: bool, del_order: [usize; 3]) -
         "ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.76.0.0/24"}]]}});
     if premade {
         // Made without an address, as `ip link add` does: the kernel may change it.
-        t.host_sh(&format!("ip link add {bridge} type bridge && ip link set {bridge} up"));
+        t.host_out(&format!("ip link add {bridge} type bridge && ip link set {bridge} up"));
     }
     let pods: Vec<String> = (0..3).map(|i| t.sb.pod(&format!("{bridge}{i}"))).collect();
     let mut first = if premade { t.host_mac(bridge) } else { String::new() };
@@ -212,7 +212,7 @@ fn a_bridge_with_a_zero_mac_still_takes_pods() {
     root();
     for mut t in Twin::pair("zmac") {
         let pod = t.sb.pod("p");
-        t.host_sh("ip link add brz0 type bridge && ip link add za type veth peer name zb && ip link set za master brz0 && ip link del za");
+        t.host_out("ip link add brz0 type bridge && ip link add za type veth peer name zb && ip link set za master brz0 && ip link del za");
         assert_eq!(t.host_mac("brz0"), "00:00:00:00:00:00", "{}: the set-up", t.label());
         let conf = json!({"cniVersion":"1.0.0","name":"zmac","type":"bridge","bridge":"brz0","isGateway":true,
             "ipam":{"type":"static","addresses":[{"address":"10.76.0.2/24","gateway":"10.76.0.1"}]}});
@@ -304,11 +304,11 @@ const VERSIONS: &[&str] = &["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0"
 /// A result with what differs by nature replaced by what it must equal: each interface's
 /// MAC by the name of the live link it matches, host veth names, the pod's netns path.
 fn normalize(t: &Twin, pod: &str, mut res: Value) -> Value {
-    let pod_macs = t.pod_sh(
+    let pod_macs = t.pod_out(
         pod,
         "ip -o link show | sed -E 's/^[0-9]+: ([^:@]+).*link\\/[a-z]+ ([0-9a-f:]+).*/\\1 \\2/'",
     );
-    let host_macs = t.host_sh("ip -o link show | sed -E 's/^[0-9]+: ([^:@]+).*link\\/[a-z]+ ([0-9a-f:]+).*/\\1 \\2/'");
+    let host_macs = t.host_out("ip -o link show | sed -E 's/^[0-9]+: ([^:@]+).*link\\/[a-z]+ ([0-9a-f:]+).*/\\1 \\2/'");
     if let Some(ifs) = res.get_mut("interfaces").and_then(Value::as_array_mut) {
         for i in ifs {
             let name = i["name"].as_str().unwrap_or_default().to_string();

@@ -51,7 +51,7 @@ fn host_with_eth0(tag: &str) -> Sandbox {
 
 #[test]
 fn cli_and_meta_refuse_the_callers_own_netns() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth");
     let sb = host_with_eth0("ownc");
     let net = format!("{}-n", sb.tag);
     let plugins = json!([
@@ -95,7 +95,7 @@ fn cli_and_meta_refuse_the_callers_own_netns() {
 
 #[test]
 fn drop_ins_that_enter_the_netns_refuse_the_callers_own() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth");
     let sb = host_with_eth0("ownd");
     let bin = install(&sb);
     let ipam = json!({"type":"host-local","dataDir": sb.ipam_dir(),"ranges":[[{"subnet":"10.92.0.0/24"}]]});
@@ -151,7 +151,7 @@ fn drop_ins_that_enter_the_netns_refuse_the_callers_own() {
 /// CNI_NETNS=/some/where): the drop-ins take any path there, the host's own included.
 #[test]
 fn ipam_drop_ins_never_look_at_the_netns() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth");
     let sb = Sandbox::new("ownipam");
     let bin = install(&sb);
     let conf = json!({"cniVersion":"1.0.0","name":"o","type":"host-local",

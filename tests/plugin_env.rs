@@ -63,7 +63,7 @@ fn deliberate(t: &str, cmd: &str, args_bad: bool) -> bool {
 
 #[test]
 fn drop_ins_take_cni_args_and_cni_netns_like_the_reference() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, the reference plugins");
     let sb = Sandbox::new("envdiff");
     let bin = install(&sb);
     let ref_bin = PathBuf::from(REF_PLUGINS);
@@ -132,7 +132,7 @@ fn drop_ins_take_cni_args_and_cni_netns_like_the_reference() {
 /// CNI_NETNS=/some/where. Same results as the reference.
 #[test]
 fn reference_unit_test_inputs_work() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, the reference plugins");
     let mut sb = Sandbox::new("envunit");
     let bin = install(&sb);
     let ref_bin = PathBuf::from(REF_PLUGINS);
@@ -162,7 +162,7 @@ fn reference_unit_test_inputs_work() {
 /// The CLI consumes CNI_ARGS itself: cnitool's rule (non-empty key and value) and msg.
 #[test]
 fn the_cli_keeps_cnitools_rule() {
-    assert!(is_root(), "needs root");
+    require_root("netns, veth, the reference plugins");
     let mut sb = Sandbox::new("envcli");
     let pod = sb.pod("p");
     let net = format!("{}-n", sb.tag);

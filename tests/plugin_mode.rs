@@ -7,20 +7,8 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-/// `cnichain install` into a bin dir of the sandbox.
-fn install(sb: &Sandbox) -> PathBuf {
-    let dir = sb.dir.join("cnibin");
-    let o = Command::new(cnichain_bin())
-        .args(["install", "--bin-dir"])
-        .arg(&dir)
-        .output()
-        .unwrap();
-    ok(&o);
-    dir
-}
+use std::path::Path;
+use std::process::Command;
 
 fn normalize(mut v: Value) -> Value {
     if let Some(ifs) = v["interfaces"].as_array_mut() {
@@ -29,12 +17,6 @@ fn normalize(mut v: Value) -> Value {
         }
     }
     v
-}
-
-fn cnitool(sb: &Sandbox, cni_path: &str, verb: &str, net: &str, pod: &str, caps: &str) -> Output {
-    let mut c = sb.in_host(&peer_cnitool());
-    c.env("CNI_PATH", cni_path).env("CAP_ARGS", caps).args([verb, net, pod]);
-    c.output().unwrap()
 }
 
 fn run_lifecycle(sb: &Sandbox, cni_path: &str, net: &str, pod: &str, caps: &str) -> Value {
@@ -65,12 +47,14 @@ fn assert_clean(sb: &Sandbox, pod: &str) {
     assert!(reserved.is_empty(), "reservations left: {reserved:?}");
 }
 
-const INNER: &str = r#"[
-  { "type": "bridge", "bridge": "cncp0", "isGateway": true,
-    "ipam": { "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{ "subnet": "10.66.0.0/24" }]],
-              "routes": [{ "dst": "0.0.0.0/0" }] } },
-  { "type": "tuning", "sysctl": { "net.ipv4.conf.eth0.arp_notify": "1" } }
-]"#;
+/// bridge + host-local, then tuning: the plugins of the networks below.
+fn inner() -> String {
+    json!([
+        Plugin::bridge("cncp0", "10.66.0.0/24").default_route().0,
+        Plugin::tuning(json!({ "net.ipv4.conf.eth0.arp_notify": "1" })).0,
+    ])
+    .to_string()
+}
 
 /// libcni runs bridge and host-local as cnichain drop-ins (tuning stays the reference
 /// binary found later in CNI_PATH when it is not in-process): same result as the CLI.
@@ -83,7 +67,7 @@ fn libcni_drives_drop_in_symlinks() {
     let _c = ResultsCleanup(net.clone());
     sb.write_conflist(
         "10.conflist",
-        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":{INNER}}}"#),
+        &format!(r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":{}}}"#, inner()),
     );
     let cni_path = format!("{}:{REF_PLUGINS}", bin.display());
     let via_libcni = run_lifecycle(&sb, &cni_path, &net, &pod, "");
@@ -111,7 +95,7 @@ fn libcni_drives_the_meta_plugin() {
     sb.write_conflist(
         "10.conflist",
         &format!(
-            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"cnichain","capabilities":{{"portMappings":true}},"plugins":{INNER}}}]}}"#
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"cnichain","capabilities":{{"portMappings":true}},"plugins":{}}}]}}"#, inner()
         ),
     );
     let cni_path = format!("{}:{REF_PLUGINS}", bin.display());
@@ -120,31 +104,6 @@ fn libcni_drives_the_meta_plugin() {
     assert_eq!(res["interfaces"][0]["name"], "cncp0");
     assert_eq!(res["interfaces"][2]["name"], "eth0");
     assert_clean(&sb, &pod);
-}
-
-fn plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> Output {
-    spawn_plugin(bin, name, env, stdin).wait_with_output().unwrap()
-}
-
-/// The drop-in `name` started with only `env` (and PATH, and the sandbox's state dir),
-/// `stdin` written.
-fn spawn_plugin(bin: &Path, name: &str, env: &[(&str, &str)], stdin: &str) -> std::process::Child {
-    let mut c = Command::new(bin.join(name));
-    c.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-    // The sandbox's state dir (bin is <sandbox>/cnibin).
-    c.env("CNICHAIN_STATE_DIR", bin.with_file_name("state"));
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child
 }
 
 #[test]
@@ -156,8 +115,8 @@ fn the_skeleton_contract() {
     let conf = r#"{"cniVersion":"1.0.0","name":"skel","type":"loopback"}"#;
 
     let o = plugin(
-        &bin,
-        "loopback",
+        &sb,
+        &bin.join("loopback"),
         &[("CNI_COMMAND", "VERSION")],
         r#"{"cniVersion":"1.0.0"}"#,
     );
@@ -218,7 +177,7 @@ fn the_skeleton_contract() {
     ];
     for (env, stdin, code, needle) in cases {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let o = plugin(&bin, "loopback", &env, stdin);
+        let o = plugin(&sb, &bin.join("loopback"), &env, stdin);
         assert_eq!(o.status.code(), Some(1), "{env:?}: {}", stdout(&o));
         let e: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("no error JSON: {}", stdout(&o)));
         assert_eq!(e["code"].as_u64(), Some(code), "{env:?}: {e}");
@@ -243,15 +202,15 @@ fn the_skeleton_contract() {
             ("CNI_PATH", binp.as_str()),
         ]
     };
-    let o = plugin(&bin, "loopback", &env("ADD"), conf);
+    let o = plugin(&sb, &bin.join("loopback"), &env("ADD"), conf);
     let r: Value = serde_json::from_str(&ok(&o)).unwrap();
     assert_eq!(r["interfaces"][0]["name"], "lo");
-    ok(&plugin(&bin, "loopback", &env("CHECK"), conf));
-    ok(&plugin(&bin, "loopback", &env("DEL"), conf));
+    ok(&plugin(&sb, &bin.join("loopback"), &env("CHECK"), conf));
+    ok(&plugin(&sb, &bin.join("loopback"), &env("DEL"), conf));
     assert!(stdout(&sb.sh_in(pod.trim_start_matches("/run/netns/"), "ip link show lo")).contains("state DOWN"));
 
     // Run by hand without CNI_COMMAND: the about text, exit 0.
-    let o = plugin(&bin, "bridge", &[], "");
+    let o = plugin(&sb, &bin.join("bridge"), &[], "");
     assert!(o.status.success());
     assert!(stderr(&o).contains("CNI protocol versions supported"));
 }
@@ -403,10 +362,8 @@ fn drop_ins_take_the_attachment_lock() {
         if let Some(h) = &held {
             env.push(("CNICHAIN_HELD_LOCKS", h.as_str()));
         }
-        spawn_plugin(
-            &bin,
-            "loopback",
-            &env,
+        spawn_piped(
+            plugin_cmd(&sb, &bin.join("loopback"), &env, false),
             r#"{"cniVersion":"1.0.0","name":"lk","type":"loopback"}"#,
         )
     };
@@ -431,8 +388,8 @@ fn drop_ins_take_the_attachment_lock() {
         ("CNI_PATH", binp.as_str()),
     ];
     ok(&plugin(
-        &bin,
-        "loopback",
+        &sb,
+        &bin.join("loopback"),
         &env,
         r#"{"cniVersion":"1.0.0","name":"lk","type":"loopback"}"#,
     ));

@@ -311,10 +311,11 @@ fn fetch(sb: &Sandbox, addr: &str, port: u16) -> String {
 }
 
 fn run_container_on(meta: bool, tag: &str, host_port: u16, third_octet: u8) {
-    if !podman_installed() {
-        eprintln!("skipped: podman is not installed (scripts/install-deps installs podman and runc)");
-        return;
-    }
+    require_root("podman, netns, bridges, nftables");
+    assert!(
+        podman_installed(),
+        "podman is not installed (scripts/install-deps installs podman and runc)"
+    );
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let started = Instant::now();
     let sb = Sandbox::new(tag);

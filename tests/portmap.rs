@@ -290,9 +290,7 @@ fn host_sh(sb: &Sandbox, script: &str) -> String {
 
 #[test]
 fn tcp_and_udp_from_host_pod_hairpin_and_localhost_then_del() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pm4");
     let a = sb.pod("a");
     let b = sb.pod("b");
@@ -352,9 +350,7 @@ fn tcp_and_udp_from_host_pod_hairpin_and_localhost_then_del() {
 
 #[test]
 fn ipv6_pod_through_v6_host_port_and_host_ip_families() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pm6");
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);
@@ -405,9 +401,7 @@ fn ipv6_pod_through_v6_host_port_and_host_ip_families() {
 /// hostIP mappings; and a hostIP mapping answers only on that address.
 #[test]
 fn host_ip_mappings_and_non_local_destinations() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pmcve");
     let a = sb.pod("a");
     let b = sb.pod("b");
@@ -470,9 +464,7 @@ fn host_ip_mappings_and_non_local_destinations() {
 
 #[test]
 fn del_without_port_mappings_removes_everything_and_repeats() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pmdel");
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);
@@ -513,9 +505,7 @@ fn del_without_port_mappings_removes_everything_and_repeats() {
 
 #[test]
 fn second_pod_on_a_taken_host_port_fails_and_the_first_keeps_working() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pmdup");
     let a = sb.pod("a");
     let b = sb.pod("b");
@@ -545,9 +535,7 @@ fn second_pod_on_a_taken_host_port_fails_and_the_first_keeps_working() {
 
 #[test]
 fn injection_attempts_are_code_7_and_write_nothing() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pminj");
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);
@@ -613,9 +601,7 @@ fn injection_attempts_are_code_7_and_write_nothing() {
 
 #[test]
 fn no_mappings_touches_nothing_and_a_lone_portmap_needs_prev_result() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pmnone");
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);
@@ -647,7 +633,7 @@ fn no_mappings_touches_nothing_and_a_lone_portmap_needs_prev_result() {
 /// (filtered in the kernel: by port for one port, by protocol for several).
 #[test]
 fn udp_conntrack_entries_of_a_new_host_port_are_flushed() {
-    assert!(is_root(), "this test needs root (netns, nftables, conntrack)");
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pmct");
     let a = sb.pod("a");
     let b = sb.pod("b");
@@ -774,9 +760,7 @@ fn prev_for(ip: &str) -> Value {
 /// bench/portmap-scale; this only checks that it works and leaves the others alone.)
 #[test]
 fn add_and_del_among_300_mapped_pods() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pm300");
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);
@@ -889,9 +873,7 @@ fn add_and_del_among_300_mapped_pods() {
 /// old holder's teardown leaves it alone.
 #[test]
 fn ipmasq_setup_check_teardown() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let mut sb = Sandbox::new("pmmq");
     let a = sb.pod("a");
     let x = sb.pod("x");
@@ -996,9 +978,7 @@ fn elems_listed(sb: &Sandbox, name: &str) -> Vec<(Value, Value, String)> {
 /// conflict, DEL) keep working, and a conflicting batch writes nothing.
 #[test]
 fn elements_written_over_nfnetlink_carry_their_comments() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, nftables, conntrack");
     let sb = Sandbox::new("pmnl");
     let net = format!("{}-n", sb.tag);
     let conf = |hp: u16, cp: u16| pm_conf(&net, Some(maps(&[(hp, cp, "tcp", None)])));
@@ -1166,7 +1146,7 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
 /// seconds and reaped; ADD fails with an error that says so.
 #[test]
 fn a_hanging_nft_is_killed_and_reaped() {
-    assert!(is_root(), "this test needs root (netns, nftables)");
+    require_root("netns, nftables");
     let mut sb = Sandbox::new("pmto");
     let a = sb.pod("a");
     let net = format!("{}-n", sb.tag);

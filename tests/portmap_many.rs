@@ -237,7 +237,7 @@ fn net(sb: &Sandbox, br: &str, n: u8) -> Net {
 /// ADD, then the nftables state, traffic through two of the ports (IPv4 and IPv6), CHECK,
 /// DEL (nothing of the pod left), DEL again. `first`: no other pod made the table before.
 fn lifecycle(ports: u16, first: bool, tag: &str, br: &str, n: u8) {
-    assert!(is_root(), "this test needs root (netns, nftables)");
+    require_root("netns, nftables");
     let mut sb = Sandbox::new(tag);
     let pod = sb.pod("big");
     let other = sb.pod("small");
@@ -370,7 +370,7 @@ fn first_pod_of_a_network_with_one_thousand_mappings() {
 /// and records, and only those.
 #[test]
 fn gc_removes_a_five_thousand_mapping_pod() {
-    assert!(is_root(), "this test needs root (netns, nftables)");
+    require_root("netns, nftables");
     let mut sb = Sandbox::new("pmkg");
     let pod = sb.pod("big");
     let other = sb.pod("small");
@@ -410,7 +410,7 @@ fn gc_removes_a_five_thousand_mapping_pod() {
 /// before, during or after the element transaction.
 #[test]
 fn kill_9_during_a_five_thousand_mapping_add_then_del() {
-    assert!(is_root(), "this test needs root (netns, nftables)");
+    require_root("netns, nftables");
     let bin = std::env::var_os("CNICHAIN_CRASH_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(cnichain_bin);

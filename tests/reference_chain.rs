@@ -179,14 +179,7 @@ fn interop_with_libcni_cnitool_both_ways() {
     let net = format!("{}-n", sb.tag);
     sb.write_conflist("10-shared.conflist", &SHARED4.replace("@NET@", &net));
     let _cleanup = ResultsCleanup(net.clone());
-    let cnitool = peer_cnitool();
-    let cnitool_run = |verb: &str| {
-        let mut c = sb.in_host(&cnitool);
-        c.env("CNI_PATH", REF_PLUGINS)
-            .env("CAP_ARGS", CAPS)
-            .args([verb, &net, &pod]);
-        c.output().unwrap()
-    };
+    let cnitool_run = |verb: &str| cnitool(&sb, REF_PLUGINS, verb, &net, &pod, CAPS);
     let ours = |verb: &str| {
         sb.cnichain(
             REF_PLUGINS,
@@ -209,12 +202,7 @@ fn interop_with_libcni_cnitool_both_ways() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{net}-")))
         .count();
     assert_eq!(cache, 1, "cnichain wrote libcni's cache file");
-    let o = {
-        let mut c = sb.in_host(&cnitool);
-        c.env("CNI_PATH", REF_PLUGINS).args(["check", &net, &pod]);
-        c.output().unwrap()
-    };
-    ok(&o);
+    ok(&cnitool(&sb, REF_PLUGINS, "check", &net, &pod, ""));
     ok(&cnitool_run("del"));
     assert!(!sb.sh_in(&pod_ns, "ip link show eth0").status.success());
     assert!(!sb.files_in("ipam").contains(&format!("{net}/{ip}")));

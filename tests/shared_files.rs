@@ -80,15 +80,11 @@ const NET: &str = "sharednet";
 /// bridge + host-local, tuning: every kind of file cnichain writes (lock files, the
 /// cache entry, the tuning record, the store's files).
 fn conflist(sb: &Sandbox, bridge: &str, subnet: &str) -> PathBuf {
-    sb.write_conflist(
-        "s.conflist",
-        &format!(
-            r#"{{ "cniVersion": "1.0.0", "name": "{NET}", "plugins": [
-  {{ "type": "bridge", "bridge": "{bridge}", "isGateway": true,
-    "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-  {{ "type": "tuning", "mtu": 1400 }} ] }}"#
-        ),
-    )
+    let text = Conflist::new("1.0.0", NET)
+        .plugin(Plugin::bridge(bridge, subnet))
+        .plugin(Plugin::new("tuning").set("mtu", 1400))
+        .text();
+    sb.write_conflist("s.conflist", &text)
 }
 
 fn cli(sb: &Sandbox, args: &[&str]) -> Output {
@@ -102,7 +98,7 @@ fn cli(sb: &Sandbox, args: &[&str]) -> Output {
 /// file, for the CLI and a drop-in alike, and nothing changed.
 #[test]
 fn a_dangling_symlink_at_the_gc_lock_is_a_clear_error() {
-    assert!(is_root(), "this test needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("gclink");
     let pod = sb.pod("p");
     conflist(&sb, "cnsh0", "10.243.0.0/24");
@@ -137,7 +133,7 @@ fn a_dangling_symlink_at_the_gc_lock_is_a_clear_error() {
 /// the cache entry itself (replaced by the rename, never written through).
 #[test]
 fn planted_symlinks_are_never_written_through() {
-    assert!(is_root(), "this test needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("plant");
     let pod = sb.pod("p");
     conflist(&sb, "cnsh1", "10.243.1.0/24");
@@ -187,7 +183,7 @@ fn planted_symlinks_are_never_written_through() {
 /// untouched (the reference would create or overwrite it).
 #[test]
 fn symlinks_in_the_store_and_lock_dirs_are_refused() {
-    assert!(is_root(), "this test needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("storelink");
     let pod = sb.pod("p");
     conflist(&sb, "cnsh2", "10.243.2.0/24");
@@ -250,7 +246,7 @@ fn symlinks_in_the_store_and_lock_dirs_are_refused() {
 /// root-owned one (like /tmp) is not.
 #[test]
 fn a_state_dir_others_can_write_is_named_in_a_warning() {
-    assert!(is_root(), "this test needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("shared");
     let pod = sb.pod("p");
     conflist(&sb, "cnsh3", "10.243.3.0/24");
@@ -279,7 +275,7 @@ fn a_state_dir_others_can_write_is_named_in_a_warning() {
 /// in the state, cache and data dirs: no lock dir, no lock file, no record dir.
 #[test]
 fn refused_requests_create_nothing() {
-    assert!(is_root(), "this test needs root");
+    require_root("netns, veth, bridges");
     let mut sb = Sandbox::new("refused");
     let pod = sb.pod("p");
     let bin = drop_ins(&sb);
@@ -433,7 +429,7 @@ fn install_force_keeps_a_backup_of_a_foreign_binary() {
 /// immutable) can be undone: the manifest was written before anything was moved.
 #[test]
 fn an_interrupted_install_can_be_undone() {
-    assert!(is_root(), "chattr +i needs root");
+    require_root("chattr +i");
     let sb = Sandbox::new("instint");
     let dir = sb.dir.join("optcnibin");
     std::fs::create_dir_all(&dir).expect("mkdir");

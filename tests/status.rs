@@ -7,24 +7,19 @@
 mod common;
 
 use common::*;
+use serde_json::json;
 use std::process::Output;
 
 const BRIDGE: &str = "cnst0";
 
 fn chain(name: &str, subnet: &str, ipmasq: bool, portmap: bool) -> String {
-    let pm = if portmap {
-        r#", { "type": "portmap", "capabilities": { "portMappings": true } }"#
-    } else {
-        ""
-    };
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": {ipmasq},
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512" }} }}{pm},
-    {{ "type": "bandwidth", "egressRate": 4000000, "egressBurst": 400000 }}
-  ] }}"#
-    )
+    let mut c = Conflist::new("1.1.0", name)
+        .plugin(Plugin::bridge(BRIDGE, subnet).set("ipMasq", ipmasq))
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "512" })));
+    if portmap {
+        c = c.plugin(Plugin::portmap());
+    }
+    c.plugin(Plugin::bandwidth(None, Some((4000000, 400000)))).text()
 }
 
 fn status(sb: &Sandbox, net: &str) -> Output {
@@ -42,9 +37,7 @@ fn want_code(o: &Output, code: u64) -> String {
 
 #[test]
 fn healthy_chain_then_pod_then_bridge_gone_or_down() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("status");
     sb.write_conflist("n.conflist", &chain("stnet", "10.243.0.0/24", true, true));
     // No pod and no bridge yet: ADD would make it.
@@ -78,9 +71,7 @@ fn healthy_chain_then_pod_then_bridge_gone_or_down() {
 
 #[test]
 fn exhausted_range_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("stfull");
     // /30: .1 is the gateway, .2 the only address to hand out.
     sb.write_conflist("n.conflist", &chain("stfull", "10.243.1.0/30", false, false));
@@ -95,9 +86,7 @@ fn exhausted_range_is_50() {
 
 #[test]
 fn unwritable_state_dir_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("ststate");
     sb.write_conflist("n.conflist", &chain("ststate", "10.243.2.0/24", false, false));
     ok(&status(&sb, "ststate"));
@@ -118,9 +107,7 @@ fn unwritable_state_dir_is_50() {
 /// it): a chain with ipMasq, or with portmap, cannot serve ADD.
 #[test]
 fn missing_nft_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stnft");
     sb.write_conflist("m.conflist", &chain("stmasq", "10.243.3.0/24", true, false));
     sb.write_conflist("p.conflist", &chain("stpm", "10.243.4.0/24", false, true));
@@ -170,9 +157,7 @@ fn crate_nft_path() -> String {
 /// variable is returned unchecked, so portmap's STATUS reports success.
 #[test]
 fn portmap_status_with_cnichain_nft_naming_a_missing_file() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stenv");
     sb.write_conflist("p.conflist", &chain("stenv", "10.243.6.0/24", false, true));
     let o = sb
@@ -218,30 +203,27 @@ fn cached_features(sb: &Sandbox) -> Vec<String> {
 /// A 4-stage chain using every probed feature: bridge with ipMasq and macspoofchk,
 /// tuning, portmap, bandwidth both ways (tbf), or with shapedSubnets (htb).
 fn full_chain(name: &str, subnet: &str, subnets: bool) -> String {
-    let shaped = if subnets {
-        r#", "shapedSubnets": ["10.9.0.0/16"]"#
-    } else {
-        ""
-    };
-    format!(
-        r#"{{ "cniVersion": "1.1.0", "name": "{name}", "plugins": [
-    {{ "type": "bridge", "bridge": "{BRIDGE}", "isGateway": true, "ipMasq": true, "macspoofchk": true,
-      "ipam": {{ "type": "host-local", "dataDir": "@IPAM@", "ranges": [[{{ "subnet": "{subnet}" }}]] }} }},
-    {{ "type": "tuning", "sysctl": {{ "net.core.somaxconn": "512" }} }},
-    {{ "type": "portmap", "capabilities": {{ "portMappings": true }} }},
-    {{ "type": "bandwidth", "ingressRate": 8000000, "ingressBurst": 800000,
-      "egressRate": 4000000, "egressBurst": 400000{shaped} }}
-  ] }}"#
-    )
+    let mut bw = Plugin::bandwidth(Some((8000000, 800000)), Some((4000000, 400000)));
+    if subnets {
+        bw = bw.set("shapedSubnets", json!(["10.9.0.0/16"]));
+    }
+    Conflist::new("1.1.0", name)
+        .plugin(
+            Plugin::bridge(BRIDGE, subnet)
+                .set("ipMasq", true)
+                .set("macspoofchk", true),
+        )
+        .plugin(Plugin::tuning(json!({ "net.core.somaxconn": "512" })))
+        .plugin(Plugin::portmap())
+        .plugin(bw)
+        .text()
 }
 
 /// Every feature is really probed (in a throwaway netns: the host netns is unchanged),
 /// the positive answers land in the state dir's cache, and a warm STATUS succeeds too.
 #[test]
 fn kernel_features_are_probed_and_cached() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stfeat");
     sb.write_conflist("a.conflist", &full_chain("stfa", "10.243.7.0/24", false));
     sb.write_conflist("b.conflist", &full_chain("stfb", "10.243.8.0/24", true));
@@ -265,9 +247,7 @@ fn kernel_features_are_probed_and_cached() {
 /// panic, and replaced by a good one.
 #[test]
 fn garbage_feature_cache_is_ignored() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stgarb");
     sb.write_conflist("n.conflist", &chain("stgarb", "10.243.10.0/24", true, true));
     let path = sb.dir.join("state").join(FEATURES);
@@ -297,16 +277,13 @@ fn garbage_feature_cache_is_ignored() {
 /// says 51 (for each family the ranges use). Only the sandbox's host netns is touched.
 #[test]
 fn ptp_forwarding_off_is_51() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let mut sb = Sandbox::new("stfwd");
     sb.write_conflist(
         "n.conflist",
-        r#"{ "cniVersion": "1.1.0", "name": "stfwd", "plugins": [
-    { "type": "ptp", "ipam": { "type": "host-local", "dataDir": "@IPAM@",
-      "ranges": [[{ "subnet": "10.243.11.0/24" }], [{ "subnet": "fd00:243:11::/64" }]] } }
-  ] }"#,
+        &Conflist::new("1.1.0", "stfwd")
+            .plugin(Plugin::ptp("10.243.11.0/24").range("fd00:243:11::/64"))
+            .text(),
     );
     // No pod yet: ADD turns forwarding on, nothing is lost.
     sh(
@@ -339,9 +316,7 @@ fn ptp_forwarding_off_is_51() {
 /// and its user, cached or not; the probes leave nothing on the host.
 #[test]
 fn missing_kernel_feature_is_50() {
-    if !is_root() {
-        return;
-    }
+    require_root("netns, bridges, nftables");
     let sb = Sandbox::new("stmiss");
     sb.write_conflist("n.conflist", &chain("stmiss", "10.243.12.0/24", true, true));
     let faulted = || {

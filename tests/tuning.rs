@@ -151,10 +151,7 @@ fn watched(sb: &Sandbox, pod: &str) -> Vec<String> {
 /// sysctls, the reference leaves them (README: differences).
 #[test]
 fn tuning_plugin_matches_reference() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tudiff");
     let ours_pod = veth_pod(&mut sb, "a");
     let ref_pod = veth_pod(&mut sb, "b");
@@ -291,10 +288,7 @@ fn chain_lifecycle(tag: &str, exec: &str) -> (Value, Value, Vec<String>, Vec<Str
 /// sysctl back, the reference has not.
 #[test]
 fn tuning_chain_matches_reference() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let (ref_res, ref_link, ref_sysctls, ref_after) = chain_lifecycle("tdcr", "all");
     let (res, link, sysctls, after) = chain_lifecycle("tdco", &main_exec());
     assert_eq!(res, ref_res, "results differ");
@@ -312,10 +306,7 @@ fn tuning_chain_matches_reference() {
 /// reference; the result carries the MAC that was set.
 #[test]
 fn tuning_mac_precedence_matches_reference() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tumac");
     let ours = our_plugin(&sb);
     let data = sb.dir.join("data");
@@ -372,10 +363,7 @@ fn tuning_mac_precedence_matches_reference() {
 /// removing the record, DEL twice.
 #[test]
 fn tuning_in_chain_ifname_txqlen_check_and_del() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tuchain");
     let pod = sb.pod("p");
     let podn = ns_name(&pod);
@@ -464,10 +452,7 @@ fn tuning_in_chain_ifname_txqlen_check_and_del() {
 /// (the record is then removed).
 #[test]
 fn tuning_del_without_record_or_netns() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tudel");
     let ours = our_plugin(&sb);
     let pod = veth_pod(&mut sb, "p");
@@ -502,10 +487,7 @@ fn tuning_del_without_record_or_netns() {
 /// it. A retried ADD in the same pod keeps the first ADD's "before" values.
 #[test]
 fn tuning_stale_record_is_not_used() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tustale");
     let ours = our_plugin(&sb);
     let pod = veth_pod(&mut sb, "p");
@@ -559,10 +541,7 @@ fn tuning_stale_record_is_not_used() {
 /// of ADD undoes what was already written.
 #[test]
 fn tuning_bad_input_changes_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tubad");
     let ours = our_plugin(&sb);
     let pod = veth_pod(&mut sb, "p");
@@ -686,10 +665,7 @@ fn tuning_bad_input_changes_nothing() {
 /// sysctls are unchanged.
 #[test]
 fn tuning_bad_key_in_chain() {
-    if !is_root() {
-        eprintln!("skipped: needs root");
-        return;
-    }
+    require_root("netns, veth, bridges, the reference tuning plugin");
     let mut sb = Sandbox::new("tubadc");
     let pod = sb.pod("p");
     sb.write_conflist(

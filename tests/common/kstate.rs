@@ -35,6 +35,17 @@ fn run(netns: &str, argv: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Waits (up to 10 s) until no IPv6 address in `netns` is tentative: duplicate address
+/// detection finishes on the kernel's own timeline, and a snapshot taken while it runs
+/// differs from a later one for no fault of the request under test.
+pub fn settle_dad(netns: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !run(netns, &["ip", "-6", "addr", "show", "tentative"]).trim().is_empty() && std::time::Instant::now() < until
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 impl KState {
     /// Snapshot the netns `netns` (a name under /run/netns).
     pub fn take(netns: &str) -> KState {

@@ -5,15 +5,20 @@
 #![allow(dead_code)]
 
 pub mod bounded;
-pub mod bwtwin;
+pub mod conflist;
+#[allow(unused_imports)]
+pub use conflist::{Conflist, Plugin};
 pub mod kstate;
+pub mod run;
+// Not every test file uses every runner.
+#[allow(unused_imports)]
+pub use run::{cli, cli_with, cnitool, plugin, plugin_cmd, plugin_in_host, spawn_piped};
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-pub mod difftwin;
 pub mod twin;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
@@ -64,6 +69,7 @@ impl Sandbox {
     /// A host netns `<tag>-h` with lo up, and a temp dir with conf/, cache/, ipam/ and
     /// record/ subdirectories.
     pub fn new(tag: &str) -> Sandbox {
+        require_root("a throwaway network namespace");
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let tag = format!("cnc{}-{}-{}", std::process::id() % 100000, n, tag);
         let dir = std::env::temp_dir().join(format!("cnichain-test-{tag}"));
@@ -132,6 +138,7 @@ impl Sandbox {
             .env("CNICHAIN_STATE_DIR", self.dir.join("state"))
             .env_remove("CNI_COMMAND")
             .env_remove("CNICHAIN_EXEC")
+            .env_remove("CNICHAIN_FAULT")
             .env_remove("CAP_ARGS")
             .env_remove("CNI_ARGS")
             .env_remove("CNI_IFNAME");
@@ -140,9 +147,7 @@ impl Sandbox {
 
     /// `cnichain VERB NET NETNS` in the host netns with CNI_PATH set.
     pub fn cnichain(&self, cni_path: &str, args: &[&str]) -> Output {
-        let mut c = self.in_host(&cnichain_bin());
-        c.env("CNI_PATH", cni_path).args(args);
-        c.output().expect("run cnichain")
+        run::cli(self, cni_path, args)
     }
 
     /// Run a shell snippet inside a netns of this sandbox.
@@ -299,22 +304,10 @@ pub fn load_cycles() -> usize {
 }
 
 /// Runs `c` with `stdin` written to it, as a runtime runs a plugin; its whole output.
-pub fn pipe(mut c: Command, stdin: &str) -> Output {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("wait for the plugin")
+pub fn pipe(c: Command, stdin: &str) -> Output {
+    run::spawn_piped(c, stdin)
+        .wait_with_output()
+        .expect("wait for the plugin")
 }
 
 /// `cnichain install` into `<sandbox>/cnibin`: the binary and its drop-in links.
@@ -330,4 +323,19 @@ pub fn install(sb: &Sandbox) -> PathBuf {
 
 pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the calling test loudly unless it runs as root: a test that needs the kernel
+/// (CAP_NET_ADMIN for netns, links, nftables, tc) must never pass by doing nothing.
+/// `need` names what the test uses, for the message.
+#[track_caller]
+pub fn require_root(need: &str) {
+    if !is_root() {
+        let test = std::thread::current().name().unwrap_or("this test").to_string();
+        panic!(
+            "{test} needs root (CAP_NET_ADMIN) for {need}; run it as root, e.g. scripts/test \
+             (it was run with euid {})",
+            unsafe { libc::geteuid() }
+        );
+    }
 }

@@ -52,7 +52,7 @@ impl Containerd {
     /// Write the config (CNI bin_dir and conf_dir as given), start containerd in the
     /// sandbox's host netns with `env` and import the pause image.
     pub fn start(sb: &Sandbox, bin_dir: &Path, conf_dir: &Path, env: &[(&str, String)]) -> Containerd {
-        assert!(is_root(), "containerd tests need root");
+        require_root("containerd, netns");
         let dir = sb.dir.join("ctd");
         for sub in ["root", "state", "runc", "image"] {
             std::fs::create_dir_all(dir.join(sub)).expect("containerd dirs");
