@@ -30,6 +30,8 @@ pub struct Opts {
 pub struct Results {
     pub quick: bool,
     pub started: String,
+    /// /proc/loadavg at the start and the end: the machine may be shared.
+    pub load: (String, String),
     pub took: Duration,
     pub cycles: Vec<cycle::Cycle>,
     pub scale: Option<scale::Scale>,
@@ -84,6 +86,7 @@ fn measure(env: &sys::Env, opts: &Opts) -> Result<Results> {
     let mut r = Results {
         quick: q,
         started: report::now_utc(),
+        load: (report::loadavg(), String::new()),
         took: Duration::ZERO,
         cycles: vec![],
         scale: None,
@@ -130,6 +133,7 @@ fn measure(env: &sys::Env, opts: &Opts) -> Result<Results> {
         }
     }
     r.took = t0.elapsed();
+    r.load.1 = report::loadavg();
     Ok(r)
 }
 

@@ -153,6 +153,7 @@ fn lines<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, l: &Lines) -> Result
     let log2 = l.log2_x;
     chart
         .configure_mesh()
+        .light_line_style(TRANSPARENT)
         .x_desc(&l.x_label)
         .y_desc(&l.y_label)
         .x_label_formatter(&move |x| {
