@@ -69,7 +69,7 @@ fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Result<(
         .copied()
         .filter(|v| v.is_finite())
         .fold(0.0f64, f64::max)
-        * 1.15
+        * 1.4
         + 1e-9;
     let ng = b.groups.len().max(1);
     let mut chart = ChartBuilder::on(area)
@@ -83,6 +83,7 @@ fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Result<(
     chart
         .configure_mesh()
         .disable_x_mesh()
+        .light_line_style(TRANSPARENT)
         .x_labels(ng * 2 + 1)
         .x_label_formatter(&move |x| {
             let i = x.floor() as usize;
@@ -117,6 +118,7 @@ fn bars<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, b: &Bars) -> Result<(
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.8))
         .label_font(("sans-serif", 13))

@@ -1,6 +1,7 @@
 //! report.md and the plots, from one run's measurements.
 
 use crate::plot::{self, Bars, Lines, Panel};
+use crate::scale::Fill;
 use crate::setup::Mode;
 use crate::stats::{f, fm, mmm, ms, pct, ratios, Mmm};
 use crate::sys::{Env, Run};
@@ -243,7 +244,11 @@ fn scale_section(
     )?;
     writeln!(md, "| N | cnichain ADD ms | cnichain DEL ms | ADD vs N=0 | DEL vs N=0 | reference ADD ms | reference DEL ms | reference ÷ cnichain, ADD | reference ÷ cnichain, DEL |")?;
     writeln!(md, "|---|---|---|---|---|---|---|---|---|")?;
-    let get = |n: usize, m: Mode| s.points.iter().find(|p| p.n == n && p.runs.mode == m);
+    let get = |n: usize, m: Mode| {
+        s.points
+            .iter()
+            .find(|p| p.n == n && p.runs.mode == m && p.fill == Fill::Both)
+    };
     let base = get(s.ns[0], Mode::Inproc).map(|p| (mmm(&walls(&p.runs.adds)), mmm(&walls(&p.runs.dels))));
     let ref_base = get(s.ns[0], Mode::Ref).map(|p| (mmm(&walls(&p.runs.adds)), mmm(&walls(&p.runs.dels))));
     let mut series: Vec<(String, Vec<(f64, f64)>)> = ["cnichain ADD", "cnichain DEL", "reference ADD", "reference DEL"]
@@ -301,7 +306,61 @@ fn scale_section(
         }
     }
     if let Some(why) = &s.ref_stopped {
-        writeln!(md, "\nReference not measured further: {why}.")?;
+        writeln!(md, "\nThe reference was not measured at larger N: {why}.")?;
+    }
+    // Which part grows: cnichain with only one kind of state written.
+    let vs0 = |fill: Fill, n: usize| -> Option<(f64, f64)> {
+        let g = |n: usize| {
+            s.points
+                .iter()
+                .find(|p| p.n == n && p.fill == fill && p.runs.mode == Mode::Inproc)
+        };
+        let (p0, p) = (g(s.ns[0])?, g(n)?);
+        let m = |v: &[Run]| mmm(&walls(v)).med;
+        Some((m(&p.runs.adds) / m(&p0.runs.adds), m(&p.runs.dels) / m(&p0.runs.dels)))
+    };
+    writeln!(
+        md,
+        "\nWhat grows: cnichain with only one kind of state written (ADD, DEL median vs its own N = 0).\n"
+    )?;
+    writeln!(md, "| N | port mappings only: ADD ms | ADD vs N=0 | DEL vs N=0 | reservations only: ADD ms | ADD vs N=0 | DEL vs N=0 |\n|---|---|---|---|---|---|---|")?;
+    let mut split = (None, None);
+    for &n in &s.ns {
+        let g = |fill: Fill| {
+            s.points
+                .iter()
+                .find(|p| p.n == n && p.fill == fill && p.runs.mode == Mode::Inproc)
+        };
+        let (Some(po), Some(ro)) = (g(Fill::PortsOnly), g(Fill::ReservationsOnly)) else {
+            continue;
+        };
+        let (pv, rv) = (
+            vs0(Fill::PortsOnly, n).unwrap_or((f64::NAN, f64::NAN)),
+            vs0(Fill::ReservationsOnly, n).unwrap_or((f64::NAN, f64::NAN)),
+        );
+        writeln!(
+            md,
+            "| {n} | {} | {}x | {}x | {} | {}x | {}x |",
+            fm(&mmm(&walls(&po.runs.adds))),
+            f(pv.0),
+            f(pv.1),
+            fm(&mmm(&walls(&ro.runs.adds))),
+            f(rv.0),
+            f(rv.1)
+        )?;
+        split = (Some(pv), Some(rv));
+    }
+    for (fill, name) in [
+        (Fill::PortsOnly, "cnichain ADD, port mappings only"),
+        (Fill::ReservationsOnly, "cnichain ADD, reservations only"),
+    ] {
+        let pts = s
+            .points
+            .iter()
+            .filter(|p| p.fill == fill)
+            .map(|p| (p.n as f64, mmm(&walls(&p.runs.adds)).med))
+            .collect();
+        series.push((name.into(), pts));
     }
     md.push('\n');
     for n in &s.notes {
@@ -327,7 +386,19 @@ fn scale_section(
         } else if ok {
             "ADD/DEL touch only the pod's own state: host-local and portmap cost the same at any N".into()
         } else {
-            "some per-operation work still grows with the number of pods or reservations (see the scale table)".into()
+            match split {
+                (Some(p), Some(r)) => format!(
+                    "it grows with N: with port mappings only ADD {}x / DEL {}x, with host-local reservations only ADD {}x / DEL {}x of N = 0, so the growth is in {}",
+                    f(p.0), f(p.1), f(r.0), f(r.1),
+                    match (p.0.max(p.1) > 1.2, r.0.max(r.1) > 1.2) {
+                        (false, true) => "host-local (the store's size)",
+                        (true, false) => "the port mapping state",
+                        (true, true) => "both host-local and the port mapping state",
+                        (false, false) => "neither alone (their combination, or noise)",
+                    }
+                ),
+                _ => "some per-operation work still grows with the number of pods or reservations (see the scale table)".into(),
+            }
         };
         targets.push((
             "ADD and DEL at N = 10,000 within 1.2x of N = 0".into(),

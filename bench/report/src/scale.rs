@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub struct Point {
     pub n: usize,
+    pub fill: Fill,
     pub runs: ModeRuns,
 }
 
@@ -119,49 +120,83 @@ fn fill_iptables(env: &Env, net: &Net, n: usize) -> Result<()> {
     Ok(())
 }
 
+/// What the N existing pods hold for a cnichain variant: both (the comparison with the
+/// reference), or only one of them, to show which part grows with N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fill {
+    Both,
+    PortsOnly,
+    ReservationsOnly,
+}
+
+impl Fill {
+    pub fn label(self) -> &'static str {
+        match self {
+            Fill::Both => "port mappings and reservations",
+            Fill::PortsOnly => "port mappings only",
+            Fill::ReservationsOnly => "reservations only",
+        }
+    }
+}
+
 pub fn run(env: &Env, ns: &[usize], rounds: usize, ref_budget: Duration) -> Result<Scale> {
     let mut points = Vec::new();
     let mut notes = Vec::new();
     let mut ref_stopped = None;
     let c = caps(8080);
     for &n in ns {
-        let mut modes = vec![Mode::Inproc];
+        let mut variants = vec![
+            (Mode::Inproc, Fill::Both),
+            (Mode::Inproc, Fill::PortsOnly),
+            (Mode::Inproc, Fill::ReservationsOnly),
+        ];
         if ref_stopped.is_none() {
-            modes.push(Mode::Ref);
+            variants.push((Mode::Ref, Fill::Both));
         }
-        let label = format!("s{n}");
-        let nets: Vec<Net> = modes
+        let nets: Vec<Net> = variants
             .iter()
-            .map(|m| Net::new(env, *m, Chain::Portmap, &label))
+            .enumerate()
+            .map(|(i, (m, _))| Net::new(env, *m, Chain::Portmap, &format!("s{n}v{i}")))
             .collect::<Result<_>>()?;
-        for net in &nets {
+        for (net, (_, fill)) in nets.iter().zip(&variants) {
             let pod = Netns::new(&env.pod_name())?;
             net.op(env, "add", &pod.name, &c)?;
             net.op(env, "del", &pod.name, &c)?;
-            fill_store(net, n)?;
             let t = Instant::now();
-            match net.mode {
-                Mode::Ref => fill_iptables(env, net, n)?,
+            if *fill != Fill::PortsOnly {
+                fill_store(net, n)?;
+            }
+            match (net.mode, fill) {
+                (_, Fill::ReservationsOnly) => {}
+                (Mode::Ref, _) => fill_iptables(env, net, n)?,
                 _ => fill_nft(env, net, n)?,
             }
             eprintln!(
-                "scale N={n}: {} pods written for {} in {:.1}s",
+                "scale N={n}: {} ({}) written for {} in {:.1}s",
                 n,
+                fill.label(),
                 net.mode.short(),
                 t.elapsed().as_secs_f64()
             );
         }
         if n > 0 {
-            // The fake pods are real state to cnichain: their host port must be taken.
+            // The written pods are real state to cnichain: their host port must be taken.
             let pod = Netns::new(&env.pod_name())?;
             let r = nets[0].op(env, "add", &pod.name, &caps(20000))?;
             let _ = nets[0].op(env, "del", &pod.name, &caps(20000));
             notes.push(format!(
                 "N={n}: an ADD asking for host port 20000 (held by a written pod) {}",
                 if r.ok {
-                    "SUCCEEDED: the written state does not match cnichain's layout"
+                    "SUCCEEDED: the written state does not match cnichain's layout".to_string()
                 } else {
-                    "was refused (port taken): the written pods are seen"
+                    let e = format!("{} {}", r.stdout, r.stderr)
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    format!(
+                        "was refused, so the written pods are seen: `{}`",
+                        e.chars().take(140).collect::<String>().replace('`', "'")
+                    )
                 }
             ));
             if let Some(rnet) = nets.iter().find(|x| x.mode == Mode::Ref) {
@@ -172,7 +207,7 @@ pub fn run(env: &Env, ns: &[usize], rounds: usize, ref_budget: Duration) -> Resu
                 ));
             }
         }
-        let mut runs: Vec<ModeRuns> = modes.iter().map(|m| ModeRuns::new(*m)).collect();
+        let mut runs: Vec<ModeRuns> = variants.iter().map(|(m, _)| ModeRuns::new(*m)).collect();
         let started = Instant::now();
         for r in 0..rounds + 1 {
             for (net, mr) in nets.iter().zip(runs.iter_mut()) {
@@ -190,15 +225,19 @@ pub fn run(env: &Env, ns: &[usize], rounds: usize, ref_budget: Duration) -> Resu
                 }
             }
         }
-        for mr in runs {
+        for (mr, (_, fill)) in runs.into_iter().zip(&variants) {
             if mr.mode == Mode::Ref && mr.adds.len() < rounds {
                 ref_stopped = Some(format!(
-                    "the reference stopped at N = {n}: {} of {rounds} rounds fit its budget of {} s for one N",
+                    "at N = {n} only {} of {rounds} rounds fit the reference's budget of {} s for one N",
                     mr.adds.len(),
                     ref_budget.as_secs()
                 ));
             }
-            points.push(Point { n, runs: mr });
+            points.push(Point {
+                n,
+                fill: *fill,
+                runs: mr,
+            });
         }
         eprintln!("scale N={n}: done");
     }
