@@ -15,3 +15,4 @@ pub mod stage;
 pub mod validate;
 
 pub use spec::CniError;
+pub mod trace;
