@@ -42,3 +42,4 @@ pub mod stage;
 pub mod validate;
 
 pub use spec::CniError;
+pub mod trace;
