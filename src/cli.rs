@@ -80,6 +80,10 @@ struct Common {
     /// fsync the result cache entry before renaming it into place
     #[arg(long, global = true, env = "CNICHAIN_CACHE_FSYNC")]
     cache_fsync: bool,
+    /// Append this run's spans (one per verb, one per plugin call) to FILE as OTLP/JSON,
+    /// parented on TRACEPARENT when the environment has it
+    #[arg(long, global = true, env = "CNICHAIN_TRACE_FILE", value_name = "FILE")]
+    trace: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -167,6 +171,7 @@ fn settings(c: &Common) -> Settings {
         state_dir: c.state_dir.clone(),
         engine_locks: true,
         rollback: !c.no_rollback,
+        trace_file: c.trace.clone().filter(|f| !f.as_os_str().is_empty()),
         ..Settings::from_process_env()
     }
 }

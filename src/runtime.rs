@@ -8,7 +8,9 @@ use std::path::{Component, Path, PathBuf};
 
 /// The engine every entry point runs: `settings` over every in-process stage, other
 /// plugins exec'd from CNI_PATH `cni_path` (colon-separated).
+/// Spans are recorded when the settings name a trace file.
 pub fn engine(cni_path: &str, settings: Settings) -> Engine {
+    settings.start_tracing(&|k| std::env::var(k).ok());
     Engine::from_settings(split_cni_path(cni_path), settings, cnichain_stages::register_all)
 }
 

@@ -85,6 +85,9 @@ pub struct Settings {
     pub nft_binary: Option<PathBuf>,
     /// How long one `nft` run may take (`CNICHAIN_NFT_TIMEOUT`, default 30 s).
     pub nft_timeout: Duration,
+    /// Where spans go as OTLP/JSON lines (`CNICHAIN_TRACE_FILE`, `--trace`); None: no
+    /// spans are recorded.
+    pub trace_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             inherited_depth: 0,
             nft_binary: None,
             nft_timeout: DEFAULT_NFT_TIMEOUT,
+            trace_file: None,
         }
     }
 }
@@ -110,7 +114,8 @@ impl Settings {
     /// The variables every entry point reads the same way, from `get` (the process
     /// environment, or a map in tests): `CNICHAIN_STATE_DIR`,
     /// `CNICHAIN_CACHE_DIR`, `CNICHAIN_CACHE_FSYNC`, `CNICHAIN_EXEC`,
-    /// `CNICHAIN_DELEGATION_DEPTH`, `CNICHAIN_NFT`, `CNICHAIN_NFT_TIMEOUT`. An empty
+    /// `CNICHAIN_DELEGATION_DEPTH`, `CNICHAIN_NFT`, `CNICHAIN_NFT_TIMEOUT`,
+    /// `CNICHAIN_TRACE_FILE`. An empty
     /// value is unset. Entry points override what their flags say.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Settings {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
@@ -134,7 +139,14 @@ impl Settings {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|s| *s > 0)
             .map_or(DEFAULT_NFT_TIMEOUT, Duration::from_secs);
+        s.trace_file = var(crate::trace::TRACE_FILE_ENV).map(PathBuf::from);
         s
+    }
+
+    /// Start recording spans when a trace file is named, parented on the runtime's
+    /// `TRACEPARENT`/`TRACESTATE` from `env` (see [`crate::trace`]).
+    pub fn start_tracing(&self, env: &dyn Fn(&str) -> Option<String>) {
+        crate::trace::start_from_env(self.trace_file.clone(), env);
     }
 
     /// [`Settings::from_env`] over this process's environment.

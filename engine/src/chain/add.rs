@@ -14,21 +14,23 @@ use std::time::Instant;
 impl Engine {
     /// ADD, then cache the final result (libcni's AddNetworkList).
     pub fn add(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
-        // Refused requests leave no lock file.
-        validate_attachment(list, rt, Command::Add)?;
-        self.preflight(list, rt)?;
-        let held = self.lock_attachment(list, rt)?;
-        let out = self.add_and_cache(list, rt);
-        // The lock file stays with the attachment (see lock.rs) unless the failed ADD
-        // was rolled back, or (no rollback) failed at its first plugin and made the
-        // file: nothing was made for the runtime's DEL to undo, so nothing stays.
-        let made = held.as_ref().is_some_and(|(_, att)| att.created);
-        let remove = match &out {
-            Ok(_) => false,
-            Err((_, progressed)) => self.rollback || (made && !progressed),
-        };
-        release(held, remove);
-        out.map_err(|(e, _)| e)
+        traced(Command::Add, list, Some(rt), || {
+            // Refused requests leave no lock file.
+            validate_attachment(list, rt, Command::Add)?;
+            self.preflight(list, rt)?;
+            let held = self.lock_attachment(list, rt)?;
+            let out = self.add_and_cache(list, rt);
+            // The lock file stays with the attachment (see lock.rs) unless the failed ADD
+            // was rolled back, or (no rollback) failed at its first plugin and made the
+            // file: nothing was made for the runtime's DEL to undo, so nothing stays.
+            let made = held.as_ref().is_some_and(|(_, att)| att.created);
+            let remove = match &out {
+                Ok(_) => false,
+                Err((_, progressed)) => self.rollback || (made && !progressed),
+            };
+            release(held, remove);
+            out.map_err(|(e, _)| e)
+        })
     }
 
     /// The error carries whether any plugin's ADD had succeeded.
@@ -53,9 +55,11 @@ impl Engine {
     /// ADD forward through every plugin, threading each result into the next one's
     /// prevResult. No cache (the `cnichain` meta-plugin's runtime keeps the result).
     pub fn add_uncached(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<CniResult, CniError> {
-        validate_attachment(list, rt, Command::Add)?;
-        self.preflight(list, rt)?;
-        self.add_steps(list, rt).map_err(|(e, _)| e)
+        traced(Command::Add, list, Some(rt), || {
+            validate_attachment(list, rt, Command::Add)?;
+            self.preflight(list, rt)?;
+            self.add_steps(list, rt).map_err(|(e, _)| e)
+        })
     }
 
     /// Before the first stage of an ADD runs: every plugin's type must resolve (an

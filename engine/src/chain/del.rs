@@ -15,13 +15,15 @@ impl Engine {
     /// as prevResult, under the attachment's lock; the cache entry is removed after.
     /// Idempotent: a gone netns or a missing cache entry is not an error.
     pub fn del(&self, list: &NetConfList, rt: &RuntimeConf) -> Result<(), CniError> {
-        validate_attachment(list, rt, Command::Del)?;
-        let held = self.lock_attachment(list, rt)?;
-        let out = self.del_unlocked(list, rt);
-        // A failed DEL keeps the attachment's lock file, unless it made it (no ADD had).
-        let made = held.as_ref().is_some_and(|(_, att)| att.created);
-        release(held, out.is_ok() || made);
-        out
+        traced(Command::Del, list, Some(rt), || {
+            validate_attachment(list, rt, Command::Del)?;
+            let held = self.lock_attachment(list, rt)?;
+            let out = self.del_unlocked(list, rt);
+            // A failed DEL keeps the attachment's lock file, unless it made it (no ADD had).
+            let made = held.as_ref().is_some_and(|(_, att)| att.created);
+            release(held, out.is_ok() || made);
+            out
+        })
     }
 
     /// DEL with the cached result as prevResult, then drop the cache (libcni's
@@ -60,18 +62,20 @@ impl Engine {
     /// the others in its details. Slow kernel waits the stages defer (link deletions)
     /// overlap and are joined before returning.
     pub fn del_with(&self, list: &NetConfList, rt: &RuntimeConf, prev: Option<&CniResult>) -> Result<(), CniError> {
-        let scope = DeferScope::begin();
-        let mut errors = Vec::new();
-        for plugin in list.plugins.iter().rev() {
-            let config = request::build(list, plugin, prev, rt);
-            if let Err(e) = self.call(list, plugin, Command::Del, &config, prev, rt) {
-                errors.push(e.context(format!(
-                    "plugin {} failed (delete)",
-                    request::describe(plugin, Command::Del)
-                )));
+        traced(Command::Del, list, Some(rt), || {
+            let scope = DeferScope::begin();
+            let mut errors = Vec::new();
+            for plugin in list.plugins.iter().rev() {
+                let config = request::build(list, plugin, prev, rt);
+                if let Err(e) = self.call(list, plugin, Command::Del, &config, prev, rt) {
+                    errors.push(e.context(format!(
+                        "plugin {} failed (delete)",
+                        request::describe(plugin, Command::Del)
+                    )));
+                }
             }
-        }
-        errors.extend(scope.join().into_iter().map(|e| e.context("failed (delete)")));
-        combine_errors(errors)
+            errors.extend(scope.join().into_iter().map(|e| e.context("failed (delete)")));
+            combine_errors(errors)
+        })
     }
 }

@@ -15,17 +15,19 @@ impl Engine {
     /// plugin (spec >= 1.1.0). `valid = None` is libcni's nil args: every cached
     /// attachment is stale and no valid-set key is sent.
     pub fn gc(&self, list: &NetConfList, valid: Option<&[Attachment]>) -> Result<(), CniError> {
-        ids::validate_network_name(&list.name)?;
-        if list.disable_gc {
-            return Ok(());
-        }
-        // GC is exclusive with ADD/DEL on the node (spec): take the GC lock alone, and
-        // DEL the stale attachments through the unlocked path below.
-        let _gc = match &self.locks {
-            Some(l) => Some(l.gc(true)?),
-            None => None,
-        };
-        self.gc_locked(list, valid)
+        traced(Command::Gc, list, None, || {
+            ids::validate_network_name(&list.name)?;
+            if list.disable_gc {
+                return Ok(());
+            }
+            // GC is exclusive with ADD/DEL on the node (spec): take the GC lock alone, and
+            // DEL the stale attachments through the unlocked path below.
+            let _gc = match &self.locks {
+                Some(l) => Some(l.gc(true)?),
+                None => None,
+            };
+            self.gc_locked(list, valid)
+        })
     }
 
     /// GC keeping every attachment of this network that has a cached result or a lock
@@ -33,39 +35,41 @@ impl Engine {
     /// lock: read before it, an ADD finishing while GC waits for the lock would be
     /// missing from it and GC would DEL that fresh attachment (found by tests/load.rs).
     pub fn gc_keep_cached(&self, list: &NetConfList) -> Result<(), CniError> {
-        ids::validate_network_name(&list.name)?;
-        if list.disable_gc {
-            return Ok(());
-        }
-        let _gc = match &self.locks {
-            Some(l) => Some(l.gc(true)?),
-            None => None,
-        };
-        let mut valid: Vec<Attachment> = self
-            .cache
-            .entries()
-            .into_iter()
-            .filter(|e| e.network_name == list.name)
-            .map(|e| Attachment {
-                container_id: e.container_id,
-                ifname: e.ifname,
-            })
-            .collect();
-        // An attachment with a lock file but no cached result yet may be half-way
-        // through a runtime's chain of drop-ins (libcni caches after the last plugin):
-        // valid too. Only an explicit valid set collects those.
-        for (container_id, ifname) in self
-            .locks
-            .as_ref()
-            .map(|l| l.attachments(&list.name))
-            .unwrap_or_default()
-        {
-            let a = Attachment { container_id, ifname };
-            if !valid.contains(&a) {
-                valid.push(a);
+        traced(Command::Gc, list, None, || {
+            ids::validate_network_name(&list.name)?;
+            if list.disable_gc {
+                return Ok(());
             }
-        }
-        self.gc_locked(list, Some(&valid))
+            let _gc = match &self.locks {
+                Some(l) => Some(l.gc(true)?),
+                None => None,
+            };
+            let mut valid: Vec<Attachment> = self
+                .cache
+                .entries()
+                .into_iter()
+                .filter(|e| e.network_name == list.name)
+                .map(|e| Attachment {
+                    container_id: e.container_id,
+                    ifname: e.ifname,
+                })
+                .collect();
+            // An attachment with a lock file but no cached result yet may be half-way
+            // through a runtime's chain of drop-ins (libcni caches after the last plugin):
+            // valid too. Only an explicit valid set collects those.
+            for (container_id, ifname) in self
+                .locks
+                .as_ref()
+                .map(|l| l.attachments(&list.name))
+                .unwrap_or_default()
+            {
+                let a = Attachment { container_id, ifname };
+                if !valid.contains(&a) {
+                    valid.push(a);
+                }
+            }
+            self.gc_locked(list, Some(&valid))
+        })
     }
 
     /// GC's work, with the GC lock held by the caller.
@@ -109,42 +113,47 @@ impl Engine {
     /// GC each plugin (spec >= 1.1.0), continuing past errors; no cache involved (the
     /// `cnichain` meta-plugin's runtime has already DELeted stale attachments).
     pub fn gc_plugins(&self, list: &NetConfList, valid: Option<&[Attachment]>) -> Result<(), CniError> {
-        let mut errors: Vec<CniError> = Vec::new();
-        if version::at_least(&list.cni_version, "1.1.0")? {
-            let empty = RuntimeConf::default();
-            for plugin in &list.plugins {
-                let config = request::build_gc(list, plugin, valid);
-                if let Err(e) = self.call(list, plugin, Command::Gc, &config, None, &empty) {
-                    errors.push(e.context(format!("plugin {} failed (gc)", request::describe(plugin, Command::Gc))));
+        traced(Command::Gc, list, None, || {
+            let mut errors: Vec<CniError> = Vec::new();
+            if version::at_least(&list.cni_version, "1.1.0")? {
+                let empty = RuntimeConf::default();
+                for plugin in &list.plugins {
+                    let config = request::build_gc(list, plugin, valid);
+                    if let Err(e) = self.call(list, plugin, Command::Gc, &config, None, &empty) {
+                        errors
+                            .push(e.context(format!("plugin {} failed (gc)", request::describe(plugin, Command::Gc))));
+                    }
                 }
             }
-        }
-        join_errors(errors)
+            join_errors(errors)
+        })
     }
 
     /// STATUS: each plugin in order, stopping at the first error; nothing below 1.1.0.
     pub fn status(&self, list: &NetConfList) -> Result<(), CniError> {
-        ids::validate_network_name(&list.name)?;
-        if !version::at_least(&list.cni_version, "1.1.0")? {
-            return Ok(());
-        }
-        // ADD needs the state dir (locks, tuning records): unwritable, it cannot work.
-        if let Some(locks) = &self.locks {
-            locks
-                .probe_writable()
-                .map_err(|e| CniError::new(PLUGIN_NOT_AVAILABLE, e))?;
-        }
-        let empty = RuntimeConf::default();
-        for plugin in &list.plugins {
-            let config = request::build_status(list, plugin);
-            self.call(list, plugin, Command::Status, &config, None, &empty)
-                .map_err(|e| {
-                    e.context(format!(
-                        "plugin {} failed (status)",
-                        request::describe(plugin, Command::Status)
-                    ))
-                })?;
-        }
-        Ok(())
+        traced(Command::Status, list, None, || {
+            ids::validate_network_name(&list.name)?;
+            if !version::at_least(&list.cni_version, "1.1.0")? {
+                return Ok(());
+            }
+            // ADD needs the state dir (locks, tuning records): unwritable, it cannot work.
+            if let Some(locks) = &self.locks {
+                locks
+                    .probe_writable()
+                    .map_err(|e| CniError::new(PLUGIN_NOT_AVAILABLE, e))?;
+            }
+            let empty = RuntimeConf::default();
+            for plugin in &list.plugins {
+                let config = request::build_status(list, plugin);
+                self.call(list, plugin, Command::Status, &config, None, &empty)
+                    .map_err(|e| {
+                        e.context(format!(
+                            "plugin {} failed (status)",
+                            request::describe(plugin, Command::Status)
+                        ))
+                    })?;
+            }
+            Ok(())
+        })
     }
 }

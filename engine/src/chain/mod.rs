@@ -147,10 +147,41 @@ impl Engine {
             registry: &self.registry,
         };
         let started = Instant::now();
+        let span = crate::trace::span(|| format!("{} {}", command.as_str(), plugin.plugin_type));
+        if crate::trace::enabled() {
+            span.attr("cni.command", command.as_str());
+            span.attr("cni.plugin.type", plugin.plugin_type.as_str());
+            span.attr("cni.plugin.how", stage.describe());
+            span.attr("cni.plugin.exec", !self.registry.is_in_process(&plugin.plugin_type));
+        }
         let out = stage.run(&inv);
+        crate::trace::end_with(span, &out);
         self.record(plugin, command, stage.as_ref(), started);
         out
     }
+}
+
+/// Run one verb of a chain inside its trace span (one per verb; see [`crate::trace`]).
+pub(super) fn traced<T>(
+    command: Command,
+    list: &NetConfList,
+    rt: Option<&RuntimeConf>,
+    f: impl FnOnce() -> Result<T, CniError>,
+) -> Result<T, CniError> {
+    let Some(span) = crate::trace::root_span(|| format!("cnichain {}", command.as_str())) else {
+        return f();
+    };
+    span.attr("cni.command", command.as_str());
+    span.attr("cni.network", list.name.as_str());
+    span.attr("cni.version", list.cni_version.as_str());
+    if let Some(rt) = rt {
+        span.attr("cni.container_id", rt.container_id.as_str());
+        span.attr("cni.ifname", rt.ifname.as_str());
+        span.attr("cni.netns", rt.netns.as_str());
+    }
+    let out = f();
+    crate::trace::end_with(span, &out);
+    out
 }
 
 /// Release an attachment's locks, removing its lock file when `remove` (the attachment

@@ -64,7 +64,26 @@ pub fn run(mode: Mode, env: &dyn Fn(&str) -> Option<String>, stdin: &[u8], regis
         .ok()
         .and_then(|v| v.get("cniVersion").and_then(Value::as_str).map(String::from))
         .unwrap_or_default();
-    match call(mode, env, stdin, register) {
+    let settings = plugin_settings(env);
+    settings.start_tracing(env);
+    let span = crate::trace::root_span(|| format!("cnichain {}", env("CNI_COMMAND").unwrap_or_default()));
+    if let Some(span) = &span {
+        span.attr("cni.command", env("CNI_COMMAND").unwrap_or_default());
+        span.attr(
+            "cni.mode",
+            match mode {
+                Mode::DropIn(t) => t.to_string(),
+                Mode::Meta => "cnichain".to_string(),
+            },
+        );
+        span.attr("cni.container_id", env("CNI_CONTAINERID").unwrap_or_default());
+        span.attr("cni.ifname", env("CNI_IFNAME").unwrap_or_default());
+    }
+    let out = call(mode, env, stdin, register, settings);
+    if let Some(span) = span {
+        crate::trace::end_with(span, &out);
+    }
+    match out {
         Ok(Some(text)) => Output {
             stdout: format!("{text}\n"),
             ..Output::default()
@@ -188,6 +207,7 @@ fn call(
     getenv: &dyn Fn(&str) -> Option<String>,
     stdin: &[u8],
     register: &dyn Fn(&mut Registry),
+    settings: Settings,
 ) -> Result<Option<String>, CniError> {
     let env = read_env(&|k| getenv(k).unwrap_or_default())?;
     let supported: Vec<String> = version::SUPPORTED.iter().map(|s| s.to_string()).collect();
@@ -248,7 +268,6 @@ fn call(
         ids::validate_container_id(&env.rt.container_id)?;
         ids::validate_ifname(&env.rt.ifname)?;
     }
-    let settings = plugin_settings(getenv);
     let locks = Locks::new(&settings.state_dir);
     let held = locking::lock(&locks, command, &config, &env.rt)?;
     let cni_path = split_cni_path(&getenv("CNI_PATH").unwrap_or_default());

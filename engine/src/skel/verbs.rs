@@ -71,7 +71,16 @@ impl Call<'_> {
         // DEL: the stage's slow kernel waits (link deletion, nft's exit) overlap each
         // other, joined before the call returns.
         let scope = (command == Command::Del).then(DeferScope::begin);
-        let out = stage.run(&inv)?;
+        let span = crate::trace::span(|| format!("{} {stage_type}", command.as_str()));
+        if crate::trace::enabled() {
+            span.attr("cni.command", command.as_str());
+            span.attr("cni.plugin.type", stage_type);
+            span.attr("cni.plugin.how", stage.describe());
+            span.attr("cni.plugin.exec", false);
+        }
+        let out = stage.run(&inv);
+        crate::trace::end_with(span, &out);
+        let out = out?;
         if let Some(e) = scope.and_then(|s| s.join().into_iter().next()) {
             return Err(e);
         }

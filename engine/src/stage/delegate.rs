@@ -33,7 +33,17 @@ impl Invocation<'_> {
         }
         let stage = self.registry.resolve(type_name)?;
         let _depth = DepthGuard::enter();
-        stage.run(&self.with_command(command))
+        let span = crate::trace::span(|| format!("{} {type_name}", command.as_str()));
+        if crate::trace::enabled() {
+            span.attr("cni.command", command.as_str());
+            span.attr("cni.plugin.type", type_name);
+            span.attr("cni.plugin.how", stage.describe());
+            span.attr("cni.plugin.exec", !self.registry.is_in_process(type_name));
+            span.attr("cni.delegated_by", own);
+        }
+        let out = stage.run(&self.with_command(command));
+        crate::trace::end_with(span, &out);
+        out
     }
 
     /// The preflight of the IPAM `type_name` this (main) stage delegates to: the

@@ -118,6 +118,27 @@ pub fn span(name: impl FnOnce() -> String) -> Span {
     Span { id: Some(id) }
 }
 
+/// Begin a verb's span: only when recording and no span is open yet, so a verb that
+/// runs another (ADD's rollback DEL, the meta-plugin inside plugin mode) stays one span.
+pub fn root_span(name: impl FnOnce() -> String) -> Option<Span> {
+    if !enabled() {
+        return None;
+    }
+    let open = RECORDER.lock().ok()?.as_ref().map(|r| r.open.len())?;
+    (open == 0).then(|| span(name))
+}
+
+/// End `span` with the outcome of the call it timed: an error's code and message.
+pub fn end_with<T>(span: Span, out: &Result<T, crate::CniError>) {
+    match out {
+        Ok(_) => span.end(Ok(())),
+        Err(e) => {
+            span.attr("cni.error.code", i64::from(e.code));
+            span.end(Err(e.msg.clone()));
+        }
+    }
+}
+
 impl Span {
     fn with<T>(&self, f: impl FnOnce(&mut SpanData) -> T) -> Option<T> {
         let id = self.id?;
@@ -169,7 +190,7 @@ impl Drop for Span {
 
 /// Record a kernel step that began at `started` as an event on the innermost open span,
 /// when it took longer than [`KERNEL_STEP_MIN`].
-pub fn kernel_step(what: &str, started: Instant) {
+pub fn kernel_step(started: Instant, what: impl FnOnce() -> String) {
     if !enabled() {
         return;
     }
@@ -183,7 +204,7 @@ pub fn kernel_step(what: &str, started: Instant) {
     };
     s.events.push(EventData {
         time_unix_nano: now_nanos(),
-        name: what.to_string(),
+        name: what(),
         attributes: vec![("duration_ms".into(), AttrValue::Int(took.as_millis() as i64))],
     });
 }
@@ -223,8 +244,8 @@ mod tests {
         let a = span(|| "ADD bridge".into());
         a.attr("cni.plugin.type", "bridge");
         let ipam = span(|| "ADD host-local".into());
-        kernel_step("slow step", Instant::now() - Duration::from_millis(5));
-        kernel_step("fast step", Instant::now());
+        kernel_step(Instant::now() - Duration::from_millis(5), || "slow step".into());
+        kernel_step(Instant::now(), || "fast step".into());
         ipam.end(Ok(()));
         a.end(Ok(()));
         let b = span(|| "ADD portmap".into());

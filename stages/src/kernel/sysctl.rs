@@ -81,6 +81,13 @@ pub fn read(key: &str) -> Result<String> {
 /// Write a net sysctl in the calling thread's netns (the value as given, as the reference
 /// tuning plugin writes it).
 pub fn write(key: &str, value: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    let out = write_untimed(key, value);
+    cnichain_engine::trace::kernel_step(started, || format!("sysctl: {key}={value}"));
+    out
+}
+
+fn write_untimed(key: &str, value: &str) -> Result<()> {
     let p = net_path(key)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -25,6 +25,7 @@ pub use tc::{Filter, Mirred, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC
 
 use crate::kernel::netns::{self, NetNs};
 use anyhow::{anyhow, Result};
+use cnichain_engine::trace;
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkMessage, NetlinkPayload, NlasIterator, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
@@ -32,6 +33,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::fmt;
 use std::os::fd::AsRawFd;
+use std::time::Instant;
 
 const NLMSG_NOOP: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
@@ -305,19 +307,27 @@ impl Netlink {
     /// Send a request that changes something and wait for its ACK. `flags` is added to
     /// NLM_F_REQUEST | NLM_F_ACK.
     pub(crate) fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> Result<()> {
+        let started = Instant::now();
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags, op)?;
-        self.recv_replies(seq, false, op).map(|_| ())
+        let out = self.recv_replies(seq, false, op).map(|_| ());
+        trace::kernel_step(started, || format!("netlink: {op}"));
+        out
     }
 
     /// Send a GET for one object and return what the kernel sent back.
     pub(crate) fn get(&mut self, msg: RouteNetlinkMessage, op: &str) -> Result<Vec<RouteNetlinkMessage>> {
+        let started = Instant::now();
         let seq = self.send(msg, NLM_F_REQUEST | NLM_F_ACK, op)?;
-        self.recv_replies(seq, false, op).map(|(m, _)| m)
+        let out = self.recv_replies(seq, false, op).map(|(m, _)| m);
+        trace::kernel_step(started, || format!("netlink: {op}"));
+        out
     }
 
     /// A dump, retried while the kernel flags it as interrupted.
     pub(crate) fn dump(&mut self, msg: RouteNetlinkMessage, op: &str) -> Result<Vec<RouteNetlinkMessage>> {
         let mut attempt = 0;
+        let started = Instant::now();
+        let _step = StepGuard(started, op);
         loop {
             let seq = self.send(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, op)?;
             let (msgs, intr) = self.recv_replies(seq, true, op)?;
@@ -427,5 +437,14 @@ mod tests {
     fn macs() {
         assert_eq!(format_mac(&[2, 0x42, 10, 0x58, 0, 2]), "02:42:0a:58:00:02");
         assert_eq!(mac6(&[1, 2, 3]), None);
+    }
+}
+
+/// Records a dump as a kernel step (a trace event when slow) on every way out.
+struct StepGuard<'a>(Instant, &'a str);
+
+impl Drop for StepGuard<'_> {
+    fn drop(&mut self) {
+        trace::kernel_step(self.0, || format!("netlink: {}", self.1));
     }
 }

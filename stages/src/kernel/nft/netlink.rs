@@ -129,6 +129,13 @@ impl Nfnl {
     /// which must hold them all at once, is sized for one (capped) error per message; a
     /// lost answer (ENOBUFS) can only have been an error, so the batch did not commit.
     pub fn batch(&mut self, subsys: u16, msgs: &[BatchMsg]) -> io::Result<Vec<i32>> {
+        let started = std::time::Instant::now();
+        let out = self.batch_untimed(subsys, msgs);
+        cnichain_engine::trace::kernel_step(started, || format!("nftables: batch of {} messages", msgs.len()));
+        out
+    }
+
+    fn batch_untimed(&mut self, subsys: u16, msgs: &[BatchMsg]) -> io::Result<Vec<i32>> {
         let first = self.seq.wrapping_add(1);
         self.seq = self.seq.wrapping_add(msgs.len() as u32 + 2);
         let buf = encode_batch(subsys, first, msgs);
