@@ -110,6 +110,27 @@ enum Cmd {
         /// Accepted for cnitool compatibility; unused
         netns: Option<String>,
     },
+    /// List every attachment on the node cnichain can see (its cache, lock files,
+    /// host-local reservations, links, nftables records, tuning records) with its state:
+    /// live, stale (netns gone), in-progress (lock, no cache) or orphan (objects without
+    /// an attachment). Read-only.
+    Inspect {
+        /// Only this network (a name, or a conflist path whose name is taken)
+        net: Option<String>,
+        /// Output: a table for people, or JSON (stable, see the README)
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
+    /// Re-create, for every live attachment cnichain made, the nftables table and
+    /// elements, qdiscs, filters and ifb its records say it has and the kernel lost (after
+    /// a firewall reload, `nft flush ruleset`, `tc qdisc del`); prints what it restored
+    Reconcile {
+        /// Only this network (a name, or a conflist path whose name is taken)
+        net: Option<String>,
+        /// Only print what would be restored
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print cnichain's version and the CNI spec versions it supports
     Version,
     /// Install the binary into a CNI bin dir with a symlink per in-process stage
@@ -311,6 +332,14 @@ fn run(cli: Cli) -> Result<(), CniError> {
             let list = load_net(c, net)?;
             engine.status(&list)
         }
+        Cmd::Inspect { net, format } => {
+            let net = net.as_deref().map(|n| network_name(c, n));
+            crate::inspect::run(&c.conf_dir, &c.state_dir, &engine, net.as_deref(), format == "json")
+        }
+        Cmd::Reconcile { net, dry_run } => {
+            let net = net.as_deref().map(|n| network_name(c, n));
+            crate::reconcile_cmd::run(&engine, net.as_deref(), *dry_run)
+        }
         Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
         Cmd::Validate(a) => {
             let timeout = settings(c).plugin_timeout;
@@ -325,6 +354,12 @@ fn run(cli: Cli) -> Result<(), CniError> {
         ));
     }
     res
+}
+
+/// NET of inspect and reconcile: the name of the conflist it loads, else taken as the
+/// name itself (a network whose conflist is gone still has attachments).
+fn network_name(c: &Common, net: &str) -> String {
+    load_net(c, net).map(|l| l.name).unwrap_or_else(|_| net.to_string())
 }
 
 fn parse_attachment(s: &str) -> Result<Attachment, CniError> {

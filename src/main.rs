@@ -3,8 +3,10 @@
 
 mod cli;
 mod cnitool;
+mod inspect;
 mod install;
 mod plugin;
+mod reconcile_cmd;
 mod runtime;
 mod validate_cmd;
 

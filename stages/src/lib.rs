@@ -16,6 +16,7 @@ pub mod ipmasq;
 pub mod loopback;
 pub mod macspoof;
 pub mod mainconf;
+pub mod masq_restore;
 pub mod netlink;
 pub mod netns;
 pub mod nft;

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod host;
 mod ifb;
+mod reconcile;
 
 use crate::netlink::htb::{self, HtbState};
 use crate::netlink::{errno_of, format_mac, Link, Netlink, Qdisc, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
@@ -406,6 +407,10 @@ impl Stage for Bandwidth {
             }
         }
         Ok(())
+    }
+
+    fn reconcile(&self, inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniError> {
+        reconcile::reconcile(inv, dry_run)
     }
 
     /// 50 when the kernel lacks what this config's shaping uses: tbf (ingress), an ifb

@@ -26,6 +26,7 @@ pub mod expr;
 pub mod layout;
 pub mod netlink;
 pub mod records;
+pub mod restore;
 
 use serde_json::{json, Value};
 use std::fmt;

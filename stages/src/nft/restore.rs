@@ -1,0 +1,71 @@
+//! For `cnichain reconcile`: whether the fixed objects of `table inet cnichain` (the
+//! table, its sets and maps, and the rules of the chains that hold fixed rules) are all
+//! there, and putting them back. A firewall reload (`nft flush ruleset`) removes the
+//! whole table; `nft flush table inet cnichain` keeps sets and elements but empties
+//! every chain. Both are found here.
+
+use super::layout::{self, TABLE};
+use super::netlink::{self, Nfnl};
+use super::{Batch, NftError};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io;
+
+/// The number of fixed (comment-less) rules each chain holds, as `declare_base` makes
+/// them.
+fn fixed_rules() -> BTreeMap<String, usize> {
+    let mut b = Batch::new();
+    layout::declare_base(&mut b);
+    let mut out = BTreeMap::new();
+    for cmd in b.to_json()["nftables"].as_array().cloned().unwrap_or_default() {
+        let Some(rule) = cmd.get("add").and_then(|a| a.get("rule")) else {
+            continue;
+        };
+        if rule.get("comment").is_some() {
+            continue;
+        }
+        if let Some(chain) = rule.get("chain").and_then(Value::as_str) {
+            *out.entry(chain.to_string()).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// The chains whose fixed rules are not all there (every one of them when the table is
+/// gone). Empty: the shared layout is intact.
+pub fn missing_fixed(nl: &mut Nfnl) -> io::Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for (chain, want) in fixed_rules() {
+        let have = netlink::rule_comments(nl, TABLE, &chain)?
+            .iter()
+            .filter(|c| c.is_empty())
+            .count();
+        if have != want {
+            missing.push(chain);
+        }
+    }
+    Ok(missing)
+}
+
+/// Declare the fixed objects again: tables, sets and maps are added (kept with their
+/// elements when there), the chains with fixed rules flushed and refilled; the
+/// per-prefix / per-bit rules are left to the pods' own restore (`ensure_rules`).
+pub fn restore_fixed() -> Result<(), NftError> {
+    let mut b = Batch::new();
+    layout::declare_base(&mut b);
+    super::apply_nft(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fixed_rules_are_counted_per_chain() {
+        let f = super::fixed_rules();
+        assert_eq!(f.get(super::layout::CHAIN_PREROUTING), Some(&2));
+        assert_eq!(f.get(super::layout::CHAIN_DNAT4), Some(&4));
+        assert!(
+            f.get(super::layout::CHAIN_SNAT4).is_none(),
+            "only per-prefix rules there"
+        );
+    }
+}
