@@ -82,17 +82,8 @@ fn tbf_rate(sb: &Sandbox, dev: &str) -> Option<u64> {
         .and_then(|q| q["options"]["rate"].as_u64())
 }
 
-/// The host netns's kernel state, once IPv6 duplicate address detection on the new
-/// links is over (it adds local routes and clears `tentative` on its own, which is no
-/// change of reconcile's).
 fn kernel(sb: &Sandbox) -> KState {
-    for _ in 0..50 {
-        if sh(sb, &sb.host(), "ip -6 addr show tentative").is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    KState::take(&sb.host())
+    common::settle::kernel_settled(&sb.host())
 }
 
 #[track_caller]

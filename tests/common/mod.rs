@@ -7,6 +7,7 @@
 pub mod bounded;
 pub mod bwtwin;
 pub mod kstate;
+pub mod settle;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -11,8 +11,8 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io;
 
-/// The number of fixed (comment-less) rules each chain holds, as `declare_base` makes
-/// them.
+/// The number of rules each chain with fixed rules holds, as `declare_base` makes them
+/// (it flushes those chains first: nothing else goes there).
 fn fixed_rules() -> BTreeMap<String, usize> {
     let mut b = Batch::new();
     layout::declare_base(&mut b);
@@ -21,9 +21,6 @@ fn fixed_rules() -> BTreeMap<String, usize> {
         let Some(rule) = cmd.get("add").and_then(|a| a.get("rule")) else {
             continue;
         };
-        if rule.get("comment").is_some() {
-            continue;
-        }
         if let Some(chain) = rule.get("chain").and_then(Value::as_str) {
             *out.entry(chain.to_string()).or_insert(0) += 1;
         }
@@ -36,10 +33,7 @@ fn fixed_rules() -> BTreeMap<String, usize> {
 pub fn missing_fixed(nl: &mut Nfnl) -> io::Result<Vec<String>> {
     let mut missing = Vec::new();
     for (chain, want) in fixed_rules() {
-        let have = netlink::rule_comments(nl, TABLE, &chain)?
-            .iter()
-            .filter(|c| c.is_empty())
-            .count();
+        let have = netlink::rule_comments(nl, TABLE, &chain)?.len();
         if have != want {
             missing.push(chain);
         }
