@@ -110,10 +110,13 @@ enum Cmd {
         /// Accepted for cnitool compatibility; unused
         netns: Option<String>,
     },
-    /// List every attachment on the node cnichain can see (its cache, lock files,
-    /// host-local reservations, links, nftables records, tuning records) with its state:
-    /// live, stale (netns gone), in-progress (lock, no cache) or orphan (objects without
-    /// an attachment). Read-only.
+    /// List the node's attachments and their state (read-only)
+    ///
+    /// One row per attachment cnichain can see: the result cache (--cache-dir), lock files
+    /// (--state-dir), host-local reservations and tuning records (the dataDirs of the
+    /// conflists in --conf-dir and in the cache), host links, qdiscs and nftables records.
+    /// State: live, stale (netns gone), in-progress (lock file, no cache entry) or orphan
+    /// (objects or records with neither). Takes at most the shared GC lock.
     Inspect {
         /// Only this network (a name, or a conflist path whose name is taken)
         net: Option<String>,
@@ -121,9 +124,15 @@ enum Cmd {
         #[arg(long, value_parser = ["table", "json"], default_value = "table")]
         format: String,
     },
-    /// Re-create, for every live attachment cnichain made, the nftables table and
-    /// elements, qdiscs, filters and ifb its records say it has and the kernel lost (after
-    /// a firewall reload, `nft flush ruleset`, `tc qdisc del`); prints what it restored
+    /// Restore the NAT, masquerade and shaping that live attachments lost
+    ///
+    /// For every live attachment cnichain made (cache entry, lock file, netns alive),
+    /// re-create what its cached config, capability arguments and result say it has and
+    /// the kernel no longer has (after a firewall reload, `nft flush ruleset`, `tc qdisc
+    /// del`): the nftables table and shared rules, port-mapping, masquerade and
+    /// macspoofchk elements, tbf / ingress / htb qdiscs and filters, the ifb. Each
+    /// attachment under the locks its ADD takes. Prints one line per thing restored, or
+    /// `nothing to do`; exit status 1 if an attachment failed (the others still run).
     Reconcile {
         /// Only this network (a name, or a conflist path whose name is taken)
         net: Option<String>,

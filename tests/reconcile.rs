@@ -260,3 +260,51 @@ fn reconcile_restores_nat_masquerade_and_shaping_after_a_wipe() {
         .args(["-n", &sb.host(), "link", "del", &br])
         .output();
 }
+
+/// An attachment made through libcni by the `cnichain` meta-plugin (the runtime's way):
+/// its cache entry holds the meta entry with its inner chain; reconcile restores the
+/// inner stages' state from it. libcni's cnitool writes its fixed cache dir.
+#[test]
+fn reconcile_restores_a_meta_plugin_attachment() {
+    assert!(is_root(), "this test needs root (namespaces, nftables)");
+    let mut sb = Sandbox::new("recm");
+    let net = format!("{}-n", sb.tag);
+    let _cleanup = ResultsCleanup(net.clone());
+    let br = format!("rm{}", std::process::id() % 100000);
+    sb.write_conflist(
+        "10-meta.conflist",
+        &format!(
+            r#"{{"cniVersion":"1.0.0","name":"{net}","plugins":[{{"type":"cnichain",
+  "capabilities":{{"portMappings":true}},"plugins":[
+    {{"type":"bridge","bridge":"{br}","isGateway":true,
+      "ipam":{{"type":"host-local","dataDir":"@IPAM@","ranges":[[{{"subnet":"10.97.3.0/24"}}]]}}}},
+    {{"type":"portmap","capabilities":{{"portMappings":true}}}}]}}]}}"#
+        ),
+    );
+    let bin = install(&sb);
+    let pod = sb.pod("p");
+    let caps = r#"{"portMappings":[{"hostPort":8090,"containerPort":80,"protocol":"tcp"}]}"#;
+    let cnitool = |verb: &str| {
+        let mut c = sb.in_host(&peer_cnitool());
+        c.env("CNI_PATH", &bin).env("CAP_ARGS", caps).args([verb, &net, &pod]);
+        c.output().expect("run cnitool")
+    };
+    ok(&cnitool("add"));
+    let _server = serve(&pod, 80);
+    assert_eq!(ask(&sb, "10.97.3.1", 8090, 5), "pod");
+    sh(&sb, &sb.host(), "nft flush ruleset");
+    assert_eq!(ask(&sb, "10.97.3.1", 8090, 1), "");
+    let reconcile = || ok(&sb.cnichain("", &["--cache-dir", "/var/lib/cni", "reconcile", &net]));
+    let done = reconcile();
+    assert!(
+        done.contains(&format!("restored {net} ")) && done.contains("portmap: host port tcp port 8090"),
+        "{done}"
+    );
+    assert_eq!(ask(&sb, "10.97.3.1", 8090, 5), "pod", "answers again");
+    assert_eq!(reconcile().trim(), "nothing to do (1 live attachments checked)");
+    drop(_server);
+    ok(&cnitool("del"));
+    let _ = std::process::Command::new("ip")
+        .args(["-n", &sb.host(), "link", "del", &br])
+        .output();
+}

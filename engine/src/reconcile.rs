@@ -58,11 +58,28 @@ pub fn entry_list(entry: &CacheEntry) -> Result<NetConfList, CniError> {
     NetConfList::from_bytes(&entry.config).or_else(|e| NetConfList::from_single_conf(&entry.config).map_err(|_| e))
 }
 
+/// The pod netns of a cache entry: its `netns`, else its result's interface sandbox
+/// (libcni before 1.2 keeps no netns in the cache).
+pub fn entry_netns(entry: &CacheEntry) -> Option<String> {
+    if !entry.netns.is_empty() {
+        return Some(entry.netns.clone());
+    }
+    entry
+        .result
+        .as_ref()
+        .and_then(|r| r.get("interfaces"))
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(|i| i.get("sandbox").and_then(Value::as_str))
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// The runtime arguments a cache entry was added with.
 pub fn entry_runtime(entry: &CacheEntry) -> RuntimeConf {
     RuntimeConf {
         container_id: entry.container_id.clone(),
-        netns: entry.netns.clone(),
+        netns: entry_netns(entry).unwrap_or_default(),
         ifname: entry.ifname.clone(),
         args: entry.cni_args.clone(),
         capability_args: entry.capability_args.clone(),
@@ -105,7 +122,7 @@ impl Engine {
             crate::cache::Lookup::Missing => return Ok(None),
             crate::cache::Lookup::Corrupt(why) => return Err(CniError::decode(why)),
         };
-        if !netns_alive(&entry.netns) {
+        if !entry_netns(&entry).is_some_and(|n| netns_alive(&n)) {
             return Ok(None);
         }
         let list = entry_list(&entry)?;

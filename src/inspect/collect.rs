@@ -7,7 +7,7 @@
 use super::model::{HostPort, Row, IN_PROGRESS, LIVE, ORPHAN, STALE};
 use cnichain_engine::cache::{Cache, CacheEntry};
 use cnichain_engine::load;
-use cnichain_engine::reconcile::{entry_list, netns_alive};
+use cnichain_engine::reconcile::{entry_list, entry_netns, netns_alive};
 use cnichain_engine::spec::conflist::NetConfList;
 use cnichain_stages::conf;
 use cnichain_stages::netlink::{Link, Netlink, Qdisc, TC_H_ROOT};
@@ -221,22 +221,6 @@ fn cached_ports(e: &CacheEntry) -> Vec<HostPort> {
             })
         })
         .collect()
-}
-
-/// The pod netns of a cache entry: its `netns`, else its result's sandbox (libcni
-/// before 1.1 kept no netns in the cache).
-fn entry_netns(e: &CacheEntry) -> Option<String> {
-    if !e.netns.is_empty() {
-        return Some(e.netns.clone());
-    }
-    e.result
-        .as_ref()
-        .and_then(|r| r.get("interfaces"))
-        .and_then(Value::as_array)?
-        .iter()
-        .filter_map(|i| i.get("sandbox").and_then(Value::as_str))
-        .find(|s| !s.is_empty())
-        .map(str::to_string)
 }
 
 fn tbf_rate(qdiscs: &HashMap<u32, Vec<Qdisc>>, index: u32) -> Option<u64> {
