@@ -17,6 +17,12 @@ pub fn run(engine: &Engine, net: Option<&str>, dry_run: bool) -> Result<(), CniE
     let mut lines = Vec::new();
     let mut checked = 0usize;
     let mut errors = Vec::new();
+    // The shared GC lock for the whole walk (each attachment takes it again, shared): the
+    // file is then made and removed once, not once per attachment.
+    let _gc = match &engine.locks {
+        Some(locks) => Some(locks.gc(false)?),
+        None => None,
+    };
     for e in engine.cache.entries() {
         if net.is_some_and(|n| n != e.network_name) || e.ifname.is_empty() {
             continue;

@@ -240,7 +240,12 @@ pub fn collect(conf_dir: &Path, state_dir: &Path, cache: &Cache, net: Option<&st
     for l in conf_dir_lists(conf_dir) {
         note_dirs(&mut dirs, &l, state_dir);
     }
+    // Most entries share a conflist: parse each distinct one once.
+    let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
     for e in &entries {
+        if !seen.insert(&e.config) {
+            continue;
+        }
         if let Ok(l) = entry_list(e) {
             note_dirs(&mut dirs, &l, state_dir);
         }

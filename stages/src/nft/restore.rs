@@ -8,8 +8,16 @@ use super::layout::{self, TABLE};
 use super::netlink::{self, Nfnl};
 use super::{Batch, NftError};
 use serde_json::Value;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// What this process already found in place (or put back): a reconcile walks thousands of
+/// attachments that share the table and rules, and asks the kernel once. Something
+/// removing them again during the walk is caught by the next reconcile.
+static FIXED_OK: AtomicBool = AtomicBool::new(false);
+static RULES_OK: Mutex<Option<HashSet<(String, String)>>> = Mutex::new(None);
 
 /// The number of rules each chain with fixed rules holds, as `declare_base` makes them
 /// (it flushes those chains first: nothing else goes there).
@@ -32,13 +40,37 @@ fn fixed_rules() -> BTreeMap<String, usize> {
 /// gone). Empty: the shared layout is intact.
 pub fn missing_fixed(nl: &mut Nfnl) -> io::Result<Vec<String>> {
     let mut missing = Vec::new();
+    if FIXED_OK.load(Ordering::Relaxed) {
+        return Ok(missing);
+    }
     for (chain, want) in fixed_rules() {
         let have = netlink::rule_comments(nl, TABLE, &chain)?.len();
         if have != want {
             missing.push(chain);
         }
     }
+    if missing.is_empty() {
+        FIXED_OK.store(true, Ordering::Relaxed);
+    }
     Ok(missing)
+}
+
+/// Whether the per-prefix / per-bit rule `r` is there (remembered once seen).
+pub fn has_rule(nl: &mut Nfnl, r: &layout::DynRule) -> io::Result<bool> {
+    let key = (r.chain.to_string(), r.comment.clone());
+    if RULES_OK
+        .lock()
+        .is_ok_and(|s| s.as_ref().is_some_and(|s| s.contains(&key)))
+    {
+        return Ok(true);
+    }
+    let found = layout::has_rule(nl, r)?;
+    if found {
+        if let Ok(mut s) = RULES_OK.lock() {
+            s.get_or_insert_with(HashSet::new).insert(key);
+        }
+    }
+    Ok(found)
 }
 
 /// Declare the fixed objects again: tables, sets and maps are added (kept with their
@@ -47,7 +79,9 @@ pub fn missing_fixed(nl: &mut Nfnl) -> io::Result<Vec<String>> {
 pub fn restore_fixed() -> Result<(), NftError> {
     let mut b = Batch::new();
     layout::declare_base(&mut b);
-    super::apply_nft(&b)
+    super::apply_nft(&b)?;
+    FIXED_OK.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ fn missing(nl: &mut Nfnl, plan: &Plan) -> Result<Vec<String>, CniError> {
     }
     let mut rules_missing = Vec::new();
     for r in plan.rules() {
-        if !rules_missing.contains(&r.comment) && !layout::has_rule(nl, &r).map_err(nl_err)? {
+        if !rules_missing.contains(&r.comment) && !restore::has_rule(nl, &r).map_err(nl_err)? {
             rules_missing.push(r.comment.clone());
         }
     }
