@@ -116,6 +116,36 @@ enum Cmd {
         /// Accepted for cnitool compatibility; unused
         netns: Option<String>,
     },
+    /// List the node's attachments and their state (read-only)
+    ///
+    /// One row per attachment cnichain can see: the result cache (--cache-dir), lock files
+    /// (--state-dir), host-local reservations and tuning records (the dataDirs of the
+    /// conflists in --conf-dir and in the cache), host links, qdiscs and nftables records.
+    /// State: live, stale (netns gone), in-progress (lock file, no cache entry) or orphan
+    /// (objects or records with neither). Takes at most the shared GC lock.
+    Inspect {
+        /// Only this network (a name, or a conflist path whose name is taken)
+        net: Option<String>,
+        /// Output: a table for people, or JSON (stable, see the README)
+        #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+        format: String,
+    },
+    /// Restore the NAT, masquerade and shaping that live attachments lost
+    ///
+    /// For every live attachment cnichain made (cache entry, lock file, netns alive),
+    /// re-create what its cached config, capability arguments and result say it has and
+    /// the kernel no longer has (after a firewall reload, `nft flush ruleset`, `tc qdisc
+    /// del`): the nftables table and shared rules, port-mapping, masquerade and
+    /// macspoofchk elements, tbf / ingress / htb qdiscs and filters, the ifb. Each
+    /// attachment under the locks its ADD takes. Prints one line per thing restored, or
+    /// `nothing to do`; exit status 1 if an attachment failed (the others still run).
+    Reconcile {
+        /// Only this network (a name, or a conflist path whose name is taken)
+        net: Option<String>,
+        /// Only print what would be restored
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print cnichain's version and the CNI spec versions it supports
     Version,
     /// Install the binary into a CNI bin dir with a symlink per in-process stage
@@ -271,6 +301,14 @@ fn run(cli: Cli) -> Result<(), CniError> {
             let list = load_net(c, net)?;
             engine.status(&list)
         }
+        Cmd::Inspect { net, format } => {
+            let net = net.as_deref().map(|n| network_name(c, n));
+            crate::inspect::run(&c.conf_dir, &c.state_dir, &engine, net.as_deref(), format == "json")
+        }
+        Cmd::Reconcile { net, dry_run } => {
+            let net = net.as_deref().map(|n| network_name(c, n));
+            crate::reconcile_cmd::run(&engine, net.as_deref(), *dry_run)
+        }
         Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
         Cmd::Validate(a) => {
             let timeout = settings(c).plugin_timeout;
@@ -285,6 +323,12 @@ fn run(cli: Cli) -> Result<(), CniError> {
         ));
     }
     res
+}
+
+/// NET of inspect and reconcile: the name of the conflist it loads, else taken as the
+/// name itself (a network whose conflist is gone still has attachments).
+fn network_name(c: &Common, net: &str) -> String {
+    load_net(c, net).map(|l| l.name).unwrap_or_else(|_| net.to_string())
 }
 
 fn parse_attachment(s: &str) -> Result<Attachment, CniError> {

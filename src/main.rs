@@ -3,9 +3,11 @@
 
 mod cli;
 mod cnitool;
+mod inspect;
 mod install;
 mod output;
 mod plugin;
+mod reconcile_cmd;
 mod runtime;
 mod validate_cmd;
 

@@ -34,6 +34,7 @@ pub mod fault;
 pub mod load;
 pub mod lock;
 pub mod nodefs;
+pub mod reconcile;
 pub mod request;
 pub mod settings;
 pub mod skel;

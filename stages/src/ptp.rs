@@ -350,6 +350,21 @@ impl Stage for Ptp {
     /// 50 when ADD cannot work (the IPAM cannot allocate, `nft` is missing for ipMasq,
     /// the kernel lacks a feature ADD uses); 51 when pods hold addresses (host-local) but
     /// the forwarding ADD turned on is off again.
+    /// The attachment's masquerading, when its host veth is still cnichain's.
+    fn reconcile(&self, inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniError> {
+        let (c, _) = load(inv)?;
+        let Some(prev) = inv.prev_result.filter(|_| c.ip_masq()) else {
+            return Ok(Vec::new());
+        };
+        let res = prev.to_v1()?;
+        let (cid, ifname) = (&inv.rt.container_id, &inv.rt.ifname);
+        if crate::shared::masq_restore::own_host_veth(&res, "", "ptp", c.name(), cid, ifname)?.is_none() {
+            return Ok(Vec::new());
+        }
+        let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
+        crate::shared::masq_restore::reconcile_masq(c.name(), cid, ifname, &ips, dry_run)
+    }
+
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         use crate::kernel::probe::{self, Feature};
         let (c, ipam) = load(inv)?;

@@ -131,6 +131,13 @@ pub trait Stage: Send + Sync {
     fn schema(&self) -> Option<&'static crate::validate::schema::Schema> {
         None
     }
+    /// `cnichain reconcile`: re-create what this stage's records (the cached config,
+    /// runtimeConfig and result in `inv`) say a live attachment has and the kernel no
+    /// longer has; one line per thing restored (with `dry_run`, what would be). Only
+    /// called for attachments cnichain made. Stages that keep no kernel state: nothing.
+    fn reconcile(&self, _inv: &Invocation, _dry_run: bool) -> Result<Vec<String>, CniError> {
+        Ok(Vec::new())
+    }
     /// Spec versions this stage accepts (VERSION, validation).
     fn supported_versions(&self) -> Vec<String> {
         crate::spec::version::SUPPORTED.iter().map(|s| s.to_string()).collect()

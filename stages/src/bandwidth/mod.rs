@@ -21,6 +21,7 @@
 pub mod config;
 pub mod host;
 mod ifb;
+mod reconcile;
 
 use crate::kernel::netlink::htb::{self, HtbState};
 use crate::kernel::netlink::{
@@ -402,6 +403,10 @@ impl Stage for Bandwidth {
             }
         }
         Ok(())
+    }
+
+    fn reconcile(&self, inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniError> {
+        reconcile::reconcile(inv, dry_run)
     }
 
     /// 50 when the kernel lacks what this config's shaping uses: tbf (ingress), an ifb

@@ -3,6 +3,7 @@
 //! masquerade when asked. Behaves as the reference `bridge` plugin.
 
 mod config;
+mod reconcile;
 
 use crate::conf;
 use crate::kernel::netlink::{errno_of, Link, Netlink};
@@ -378,6 +379,10 @@ impl Stage for Bridge {
     /// macspoofchk, the kernel lacks a feature ADD uses, the bridge name is taken by
     /// another kind of link); 51 when pods hold addresses (host-local) but their bridge
     /// is gone or down.
+    fn reconcile(&self, inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniError> {
+        reconcile::reconcile(inv, dry_run)
+    }
+
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();

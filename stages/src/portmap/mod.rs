@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod host;
+mod reconcile;
 pub mod rules;
 
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
@@ -99,6 +100,10 @@ impl Stage for Portmap {
             Some(valid) => rules::gc(&valid),
             None => Ok(()),
         }
+    }
+
+    fn reconcile(&self, inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniError> {
+        reconcile::reconcile(inv, dry_run)
     }
 
     /// 50 when `nft` is missing or the kernel cannot hold cnichain's nat table.

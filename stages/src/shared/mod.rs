@@ -9,6 +9,7 @@ pub mod ifaddr;
 pub mod ipmasq;
 pub mod macspoof;
 pub mod mainconf;
+pub mod masq_restore;
 pub mod pods;
 pub mod undo;
 pub mod veth;

@@ -296,6 +296,19 @@ impl Netlink {
             .collect())
     }
 
+    /// The qdiscs of every link, one dump (`cnichain inspect`).
+    pub fn all_qdiscs(&mut self) -> Result<Vec<Qdisc>> {
+        let op = self.op("list qdiscs".to_string());
+        let msgs = self.dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()), &op)?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewQueueDiscipline(q) => qdisc_from_msg(q),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The filters of link `index` under `parent` (e.g. [`INGRESS_HANDLE`]). A u32 filter
     /// lists its hash table entries too; those have no mirred actions.
     pub fn filters(&mut self, index: u32, parent: u32) -> Result<Vec<Filter>> {

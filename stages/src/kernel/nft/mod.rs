@@ -30,6 +30,7 @@ pub mod macspoof_table;
 pub mod masq;
 pub mod netlink;
 pub mod records;
+pub mod restore;
 
 use serde_json::{json, Value};
 use std::fmt;
