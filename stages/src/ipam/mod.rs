@@ -11,6 +11,7 @@ pub mod range;
 pub mod resolv;
 pub mod static_ipam;
 pub mod store;
+pub mod store_index;
 
 pub use host_local::HostLocal;
 pub use static_ipam::StaticIpam;
