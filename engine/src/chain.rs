@@ -86,7 +86,7 @@ impl Engine {
     }
 
     /// Resolve the plugin's stage and run one verb on it.
-    fn call(
+    pub(crate) fn call(
         &self,
         list: &NetConfList,
         plugin: &PluginConf,
@@ -432,13 +432,12 @@ impl Engine {
         if list.disable_gc {
             return Ok(());
         }
-        // GC is exclusive with ADD/DEL on the node (spec): take the GC lock alone, and
-        // DEL the stale attachments through the unlocked path below.
-        let _gc = match &self.locks {
-            Some(l) => Some(l.gc(true)?),
-            None => None,
-        };
-        self.gc_locked(list, valid)
+        // GC is exclusive with ADD/DEL on the node (spec): the GC lock is taken alone,
+        // slice by slice (see gc_slices.rs).
+        match &self.locks {
+            Some(l) => self.gc_in_slices(l, list, valid, false),
+            None => self.gc_locked(list, valid),
+        }
     }
 
     /// GC keeping every attachment of this network that has a cached result or a lock
@@ -450,10 +449,9 @@ impl Engine {
         if list.disable_gc {
             return Ok(());
         }
-        let _gc = match &self.locks {
-            Some(l) => Some(l.gc(true)?),
-            None => None,
-        };
+        if let Some(l) = &self.locks {
+            return self.gc_in_slices(l, list, None, true);
+        }
         let mut valid: Vec<Attachment> = self
             .cache
             .entries()
@@ -572,7 +570,7 @@ fn release(held: Option<(Held, Held)>, remove: bool) {
     }
 }
 
-fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
+pub(crate) fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),

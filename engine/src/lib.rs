@@ -6,6 +6,7 @@ pub mod cache;
 pub mod chain;
 pub mod exec;
 pub mod fault;
+mod gc_slices;
 pub mod load;
 pub mod lock;
 pub mod nodefs;

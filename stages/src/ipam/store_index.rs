@@ -106,14 +106,37 @@ fn unhex(s: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-fn stamp_of(md: &fs::Metadata) -> String {
+/// The stamp: the store directory's identity and mtime, and the index directory's mtime
+/// (an index file removed or added behind cnichain's back changes it).
+fn stamp_of(store: &fs::Metadata, index: &fs::Metadata) -> String {
     format!(
-        "{STAMP_MAGIC} {} {} {} {}\n",
-        md.dev(),
-        md.ino(),
-        md.mtime(),
-        md.mtime_nsec()
+        "{STAMP_MAGIC} {} {} {} {} {} {}\n",
+        store.dev(),
+        store.ino(),
+        store.mtime(),
+        store.mtime_nsec(),
+        index.mtime(),
+        index.mtime_nsec()
     )
+}
+
+fn current_stamp(store_dir: &Path, dir: &Path) -> Option<String> {
+    Some(stamp_of(
+        &fs::symlink_metadata(store_dir).ok()?,
+        &fs::symlink_metadata(dir).ok()?,
+    ))
+}
+
+/// Set the mtime of `dir` 1 ns before its last change: no later change can set this
+/// value, not even one within the same clock tick (when a recorded mtime would not move).
+fn mark(dir: &Path) -> io::Result<()> {
+    let md = fs::symlink_metadata(dir)?;
+    let (sec, nsec) = if md.mtime_nsec() > 0 {
+        (md.mtime(), md.mtime_nsec() - 1)
+    } else {
+        (md.mtime() - 1, 999_999_999)
+    };
+    set_mtime(dir, sec, nsec)
 }
 
 /// Write `path` whole through a temporary file and a rename, never through a symlink.
@@ -189,7 +212,7 @@ impl Index {
             stamp: None,
         };
         index.stamp = fs::read_to_string(index.dir.join(STAMP)).ok();
-        let current = fs::symlink_metadata(store_dir).ok().map(|md| stamp_of(&md));
+        let current = current_stamp(store_dir, &index.dir);
         if current.is_none() || index.stamp != current {
             index.rebuild()?;
         }
@@ -251,9 +274,21 @@ impl Index {
                 if lines.next() != Some(OWNERS_MAGIC) {
                     return Err(Corrupt);
                 }
+                // The last line is "end": a file cut short is seen as damaged.
+                let mut ended = false;
                 for l in lines {
+                    if ended {
+                        return Err(Corrupt);
+                    }
+                    if l == "end" {
+                        ended = true;
+                        continue;
+                    }
                     let (k, n) = l.split_once(' ').ok_or(Corrupt)?;
                     entries.push((unhex(k).ok_or(Corrupt)?, unhex(n).ok_or(Corrupt)?));
+                }
+                if !ended {
+                    return Err(Corrupt);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -402,36 +437,58 @@ impl Index {
             let _ = fs::remove_file(self.dir.join(STAMP));
             return;
         }
-        let Ok(md) = fs::symlink_metadata(&self.store_dir) else {
+        let unchanged = self.stamp.is_some() && self.stamp == current_stamp(&self.store_dir, &self.dir);
+        let wrote = !(self.dirty_owners.is_empty() && self.dirty_chunks.is_empty());
+        if wrote {
+            if let Err(e) = self.write_dirty() {
+                tracing::warn!("cannot write host-local index {}: {e}", self.dir.display());
+                let _ = fs::remove_file(self.dir.join(STAMP));
+                return;
+            }
+        }
+        if self.holds_nothing() {
+            // An empty store needs no index (rebuilding it costs nothing): leave no file.
             let _ = fs::remove_file(self.dir.join(STAMP));
-            return;
-        };
-        let unchanged = self.stamp.as_deref() == Some(stamp_of(&md).as_str());
-        if unchanged && self.dirty_owners.is_empty() && self.dirty_chunks.is_empty() {
-            return;
-        }
-        if let Err(e) = self.write_dirty() {
-            tracing::warn!("cannot write host-local index {}: {e}", self.dir.display());
-            let _ = fs::remove_file(self.dir.join(STAMP));
+            let _ = fs::remove_dir(&self.dir);
+            if let Some(root) = self.dir.parent() {
+                let _ = fs::remove_dir(root);
+            }
             return;
         }
-        if unchanged {
+        if unchanged && !wrote {
             return;
         }
-        // 1 ns before the last change: no later change of the directory can set this
-        // value, not even one within the same clock tick.
-        let (sec, nsec) = if md.mtime_nsec() > 0 {
-            (md.mtime(), md.mtime_nsec() - 1)
-        } else {
-            (md.mtime() - 1, 999_999_999)
-        };
-        let stamped = set_mtime(&self.store_dir, sec, nsec)
-            .and_then(|_| fs::symlink_metadata(&self.store_dir))
-            .and_then(|md| write_file(&self.dir.join(STAMP), stamp_of(&md).as_bytes()));
-        if let Err(e) = stamped {
+        if let Err(e) = self.stamp_now() {
             tracing::warn!("cannot stamp host-local index {}: {e}", self.dir.display());
             let _ = fs::remove_file(self.dir.join(STAMP));
         }
+    }
+
+    /// Mark both directories and record them in the stamp, which is written in place (a
+    /// new file would change the index directory after it was marked).
+    fn stamp_now(&self) -> io::Result<()> {
+        let path = self.dir.join(STAMP);
+        let open = |create: bool| {
+            OpenOptions::new()
+                .write(true)
+                .create(create)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        drop(open(true)?);
+        mark(&self.store_dir)?;
+        mark(&self.dir)?;
+        let stamp = current_stamp(&self.store_dir, &self.dir).ok_or(io::ErrorKind::NotFound)?;
+        open(false)?.write_all(stamp.as_bytes())
+    }
+
+    /// Whether the index directory holds nothing but the stamp (looks at two entries at
+    /// most while it holds anything).
+    fn holds_nothing(&self) -> bool {
+        let Ok(rd) = fs::read_dir(&self.dir) else { return false };
+        !rd.flatten().any(|e| e.file_name() != STAMP)
     }
 
     fn write_dirty(&mut self) -> io::Result<()> {
@@ -444,6 +501,7 @@ impl Index {
                     for (k, n) in v {
                         text.push_str(&format!("{} {}\n", hex(k), hex(n)));
                     }
+                    text.push_str("end\n");
                     write_file(&path, text.as_bytes())?;
                 }
             }
