@@ -405,6 +405,31 @@ fn damaged_index_is_rebuilt() {
     }
 }
 
+/// An emptied store leaves no index behind, and a store filled by cnichain alone is
+/// indexed from its first operation.
+#[test]
+fn index_comes_and_goes_with_the_reservations() {
+    let (sb, _ours) = setup("hlempty");
+    let data = sb.dir.join("empty");
+    let c = conf(&data, "10.75.0.0/24");
+    for i in 0..3 {
+        assert!(matches!(inproc(Verb::Add, &format!("e{i}"), &c), Out::Ok(_)));
+    }
+    let ix = data.join(INDEX).join(NET);
+    assert!(ix.join("stamp").is_file(), "no index");
+    let listed: Vec<String> = std::fs::read_dir(&ix)
+        .expect("index")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(listed.iter().any(|n| n.starts_with("c4-")), "{listed:?}");
+    for i in 0..3 {
+        assert_eq!(inproc(Verb::Del, &format!("e{i}"), &c), Out::Ok(String::new()));
+    }
+    assert!(!data.join(INDEX).exists(), "index left behind an empty store");
+    assert_eq!(reservations(&data.join(NET)), BTreeSet::new());
+}
+
 /// A full range answers with the reference's error, through a big store.
 #[test]
 fn full_range_error_is_the_reference_one() {

@@ -239,7 +239,9 @@ impl Twin {
         }
         let mut files = String::new();
         for f in self.sb.files_in("") {
-            if f.starts_with("cnibin/") || f.starts_with("state/") {
+            // cnichain's host-local index lives beside the stores (`<dataDir>/.cnichain-index`,
+            // a deliberate difference: the reference has none and never reads it).
+            if f.starts_with("cnibin/") || f.starts_with("state/") || f.contains(".cnichain-index/") {
                 continue;
             }
             let body = std::fs::read(self.sb.dir.join(&f)).unwrap_or_default();

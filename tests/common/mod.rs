@@ -204,13 +204,14 @@ impl Drop for Sandbox {
 
 /// Files an attachment may leave in this sandbox's state paths, which must be gone once
 /// every attachment is DELeted: reservations (not the store's `lock` and
-/// `last_reserved_ip.N`, which stay by design), state-dir files (not `locks/gc.lock`) and
-/// cache entries.
+/// `last_reserved_ip.N`, which stay by design, nor host-local's index `.cnichain-index/`,
+/// which lags a file removed behind it until the next operation), state-dir files (not
+/// `locks/gc.lock`) and cache entries.
 pub fn leftover_files(sb: &Sandbox) -> Vec<String> {
     let mut out = Vec::new();
     for f in sb.files_in("ipam") {
         let base = f.rsplit('/').next().unwrap_or("");
-        if base != "lock" && !base.starts_with("last_reserved_ip.") {
+        if base != "lock" && !base.starts_with("last_reserved_ip.") && !f.starts_with(".cnichain-index/") {
             out.push(format!("ipam {f}"));
         }
     }
