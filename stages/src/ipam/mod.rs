@@ -7,6 +7,7 @@ use std::sync::Arc;
 pub mod allocator;
 pub mod config;
 pub mod host_local;
+pub mod host_local_conf;
 pub mod range;
 pub mod resolv;
 pub mod static_ipam;
