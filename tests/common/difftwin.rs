@@ -239,9 +239,7 @@ impl Twin {
         }
         let mut files = String::new();
         for f in self.sb.files_in("") {
-            // cnichain's host-local index lives beside the stores (`<dataDir>/.cnichain-index`,
-            // a deliberate difference: the reference has none and never reads it).
-            if f.starts_with("cnibin/") || f.starts_with("state/") || f.contains(".cnichain-index/") {
+            if f.starts_with("cnibin/") || f.starts_with("state/") {
                 continue;
             }
             let body = std::fs::read(self.sb.dir.join(&f)).unwrap_or_default();
