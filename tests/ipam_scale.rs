@@ -9,7 +9,7 @@
 
 mod common;
 use cnichain_engine::spec::args::RuntimeConf;
-use cnichain_engine::stage::{Command as Verb, Invocation, Registry, Stage};
+use cnichain_engine::stage::{Command as Verb, Invocation, Registry};
 use common::*;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
