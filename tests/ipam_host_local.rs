@@ -117,13 +117,17 @@ fn ours(type_name: &str, verb: Verb, cid: &str, ifname: &str, conf: &Value, args
     }
 }
 
-/// Every file below `dir`: relative path -> (mode, bytes).
+/// Every file below `dir`: relative path -> (mode, bytes). cnichain's index beside the
+/// stores (`<dataDir>/.cnichain-index`, which the reference never reads) is left out.
 fn tree(dir: &Path) -> BTreeMap<String, (u32, Vec<u8>)> {
     let mut out = BTreeMap::new();
     fn walk(base: &Path, d: &Path, out: &mut BTreeMap<String, (u32, Vec<u8>)>) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for e in rd.flatten() {
             let p = e.path();
+            if e.file_name() == ".cnichain-index" && d == base {
+                continue;
+            }
             let md = std::fs::symlink_metadata(&p).expect("lstat");
             let rel = p.strip_prefix(base).expect("below base").display().to_string();
             if md.is_dir() {

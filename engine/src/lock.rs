@@ -279,7 +279,8 @@ impl Locks {
     /// lock files of `net`'s attachments that are not in `valid` (those an ADD killed
     /// before its DEL left).
     pub fn sweep(&self, net: &str, valid: &[(&str, &str)]) {
-        let keep: Vec<PathBuf> = valid.iter().map(|(c, i)| self.attachment_path(net, c, i)).collect();
+        let keep: std::collections::HashSet<PathBuf> =
+            valid.iter().map(|(c, i)| self.attachment_path(net, c, i)).collect();
         // Never remove through a planted symlink (it could lead anywhere).
         let real = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
         if !real(&self.dir) || !real(&self.dir.join(net)) {

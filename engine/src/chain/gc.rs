@@ -20,13 +20,12 @@ impl Engine {
             if list.disable_gc {
                 return Ok(());
             }
-            // GC is exclusive with ADD/DEL on the node (spec): take the GC lock alone, and
-            // DEL the stale attachments through the unlocked path below.
-            let _gc = match &self.locks {
-                Some(l) => Some(l.gc(true)?),
-                None => None,
-            };
-            self.gc_locked(list, valid)
+            // GC is exclusive with ADD/DEL on the node (spec): the GC lock is taken
+            // alone, slice by slice (see gc_slices.rs).
+            match &self.locks {
+                Some(l) => self.gc_in_slices(l, list, valid, false),
+                None => self.gc_locked(list, valid),
+            }
         })
     }
 
@@ -40,10 +39,9 @@ impl Engine {
             if list.disable_gc {
                 return Ok(());
             }
-            let _gc = match &self.locks {
-                Some(l) => Some(l.gc(true)?),
-                None => None,
-            };
+            if let Some(l) = &self.locks {
+                return self.gc_in_slices(l, list, None, true);
+            }
             let mut valid: Vec<Attachment> = self
                 .cache
                 .entries()

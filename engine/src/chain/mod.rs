@@ -112,7 +112,7 @@ impl Engine {
     }
 
     /// Resolve the plugin's stage and run one verb on it.
-    fn call(
+    pub(crate) fn call(
         &self,
         list: &NetConfList,
         plugin: &PluginConf,
@@ -194,7 +194,7 @@ fn release(held: Option<(Held, Held)>, remove: bool) {
     }
 }
 
-fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
+pub(crate) fn join_errors(mut errors: Vec<CniError>) -> Result<(), CniError> {
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
@@ -256,6 +256,7 @@ mod add;
 mod check;
 mod del;
 mod gc;
+mod gc_slices;
 mod netns;
 
 pub use netns::*;

@@ -135,6 +135,11 @@ pub fn get(
     }
     let mut iter = RangeIter::new(set, store.last_reserved_ip(range_id));
     while let Some((ip, r)) = iter.next_candidate() {
+        // Addresses the index knows are taken are skipped without touching the disk
+        // (the reference tries each: the same outcome, since that try would fail).
+        if store.known_taken(ip) {
+            continue;
+        }
         if store.reserve(id, ifname, ip, range_id)? {
             return Ok(ip_config(ip, r));
         }

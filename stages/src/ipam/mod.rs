@@ -7,10 +7,12 @@ use std::sync::Arc;
 pub mod allocator;
 pub mod config;
 pub mod host_local;
+pub mod host_local_conf;
 pub mod range;
 pub mod resolv;
 pub mod static_ipam;
 pub mod store;
+pub mod store_index;
 
 pub use host_local::HostLocal;
 pub use static_ipam::StaticIpam;

@@ -10,10 +10,17 @@
 //!
 //! Files are matched on their content with surrounding white space trimmed, first
 //! `<id>\r\n<ifname>`, then (files written by old versions) the bare container ID.
-//! Lookups walk the whole directory tree in lexical order, as Go's `filepath.Walk` does.
+//! The reference walks the whole directory tree in lexical order (Go's `filepath.Walk`)
+//! for every lookup; cnichain finds the same files through its index (`store_index`),
+//! confirming each by reading it, and walks only where the index cannot answer: a
+//! store with subdirectories, a container ID that reads as an address (a cursor file
+//! could hold it), and GC.
 
+use super::store_index::{owner_key, Index};
 use cnichain_engine::spec::error::{CniError, IO_FAILURE};
 use cnichain_engine::spec::ipnet::{format_ip, parse_ip};
+use std::cell::RefCell;
+use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
@@ -24,7 +31,7 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
 pub const LAST_IP_PREFIX: &str = "last_reserved_ip.";
 pub const LINE_BREAK: &str = "\r\n";
-const LOCK_FILE: &str = "lock";
+pub const LOCK_FILE: &str = "lock";
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::new(IO_FAILURE, format!("{what} {}: {e}", path.display()))
@@ -33,8 +40,18 @@ fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
 /// The store of one network, locked for as long as the value lives.
 pub struct Store {
     dir: PathBuf,
-    /// The open lock file; closing it releases the flock.
+    /// cnichain's index of the files; None where it cannot be used (see `store_index`).
+    index: RefCell<Option<Index>>,
+    /// The open lock file; closing it releases the flock (after `Drop` wrote the index).
     _lock: Option<File>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(ix) = self.index.get_mut() {
+            ix.commit();
+        }
+    }
 }
 
 /// How to open a store.
@@ -88,7 +105,33 @@ impl Store {
         if let Some(f) = &file {
             flock(f, op).map_err(|e| io_err("cannot lock", &lock_path, e))?;
         }
-        Ok(Some(Store { dir, _lock: file }))
+        // Only an exclusive holder of the lock may trust or write the index.
+        let index = match (&file, op) {
+            (Some(_), libc::LOCK_EX) => Index::open(Path::new(base), network, &dir),
+            _ => None,
+        };
+        Ok(Some(Store {
+            dir,
+            index: RefCell::new(index),
+            _lock: file,
+        }))
+    }
+
+    /// Run `f` on the index; None (and the index dropped, so the caller walks the files)
+    /// when there is none or it turns out the store cannot be indexed.
+    fn indexed<T>(&self, f: impl FnOnce(&mut Index) -> Option<T>) -> Option<T> {
+        let mut guard = self.index.borrow_mut();
+        let out = f(guard.as_mut()?);
+        if out.is_none() {
+            *guard = None;
+        }
+        out
+    }
+
+    /// Whether the index knows `ip` as reserved (false when there is no index: the
+    /// allocator then tries the address, as the reference does).
+    pub fn known_taken(&self, ip: IpAddr) -> bool {
+        self.indexed(|ix| ix.taken(ip)).unwrap_or(false)
     }
 
     pub fn dir(&self) -> &Path {
@@ -112,7 +155,14 @@ impl Store {
             .open(&path)
         {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if let Some(ix) = self.index.borrow_mut().as_mut() {
+                    if ix.taken(ip) == Some(false) {
+                        ix.surprised(ip);
+                    }
+                }
+                return Ok(false);
+            }
             Err(e) => return Err(io_err("cannot reserve", &path, e)),
         };
         let content = format!("{}{LINE_BREAK}{ifname}", id.trim());
@@ -141,6 +191,9 @@ impl Store {
                 let _ = fs::remove_file(&path);
                 io_err("cannot write", &last, cnichain_engine::nodefs::explain(e))
             })?;
+        if let Some(ix) = self.index.borrow_mut().as_mut() {
+            ix.added(&owner_key(content.as_bytes()), &format_ip(&ip));
+        }
         Ok(true)
     }
 
@@ -163,10 +216,48 @@ impl Store {
         let mut out = Vec::new();
         for path in walk(&self.dir) {
             if let Ok(b) = fs::read(&path) {
-                out.push((path, String::from_utf8_lossy(&b).trim().to_string()));
+                out.push((path, owner_key(&b)));
             }
         }
         out
+    }
+
+    /// The walk changed files behind the index: the next operation rebuilds it.
+    fn index_unknown(&self) {
+        if let Some(ix) = self.index.borrow_mut().as_mut() {
+            ix.surprised_by_walk();
+        }
+    }
+
+    /// The files the index lists under `key` that still hold it, by name; listings
+    /// the files contradict are corrected on the way.
+    fn confirmed(&self, ix: &mut Index, key: &str) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        for name in ix.names(key)? {
+            match fs::read(self.dir.join(&name)) {
+                Ok(b) if owner_key(&b) == key => out.push(name),
+                Ok(b) => {
+                    ix.removed(key, &name);
+                    ix.added(&owner_key(&b), &name);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => ix.removed(key, &name),
+                Err(_) => {}
+            }
+        }
+        out.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        Some(out)
+    }
+
+    /// Remove every file holding `key`; whether any was removed.
+    fn release_key_indexed(&self, ix: &mut Index, key: &str) -> Option<bool> {
+        let mut found = false;
+        for name in self.confirmed(ix, key)? {
+            if fs::remove_file(self.dir.join(&name)).is_ok() {
+                ix.removed(key, &name);
+                found = true;
+            }
+        }
+        Some(found)
     }
 
     fn release_by_key(entries: &[(PathBuf, String)], key: &str) -> bool {
@@ -184,8 +275,28 @@ impl Store {
     /// much as possible is released.
     pub fn release_by_id(&self, id: &str, ifname: &str) {
         let id = id.trim();
+        let full = format!("{id}{LINE_BREAK}{ifname}");
+        // An ID that reads as an address may be what a cursor file holds, which the
+        // reference's bare-ID pass removes too; the index does not list cursors.
+        if parse_ip(id).is_none() {
+            let done = self.indexed(|ix| {
+                if !self.release_key_indexed(ix, &full)? {
+                    self.release_key_indexed(ix, id)?;
+                }
+                for name in self.confirmed(ix, "")? {
+                    if file_ip(Path::new(&name)).is_some() && fs::remove_file(self.dir.join(&name)).is_ok() {
+                        ix.removed("", &name);
+                    }
+                }
+                Some(())
+            });
+            if done.is_some() {
+                return;
+            }
+        }
+        self.index_unknown();
         let entries = self.entries();
-        if !Self::release_by_key(&entries, &format!("{id}{LINE_BREAK}{ifname}")) {
+        if !Self::release_by_key(&entries, &full) {
             Self::release_by_key(&entries, id);
         }
         // An empty reservation is one whose ADD was killed between creating the file
@@ -199,23 +310,35 @@ impl Store {
         }
     }
 
-    /// Whether (id, ifname), or else the bare id, holds any reservation.
-    pub fn find_by_id(&self, id: &str, ifname: &str) -> bool {
+    /// The names of the files held by (id, ifname) and by the bare id, in walk order.
+    fn owned(&self, id: &str, ifname: &str) -> Vec<PathBuf> {
         let id = id.trim();
         let full = format!("{id}{LINE_BREAK}{ifname}");
-        let entries = self.entries();
-        entries.iter().any(|(_, c)| *c == full) || entries.iter().any(|(_, c)| c == id)
+        let hit = self.indexed(|ix| {
+            let mut names = self.confirmed(ix, &full)?;
+            names.extend(self.confirmed(ix, id)?);
+            names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            Some(names)
+        });
+        match hit {
+            Some(names) => names.into_iter().map(|n| self.dir.join(n)).collect(),
+            None => self
+                .entries()
+                .into_iter()
+                .filter(|(_, c)| *c == full || c == id)
+                .map(|(p, _)| p)
+                .collect(),
+        }
+    }
+
+    /// Whether (id, ifname), or else the bare id, holds any reservation.
+    pub fn find_by_id(&self, id: &str, ifname: &str) -> bool {
+        !self.owned(id, ifname).is_empty()
     }
 
     /// The addresses reserved by (id, ifname) or by the bare id, in walk order.
     pub fn get_by_id(&self, id: &str, ifname: &str) -> Vec<IpAddr> {
-        let id = id.trim();
-        let full = format!("{id}{LINE_BREAK}{ifname}");
-        self.entries()
-            .into_iter()
-            .filter(|(_, c)| *c == full || c == id)
-            .filter_map(|(p, _)| file_ip(&p))
-            .collect()
+        self.owned(id, ifname).iter().filter_map(|p| file_ip(p)).collect()
     }
 
     /// Every reserved address (files named by an address), in walk order.
@@ -226,18 +349,28 @@ impl Store {
     /// Release every reservation whose owner is not in `valid` (container ID, ifname).
     /// A file of the old format (bare container ID) is kept when any valid attachment has
     /// that container ID. Only files named by an address are considered, so `lock` and
-    /// `last_reserved_ip.N` stay. Returns the released addresses.
+    /// `last_reserved_ip.N` stay. Returns the released addresses. One walk of the store,
+    /// with the valid set hashed: thousands of each take a fraction of a second.
     pub fn gc(&self, valid: &[(String, String)]) -> Vec<IpAddr> {
+        let keys: HashSet<String> = valid
+            .iter()
+            .map(|(id, ifname)| format!("{}{LINE_BREAK}{ifname}", id.trim()))
+            .collect();
+        let ids: HashSet<&str> = valid.iter().map(|(id, _)| id.trim()).collect();
         let mut released = Vec::new();
         for (path, content) in self.entries() {
             let Some(ip) = file_ip(&path) else { continue };
             let keep = match content.split_once(LINE_BREAK) {
-                Some((id, ifname)) => valid.iter().any(|(v_id, v_if)| v_id.trim() == id && v_if == ifname),
-                None => valid.iter().any(|(v_id, _)| v_id.trim() == content),
+                Some(_) => keys.contains(&content),
+                None => ids.contains(content.as_str()),
             };
             if !keep && fs::remove_file(&path).is_ok() {
                 released.push(ip);
             }
+        }
+        if !released.is_empty() {
+            // Rebuilt now, by GC, rather than by the next ADD.
+            let _ = self.indexed(|ix| ix.refresh());
         }
         released
     }
@@ -389,8 +522,11 @@ mod tests {
         s.reserve("a", "eth0", ip("10.0.0.2"), 0).unwrap();
         s.reserve("a", "eth1", ip("10.0.0.3"), 0).unwrap();
         s.reserve("b", "eth0", ip("10.0.0.4"), 0).unwrap();
-        // a legacy file holding only the container id, with a trailing newline
-        fs::write(s.dir().join("10.0.0.5"), "a\n").unwrap();
+        // a legacy file holding only the container id, with a trailing newline, written
+        // by another plugin between two operations (each holds the lock)
+        drop(s);
+        fs::write(t.0.join("n").join("10.0.0.5"), "a\n").unwrap();
+        let s = Store::open(t.s(), "n", Mode::Write).unwrap().unwrap();
         assert!(s.find_by_id("a", "eth0"));
         assert!(s.find_by_id("a", "eth7")); // matches the legacy file
         assert!(!s.find_by_id("c", "eth0"));
@@ -408,8 +544,10 @@ mod tests {
         s.release_by_id("zzz", "eth0");
         assert_eq!(s.reserved(), vec![ip("10.0.0.3"), ip("10.0.0.4")]);
         // files in subdirectories are walked too, as by filepath.Walk
-        fs::create_dir(s.dir().join("sub")).unwrap();
-        fs::write(s.dir().join("sub").join("10.0.0.9"), "q\r\neth0").unwrap();
+        drop(s);
+        fs::create_dir(t.0.join("n").join("sub")).unwrap();
+        fs::write(t.0.join("n").join("sub").join("10.0.0.9"), "q\r\neth0").unwrap();
+        let s = Store::open(t.s(), "n", Mode::Write).unwrap().unwrap();
         assert_eq!(s.get_by_id("q", "eth0"), vec![ip("10.0.0.9")]);
         s.release_by_id("q", "eth0");
         assert!(!s.dir().join("sub").join("10.0.0.9").exists());
@@ -422,8 +560,10 @@ mod tests {
         s.reserve("keep", "eth0", ip("10.0.0.2"), 0).unwrap();
         s.reserve("keep", "eth1", ip("10.0.0.3"), 0).unwrap();
         s.reserve("gone", "eth0", ip("10.0.0.4"), 0).unwrap();
-        fs::write(s.dir().join("10.0.0.8"), "legacy").unwrap();
-        fs::write(s.dir().join("10.0.0.9"), "keep").unwrap();
+        drop(s);
+        fs::write(t.0.join("n").join("10.0.0.8"), "legacy").unwrap();
+        fs::write(t.0.join("n").join("10.0.0.9"), "keep").unwrap();
+        let s = Store::open(t.s(), "n", Mode::Write).unwrap().unwrap();
         let valid = vec![("keep".to_string(), "eth0".to_string())];
         let mut rel = s.gc(&valid);
         rel.sort();

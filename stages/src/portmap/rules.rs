@@ -349,9 +349,9 @@ pub fn del(id: &str) -> Result<(), CniError> {
 /// GC: remove the port mappings of every attachment of the network that the valid set
 /// does not list (found by their network record; their records say what to remove).
 pub fn gc(valid: &ValidSet) -> Result<(), CniError> {
-    let keep = valid.keys(owner_id);
+    let keep: std::collections::HashSet<String> = valid.keys(owner_id).into_iter().collect();
     let owners = records::owners_of(&mut Nfnl::open().map_err(nl_err)?, 'p', &valid.network).map_err(nl_err)?;
-    gc::each_stale(owners.iter().filter(|id| !keep.contains(id)), |id| {
+    gc::each_stale(owners.iter().filter(|id| !keep.contains(*id)), |id| {
         tracing::debug!(network = %valid.network, id = %id, "portmap gc: removing stale port mappings");
         del(id)
     })

@@ -9,11 +9,14 @@ use crate::ipam::config::{self, as_object, field, string_field};
 use crate::kernel::netlink::{errno_of, Netlink};
 use cnichain_engine::spec::error::CniError;
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 pub struct ValidSet {
     pub network: String,
     /// (containerID, ifname) pairs.
     pub attachments: Vec<(String, String)>,
+    /// The same, hashed: GC looks thousands of attachments up.
+    set: HashSet<(String, String)>,
 }
 
 impl ValidSet {
@@ -27,11 +30,16 @@ impl ValidSet {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        Ok(Some(ValidSet { network, attachments }))
+        let set = attachments.iter().cloned().collect();
+        Ok(Some(ValidSet {
+            network,
+            attachments,
+            set,
+        }))
     }
 
     pub fn contains(&self, container_id: &str, ifname: &str) -> bool {
-        self.attachments.iter().any(|(c, i)| c == container_id && i == ifname)
+        self.set.contains(&(container_id.to_string(), ifname.to_string()))
     }
 
     /// `key(network, containerID, ifname)` of every valid attachment.

@@ -140,11 +140,11 @@ pub fn teardown_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<I
 /// GC: remove the masquerading of every attachment of the network that the valid set
 /// does not list (found by their network record).
 pub fn gc(valid: &ValidSet) -> Result<(), CniError> {
-    let keep = valid.keys(owner_id);
+    let keep: std::collections::HashSet<String> = valid.keys(owner_id).into_iter().collect();
     let mut nl = Nfnl::open().map_err(|e| CniError::internal(format!("ipMasq: nfnetlink: {e}")))?;
     let owners = records::owners_of(&mut nl, 'm', &valid.network)
         .map_err(|e| CniError::internal(format!("ipMasq: nfnetlink: {e}")))?;
-    gc::each_stale(owners.iter().filter(|id| !keep.contains(id)), |id| {
+    gc::each_stale(owners.iter().filter(|id| !keep.contains(*id)), |id| {
         tracing::debug!(network = %valid.network, id = %id, "ipMasq gc: removing stale masquerading");
         teardown_id(id, &[]).map_err(|e| CniError::internal(format!("{e:#}")))
     })

@@ -127,6 +127,7 @@ pub fn teardown(owner: &str) -> Result<()> {
 /// owners of the valid attachments).
 pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     let word = conf::network_word(network);
+    let keep: std::collections::HashSet<&String> = keep.iter().collect();
     let stale: Vec<(String, String, String)> = listed()?
         .into_iter()
         .filter(|(o, _, _)| o.split_whitespace().nth(1) == Some(word.as_str()) && !keep.contains(o))
