@@ -133,6 +133,9 @@ enum Cmd {
     },
     /// Lint conflists: JSON, keys, versions, plugin types, the chain's dataflow
     Validate(ValidateArgs),
+    /// Run the spec conformance rules against a plugin binary, in throwaway namespaces
+    /// (exit 0 all applicable rules pass, 1 a rule failed, 2 usage error)
+    Conformance(crate::conformance::ConformanceArgs),
 }
 
 /// `cnichain validate [FILE|DIR]...`; exit 0 clean, 1 problems found, 2 usage error.
@@ -312,6 +315,7 @@ fn run(cli: Cli) -> Result<(), CniError> {
             engine.status(&list)
         }
         Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
+        Cmd::Conformance(a) => std::process::exit(crate::conformance::run(a)),
         Cmd::Validate(a) => {
             let timeout = settings(c).plugin_timeout;
             std::process::exit(crate::validate_cmd::run(a, &engine.registry, &c.conf_dir, timeout))

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cnitool;
+mod conformance;
 mod install;
 mod plugin;
 mod runtime;
