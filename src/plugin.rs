@@ -142,9 +142,20 @@ pub fn main(stage: Option<&str>) -> i32 {
     }
 }
 
+/// The versions a drop-in claims: its stage's (bandwidth, as the reference, starts at
+/// 0.3.0: it needs a prevResult), every supported version for the meta-plugin.
+fn supported_versions(stage: Option<&str>) -> Vec<String> {
+    let mut registry = cnichain_engine::stage::Registry::new(Vec::new());
+    cnichain_stages::register_all(&mut registry);
+    match stage.and_then(|s| registry.resolve(s).ok()) {
+        Some(s) => s.supported_versions(),
+        None => version::SUPPORTED.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
 fn run(stage: Option<&str>, stdin: &[u8]) -> Result<Option<String>, CniError> {
     let env = read_env()?;
-    let supported: Vec<String> = version::SUPPORTED.iter().map(|s| s.to_string()).collect();
+    let supported = supported_versions(stage);
     let command = match Command::parse(&env.command) {
         Some(c) => c,
         None => {
