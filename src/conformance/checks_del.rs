@@ -153,8 +153,11 @@ fn leftovers(c: &Ctx, before: &Snap, after: &Snap, att: &Att, part: &str) -> Vec
         .collect();
     let bridge_dir = c.sb.dir.join("ipam-bridge");
     match part {
-        "links" => added(&before.links, &after.links)
-            .into_iter()
+        // By name: a bridge's MAC follows its ports, it is not a new link.
+        "links" => after
+            .links
+            .iter()
+            .filter(|l| !before.links.iter().any(|b| b.name == l.name))
             .filter(|l| !bridge_ifs.contains(&l.name))
             .map(|l| {
                 format!(
@@ -287,8 +290,10 @@ pub fn gc_keeps_valid(c: &mut Ctx) -> Step {
         .filter(|p| !after.data.contains_key(*p))
         .map(|p| format!("file {}", p.display()))
         .chain(
-            added(&after.links, &before.links)
-                .into_iter()
+            before
+                .links
+                .iter()
+                .filter(|b| !after.links.iter().any(|l| l.name == b.name))
                 .map(|l| format!("link {}", l.name)),
         )
         .collect();

@@ -152,6 +152,8 @@ pub fn exec(
 pub struct Att {
     pub cid: String,
     pub ifname: String,
+    /// CNI_NETNS of the attachment.
+    pub netns: String,
     /// The config the ADD got (with prevResult for a meta plugin).
     pub conf: Value,
     /// The meta plugin's bridge result (its prevResult), with the DNS the harness adds.
@@ -167,6 +169,8 @@ pub struct Ctx<'a> {
     pub v: String,
     seq: usize,
     live: Vec<Att>,
+    /// CNI_NETNS for new attachments: the pod netns (the baseline's own one meanwhile).
+    cur_pod: String,
 }
 
 pub const IFNAME: &str = "eth0";
@@ -181,6 +185,7 @@ impl<'a> Ctx<'a> {
             v: v.into(),
             seq: 0,
             live: Vec::new(),
+            cur_pod: String::new(),
         })
     }
 
@@ -205,9 +210,22 @@ impl<'a> Ctx<'a> {
     /// The environment libcni gives a plugin (all six CNI_* set, empty ones included),
     /// plus PATH and cnichain's own state-path variables pointed into the sandbox.
     pub fn env(&self, command: &str, cid: &str, ifname: &str) -> Vec<(String, String)> {
+        self.env_in(command, cid, ifname, &self.pod())
+    }
+
+    /// CNI_NETNS of new attachments.
+    pub fn pod(&self) -> String {
+        if self.cur_pod.is_empty() {
+            self.sb.pod_path()
+        } else {
+            self.cur_pod.clone()
+        }
+    }
+
+    pub fn env_in(&self, command: &str, cid: &str, ifname: &str, netns: &str) -> Vec<(String, String)> {
         let (cid, netns, ifname) = match command {
             "GC" | "STATUS" => ("", String::new(), ""),
-            _ => (cid, self.sb.pod_path(), ifname),
+            _ => (cid, netns.to_string(), ifname),
         };
         let mut e: Vec<(String, String)> = vec![
             ("CNI_COMMAND".into(), command.into()),
@@ -273,7 +291,14 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    fn bridge(&self, command: &str, cid: &str, ifname: &str, prev: Option<&Value>) -> Result<Call, Verdict> {
+    fn bridge(
+        &self,
+        command: &str,
+        cid: &str,
+        ifname: &str,
+        netns: &str,
+        prev: Option<&Value>,
+    ) -> Result<Call, Verdict> {
         let Some(b) = &self.o.bridge else {
             return Err(Verdict::Na(
                 "no bridge plugin found in CNI_PATH to make the meta plugin's prevResult".into(),
@@ -283,7 +308,7 @@ impl<'a> Ctx<'a> {
         if let Some(p) = prev.filter(|_| self.at_least("0.4.0")) {
             conf["prevResult"] = p.clone();
         }
-        let env = self.env(command, cid, ifname);
+        let env = self.env_in(command, cid, ifname, netns);
         Ok(exec(
             &format!("{command} (bridge before the meta plugin)"),
             b,
@@ -300,7 +325,7 @@ impl<'a> Ctx<'a> {
         if self.o.kind != Kind::Meta {
             return Ok((conf, None));
         }
-        let c = self.bridge("ADD", cid, ifname, None)?;
+        let c = self.bridge("ADD", cid, ifname, &self.pod(), None)?;
         let mut prev = match c.json() {
             Ok(v) if c.ok() => v,
             _ => {
@@ -320,6 +345,7 @@ impl<'a> Ctx<'a> {
         self.live.push(Att {
             cid: cid.into(),
             ifname: ifname.into(),
+            netns: self.pod(),
             conf: Value::Null,
             prev: Some(prev.clone()),
             result: Value::Null,
@@ -338,12 +364,14 @@ impl<'a> Ctx<'a> {
         let (mut conf, prev) = self.add_conf(cid, ifname)?;
         edit(&mut conf);
         let c = self.call_json("ADD", self.env("ADD", cid, ifname), &conf);
+        let netns = self.pod();
         // Lenient here (a log line before the result): ERR-03 and ADD-02 judge the
         // output's form, the other rules go on with the result libcni-like readers find.
         let result = lenient_json(&c.stdout).filter(|_| c.ok());
         let att = Att {
             cid: cid.into(),
             ifname: ifname.into(),
+            netns,
             conf,
             prev,
             result: result.clone().unwrap_or(Value::Null),
@@ -379,18 +407,26 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn del(&self, att: &Att) -> Call {
-        self.call_json("DEL", self.env("DEL", &att.cid, &att.ifname), &self.later_conf(att))
+        self.call_json(
+            "DEL",
+            self.env_in("DEL", &att.cid, &att.ifname, &att.netns),
+            &self.later_conf(att),
+        )
     }
 
     pub fn check(&self, att: &Att) -> Call {
-        self.call_json("CHECK", self.env("CHECK", &att.cid, &att.ifname), &self.later_conf(att))
+        self.call_json(
+            "CHECK",
+            self.env_in("CHECK", &att.cid, &att.ifname, &att.netns),
+            &self.later_conf(att),
+        )
     }
 
     /// DEL the plugin, then (meta) its bridge; the plugin's DEL call.
     pub fn teardown(&mut self, att: &Att) -> Call {
         let c = self.del(att);
         if let Some(p) = &att.prev {
-            let _ = self.bridge("DEL", &att.cid, &att.ifname, Some(p));
+            let _ = self.bridge("DEL", &att.cid, &att.ifname, &att.netns, Some(p));
         }
         self.live.retain(|a| a.cid != att.cid || a.ifname != att.ifname);
         c
@@ -428,7 +464,12 @@ impl<'a> Ctx<'a> {
     /// A first attachment made and torn down, then a snapshot: what the plugin keeps for
     /// all attachments (a bridge, a masquerade chain) is in it; per-attachment state is not.
     pub fn baseline(&mut self) -> Result<Snap, Verdict> {
-        let a = self.attach()?;
+        // In its own netns: a plugin that leaks the container interface must not make the
+        // rule's own ADD fail (that rule judges the leak, not a refused ADD).
+        self.cur_pod = self.sb.base_path();
+        let a = self.attach();
+        self.cur_pod.clear();
+        let a = a?;
         self.teardown(&a);
         self.snapshot()
     }
@@ -457,7 +498,7 @@ impl Drop for Ctx<'_> {
                 let _ = self.del(&a);
             }
             if let Some(p) = &a.prev {
-                let _ = self.bridge("DEL", &a.cid, &a.ifname, Some(p));
+                let _ = self.bridge("DEL", &a.cid, &a.ifname, &a.netns, Some(p));
             }
         }
     }

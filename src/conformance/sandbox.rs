@@ -14,6 +14,8 @@ pub struct Sandbox {
     pub tag: String,
     pub host: String,
     pub pod: String,
+    /// A second pod netns for the baseline attachment (see `Ctx::baseline`).
+    pub base: String,
     pub dir: PathBuf,
     made: Vec<String>,
 }
@@ -46,11 +48,12 @@ impl Sandbox {
         let mut sb = Sandbox {
             host: format!("{tag}-h"),
             pod: format!("{tag}-p"),
+            base: format!("{tag}-b"),
             tag,
             dir,
             made: Vec::new(),
         };
-        for name in [sb.host.clone(), sb.pod.clone()] {
+        for name in [sb.host.clone(), sb.pod.clone(), sb.base.clone()] {
             ip(&["netns", "add", &name])?;
             sb.made.push(name.clone());
             ip(&["-n", &name, "link", "set", "lo", "up"])?;
@@ -60,6 +63,9 @@ impl Sandbox {
 
     pub fn pod_path(&self) -> String {
         format!("/run/netns/{}", self.pod)
+    }
+    pub fn base_path(&self) -> String {
+        format!("/run/netns/{}", self.base)
     }
     pub fn host_path(&self) -> String {
         format!("/run/netns/{}", self.host)
@@ -146,6 +152,11 @@ pub fn addrs(ns: &str) -> Result<Vec<(String, String)>, String> {
         let name = l["ifname"].as_str().unwrap_or_default().to_string();
         for a in l["addr_info"].as_array().into_iter().flatten() {
             if let (Some(ip), Some(p)) = (a["local"].as_str(), a["prefixlen"].as_u64()) {
+                // The kernel's own IPv6 link-local addresses appear when a link comes up
+                // (some time later): not the plugin's.
+                if ip.starts_with("fe80:") {
+                    continue;
+                }
                 out.push((name.clone(), format!("{ip}/{p}")));
             }
         }
@@ -167,6 +178,10 @@ pub fn routes(ns: &str) -> Result<Vec<RouteEntry>, String> {
                 d if fam == "-4" => format!("{d}/32"),
                 d => format!("{d}/128"),
             };
+            // Kernel-made IPv6 link-local and multicast routes (see addrs).
+            if dst.starts_with("fe80:") || dst.starts_with("ff00:") {
+                continue;
+            }
             out.push(RouteEntry {
                 dst,
                 gw: r["gateway"].as_str().unwrap_or_default().to_string(),
