@@ -122,8 +122,17 @@ fn own_bandwidth_passes() {
 /// A shell wrapper around /usr/lib/cni/`real` whose body is `script` ($REAL is the real
 /// plugin, $DIR the wrapper's directory); the wrapper's stdin is the plugin's.
 fn wrapper(tmp: &Tmp, real: &str, script: &str) -> PathBuf {
-    let p = tmp.0.join(format!("defective-{real}"));
-    let text = format!("#!/bin/sh\nREAL={REF_PLUGINS}/{real}\nDIR=$(dirname \"$0\")\n{WELLFORMED}\n{script}\n");
+    let real_path = if real.starts_with('/') {
+        real.to_string()
+    } else {
+        format!("{REF_PLUGINS}/{real}")
+    };
+    let name = Path::new(real)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let p = tmp.0.join(format!("defective-{name}"));
+    let text = format!("#!/bin/sh\nREAL={real_path}\nDIR=$(dirname \"$0\")\n{WELLFORMED}\n{script}\n");
     std::fs::write(&p, text).expect("write wrapper");
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     p
@@ -142,9 +151,14 @@ real() { printf '%s' "$CONF" | "$REAL"; }"#;
 
 /// Run the wrapped plugin at 1.0.0; `intended` must fail, and exactly `also` besides.
 fn caught(real: &str, kind: &str, script: &str, intended: &str, also: &[&str]) {
-    let tmp = Tmp::new(intended);
+    caught_at(real, "1.0.0", kind, script, intended, also, None)
+}
+
+/// `caught` at `version`; `tmp` when the real plugin lives in one (a drop-in).
+fn caught_at(real: &str, version: &str, kind: &str, script: &str, intended: &str, also: &[&str], tmp: Option<Tmp>) {
+    let tmp = tmp.unwrap_or_else(|| Tmp::new(intended));
     let plugin = wrapper(&tmp, real, script);
-    let r = conformance(&plugin, kind, &["--versions", "1.0.0"]);
+    let r = conformance(&plugin, kind, &["--versions", version]);
     let failed = r.with("fail");
     assert_eq!(r.code, 1, "a failing rule gives exit status 1");
     assert!(
@@ -345,6 +359,36 @@ fn ipam_reservation_leak() {
         // With the netns gone too.
         &["DEL-16"],
     );
+}
+
+/// GC (1.1.0) defects, planted in cnichain's host-local drop-in (the reference 1.1.1
+/// plugins do not speak 1.1.0).
+fn gc_defect(script: &str, intended: &str) {
+    let tmp = Tmp::new(intended);
+    let bin = tmp.0.join("bin");
+    ok(&Command::new(cnichain_bin())
+        .args(["install", "--bin-dir"])
+        .arg(&bin)
+        .output()
+        .expect("install"));
+    let real = bin.join("host-local").display().to_string();
+    caught_at(&real, "1.1.0", "ipam", script, intended, &[], Some(tmp));
+}
+
+#[test]
+fn gc_that_removes_valid_reservations() {
+    gc_defect(
+        r#"if [ "$CNI_COMMAND" = GC ]; then
+  real; rc=$?; dd=$(printf '%s' "$CONF" | jq -r .ipam.dataDir); rm -f "$dd"/*/1*; exit $rc
+fi
+real"#,
+        "GC-02",
+    );
+}
+
+#[test]
+fn gc_that_does_nothing() {
+    gc_defect(r#"if [ "$CNI_COMMAND" = GC ]; then exit 0; fi; real"#, "GC-03");
 }
 
 #[test]
