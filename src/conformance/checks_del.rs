@@ -49,6 +49,12 @@ pub fn check_refused_old(c: &mut Ctx) -> Step {
 
 pub fn check_after_ifname_gone(c: &mut Ctx) -> Step {
     let att = c.attach()?;
+    let links = sandbox::links(&c.sb.pod_path()).map_err(|e| fail("the harness can read the pod netns", e, None))?;
+    if !links.iter().any(|l| l.name == IFNAME) {
+        return Err(Verdict::Na(format!(
+            "the ADD made no {IFNAME} in the container (see ADD-05)"
+        )));
+    }
     c.sb.sh_pod(&format!("ip link del {IFNAME}"))
         .map_err(|e| fail("the harness can remove the container interface", e, None))?;
     let call = c.check(&att);
