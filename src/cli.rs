@@ -169,6 +169,9 @@ enum Cmd {
     },
     /// Lint conflists: JSON, keys, versions, plugin types, the chain's dataflow
     Validate(ValidateArgs),
+    /// Run the spec conformance rules against a plugin binary, in throwaway namespaces
+    /// (exit 0 all applicable rules pass, 1 a rule failed, 2 usage error)
+    Conformance(crate::conformance::ConformanceArgs),
 }
 
 pub fn main() -> i32 {
@@ -310,6 +313,7 @@ fn run(cli: Cli) -> Result<(), CniError> {
             crate::reconcile_cmd::run(&engine, net.as_deref(), *dry_run)
         }
         Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
+        Cmd::Conformance(a) => std::process::exit(crate::conformance::run(a)),
         Cmd::Validate(a) => {
             let timeout = settings(c).plugin_timeout;
             std::process::exit(crate::validate_cmd::run(a, &engine.registry, &c.conf_dir, timeout))

@@ -3,6 +3,7 @@
 
 mod cli;
 mod cnitool;
+mod conformance;
 mod inspect;
 mod install;
 mod output;

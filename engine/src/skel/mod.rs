@@ -169,6 +169,19 @@ fn read_env(var: &dyn Fn(&str) -> String) -> Result<Env, CniError> {
     })
 }
 
+/// The versions a drop-in claims: its stage's (bandwidth, as the reference, starts at
+/// 0.3.0: it needs a prevResult); every supported version for the meta-plugin.
+fn supported_versions(mode: Mode, register: &dyn Fn(&mut Registry)) -> Vec<String> {
+    if let Mode::DropIn(t) = mode {
+        let mut registry = Registry::new(Vec::new());
+        register(&mut registry);
+        if let Ok(stage) = registry.resolve(t) {
+            return stage.supported_versions();
+        }
+    }
+    version::SUPPORTED.iter().map(|s| s.to_string()).collect()
+}
+
 /// Plugin mode's settings: the shared variables, and what a runtime's call always gets
 /// (libcni's cache dir, every stage in-process, exec'd IPAMs killed after 120 s).
 fn plugin_settings(env: &dyn Fn(&str) -> Option<String>) -> Settings {
@@ -210,7 +223,7 @@ fn call(
     settings: Settings,
 ) -> Result<Option<String>, CniError> {
     let env = read_env(&|k| getenv(k).unwrap_or_default())?;
-    let supported: Vec<String> = version::SUPPORTED.iter().map(|s| s.to_string()).collect();
+    let supported = supported_versions(mode, register);
     let command = match Command::parse(&env.command) {
         Some(c) => c,
         None => {

@@ -1,0 +1,348 @@
+//! `cnichain conformance`: spec-derived checks against any CNI plugin binary, each in
+//! throwaway namespaces (see sandbox.rs). The rules are a table (rules.rs); the checks
+//! they name live in checks_*.rs. Exit status: 0 every applicable rule passed, 1 a rule
+//! failed, 2 usage error (no such plugin, unreadable config, not root).
+
+mod checks_add;
+mod checks_del;
+mod checks_env;
+mod report;
+mod rules;
+mod runner;
+mod sandbox;
+mod schema;
+
+use cnichain_engine::spec::version;
+use runner::{exec, Ctx, Verdict};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ConformanceArgs {
+    /// The plugin binary under test
+    #[arg(long, required_unless_present = "list")]
+    pub plugin: Option<PathBuf>,
+    /// What the plugin is [default: from its name: host-local/static/dhcp are ipam;
+    /// tuning/portmap/bandwidth/firewall/sbr meta; anything else main]
+    #[arg(long, value_parser = ["main", "ipam", "meta"])]
+    pub kind: Option<String>,
+    /// The plugin's config (one plugin object); cniVersion is set per version under test
+    /// and every dataDir is moved into the sandbox [default: per kind]
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run the rules over the plugin named `--plugin` taken from this conflist's entry
+    /// of the same type (its config, the list's name)
+    #[arg(long, conflicts_with = "config")]
+    pub conflist: Option<PathBuf>,
+    /// Spec versions to test, comma separated [default: every version the plugin's
+    /// VERSION answer claims that cnichain knows]
+    #[arg(long, value_delimiter = ',')]
+    pub versions: Vec<String>,
+    /// Directories (colon separated) for delegated IPAM and the meta plugin's bridge
+    /// [default: the plugin's own directory, /usr/lib/cni, /opt/cni/bin]
+    /// (not --cni-path: that global option is the runtime's CNI_PATH)
+    #[arg(long)]
+    pub search_path: Option<String>,
+    /// Only the rules whose ID starts with one of these (comma separated)
+    #[arg(long, value_delimiter = ',')]
+    pub rules: Vec<String>,
+    /// Seconds before a plugin call is killed
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    #[arg(long, value_parser = ["human", "json"], default_value = "human")]
+    pub format: String,
+    /// Print the rule table and exit
+    #[arg(long)]
+    pub list: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Main,
+    Ipam,
+    Meta,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Main => "main",
+            Kind::Ipam => "ipam",
+            Kind::Meta => "meta",
+        }
+    }
+}
+
+pub struct Opts {
+    pub plugin: PathBuf,
+    pub kind: Kind,
+    /// The plugin config before per-version and per-sandbox fixes.
+    pub base: Value,
+    /// What VERSION claims (empty when it did not answer).
+    pub claimed: Vec<String>,
+    /// The versions under test, oldest first.
+    pub versions: Vec<String>,
+    pub cni_path: Vec<PathBuf>,
+    pub bridge: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+fn usage(msg: &str) -> i32 {
+    crate::output::write_stderr(&format!("cnichain conformance: {msg}\n"));
+    2
+}
+
+pub fn run(a: &ConformanceArgs) -> i32 {
+    if a.list {
+        let _ = crate::output::write_stdout(&report::rule_table());
+        return 0;
+    }
+    let Some(plugin) = a.plugin.clone() else {
+        return usage("--plugin is required");
+    };
+    if !std::fs::metadata(&plugin).is_ok_and(|m| m.is_file()) {
+        return usage(&format!("--plugin {}: not a file", plugin.display()));
+    }
+    // SAFETY-free root check: namespaces need CAP_SYS_ADMIN; say so instead of 40 failures.
+    if std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            !s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(true)
+    {
+        return usage("must run as root (it creates network namespaces)");
+    }
+    let name = plugin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = match a.kind.as_deref() {
+        Some("ipam") => Kind::Ipam,
+        Some("meta") => Kind::Meta,
+        Some(_) => Kind::Main,
+        None => guess_kind(&name),
+    };
+    let base = match load_config(a, &name, kind) {
+        Ok(b) => b,
+        Err(e) => return usage(&e),
+    };
+    let cni_path: Vec<PathBuf> = match a.search_path.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+        None => {
+            let own = plugin.parent().map(Path::to_path_buf).unwrap_or_default();
+            vec![own, "/usr/lib/cni".into(), "/opt/cni/bin".into()]
+        }
+    };
+    let bridge = cni_path.iter().map(|d| d.join("bridge")).find(|p| p.is_file());
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    let claimed = probe_versions(&plugin, timeout);
+    let mut versions: Vec<String> = if a.versions.is_empty() {
+        claimed.iter().filter(|v| version::is_supported(v)).cloned().collect()
+    } else {
+        a.versions.clone()
+    };
+    if let Some(bad) = versions.iter().find(|v| version::parse(v).is_err()) {
+        return usage(&format!("--versions: {bad:?} is not a version"));
+    }
+    versions.sort_by(|x, y| version::compare(x, y).unwrap_or(std::cmp::Ordering::Equal));
+    versions.dedup();
+    if versions.is_empty() {
+        // VERSION gave nothing usable (its rule fails); still test the current version.
+        versions.push("1.0.0".into());
+    }
+    let o = Opts {
+        plugin,
+        kind,
+        base,
+        claimed,
+        versions,
+        cni_path,
+        bridge,
+        timeout,
+    };
+    let results = run_rules(&o, &a.rules);
+    let text = if a.format == "json" {
+        report::json(&o, &results)
+    } else {
+        report::human(&o, &results)
+    };
+    let _ = crate::output::write_stdout(&text);
+    if results.iter().any(|r| matches!(r.verdict, Verdict::Fail { .. })) {
+        1
+    } else {
+        0
+    }
+}
+
+fn guess_kind(name: &str) -> Kind {
+    match name {
+        "host-local" | "static" | "dhcp" | "whereabouts" => Kind::Ipam,
+        "tuning" | "portmap" | "bandwidth" | "firewall" | "sbr" => Kind::Meta,
+        _ => Kind::Main,
+    }
+}
+
+fn load_config(a: &ConformanceArgs, name: &str, kind: Kind) -> Result<Value, String> {
+    if let Some(p) = &a.config {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("--config {}: {e}", p.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("--config {}: {e}", p.display()))?;
+        return v
+            .is_object()
+            .then_some(v)
+            .ok_or_else(|| format!("--config {}: not a JSON object", p.display()));
+    }
+    if let Some(p) = &a.conflist {
+        let text = std::fs::read_to_string(p).map_err(|e| format!("--conflist {}: {e}", p.display()))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("--conflist {}: {e}", p.display()))?;
+        let entry = v["plugins"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["type"].as_str() == Some(name)))
+            .ok_or_else(|| format!("--conflist {}: no plugin of type {name:?}", p.display()))?;
+        let mut c = entry.clone();
+        c["name"] = v["name"].clone();
+        return Ok(c);
+    }
+    Ok(default_config(name, kind))
+}
+
+/// The default config per kind. Keys another plugin of the kind does not know are
+/// ignored by the spec's rules (Go's decoder), so one config serves the whole kind.
+pub fn default_config(name: &str, kind: Kind) -> Value {
+    let ipam = json!({
+        "type": "host-local", "ranges": [[{ "subnet": "10.77.0.0/24" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+    });
+    match kind {
+        Kind::Main => json!({ "name": "cncf-main", "type": name, "ipam": ipam }),
+        Kind::Ipam => {
+            let mut i = ipam;
+            i["type"] = json!(name);
+            // static's keys; host-local ignores them (and static host-local's).
+            i["addresses"] = json!([{ "address": "10.77.0.9/24", "gateway": "10.77.0.1" }]);
+            json!({ "name": "cncf-ipam", "type": "cncf-main", "ipam": i })
+        }
+        Kind::Meta => json!({
+            "name": "cncf-meta", "type": name,
+            "capabilities": { "portMappings": true, "bandwidth": true },
+            "runtimeConfig": {
+                "portMappings": [{ "hostPort": 18080, "containerPort": 80, "protocol": "tcp" }],
+                "bandwidth": { "ingressRate": 8000000, "ingressBurst": 800000, "egressRate": 8000000, "egressBurst": 800000 }
+            },
+            "sysctl": { "net.ipv4.conf.eth0.arp_notify": "1" }
+        }),
+    }
+}
+
+/// VERSION's supportedVersions (empty if it does not answer usably).
+fn probe_versions(plugin: &Path, timeout: Duration) -> Vec<String> {
+    let sb = match sandbox::Sandbox::new() {
+        Ok(s) => s,
+        Err(_) => return Vec::new(),
+    };
+    let env = vec![
+        ("CNI_COMMAND".to_string(), "VERSION".to_string()),
+        ("PATH".to_string(), "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),
+    ];
+    let stdin = format!("{{\"cniVersion\":\"{}\"}}", version::CURRENT);
+    let c = exec("VERSION", plugin, &sb.host_path(), env, stdin.as_bytes(), timeout);
+    c.json()
+        .ok()
+        .and_then(|v| v["supportedVersions"].as_array().cloned())
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// One rule's outcome.
+pub struct RuleResult {
+    pub rule: &'static rules::Rule,
+    pub verdict: Verdict,
+    /// The version the verdict was reached at (a failure names the first failing one).
+    pub version: String,
+}
+
+fn run_rules(o: &Opts, only: &[String]) -> Vec<RuleResult> {
+    let mut out = Vec::new();
+    for rule in rules::RULES {
+        if !only.is_empty() && !only.iter().any(|p| rule.id.starts_with(p.as_str())) {
+            continue;
+        }
+        out.push(run_rule(o, rule));
+    }
+    out
+}
+
+fn run_rule(o: &Opts, rule: &'static rules::Rule) -> RuleResult {
+    let res = |verdict, version: &str| RuleResult {
+        rule,
+        verdict,
+        version: version.to_string(),
+    };
+    if !rule.kinds.contains(&o.kind) {
+        return res(
+            Verdict::Na(format!("applies to {} plugins", kinds_text(rule.kinds))),
+            "",
+        );
+    }
+    let eligible: Vec<&String> = o
+        .versions
+        .iter()
+        .filter(|v| version::at_least(v, rule.min).unwrap_or(false))
+        .filter(|v| {
+            rule.max
+                .is_none_or(|m| version::compare(v, m).is_ok_and(|c| c == std::cmp::Ordering::Less))
+        })
+        .collect();
+    let picked: Vec<&String> = if rule.each_version {
+        eligible
+    } else {
+        eligible.last().into_iter().copied().collect()
+    };
+    if picked.is_empty() {
+        let why = match rule.max {
+            Some(m) => format!("needs a tested version >= {} and < {m}", rule.min),
+            None => format!("needs a tested version >= {}", rule.min),
+        };
+        return res(Verdict::Na(why), "");
+    }
+    let mut last = None;
+    let mut at = String::new();
+    for v in picked {
+        at = v.clone();
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match Ctx::new(o, v) {
+            Ok(mut ctx) => match (rule.check)(&mut ctx) {
+                Ok(()) => Verdict::Pass,
+                Err(v) => v,
+            },
+            Err(e) => runner::fail("the harness can create its sandbox", e, None),
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            runner::fail(
+                "the check runs to its end",
+                format!("the harness panicked: {msg}"),
+                None,
+            )
+        });
+        match verdict {
+            // Not applicable at one version (say, no prevResult before 0.3.0): go on.
+            Verdict::Na(why) => {
+                if last.is_none() {
+                    last = Some(Verdict::Na(why));
+                }
+            }
+            Verdict::Pass => last = Some(Verdict::Pass),
+            other => return res(other, &at),
+        }
+    }
+    res(last.unwrap_or(Verdict::Pass), &at)
+}
+
+pub fn kinds_text(k: &[Kind]) -> String {
+    k.iter().map(|k| k.as_str()).collect::<Vec<_>>().join("/")
+}
