@@ -171,7 +171,7 @@ enum Cmd {
     Validate(ValidateArgs),
     /// Run the spec conformance rules against a plugin binary, in throwaway namespaces
     /// (exit 0 all applicable rules pass, 1 a rule failed, 2 usage error)
-    Conformance(crate::conformance::ConformanceArgs),
+    Conformance(cnichain_conformance::ConformanceArgs),
 }
 
 pub fn main() -> i32 {
@@ -313,7 +313,13 @@ fn run(cli: Cli) -> Result<(), CniError> {
             crate::reconcile_cmd::run(&engine, net.as_deref(), *dry_run)
         }
         Cmd::Version | Cmd::Install { .. } | Cmd::Uninstall { .. } => Ok(()),
-        Cmd::Conformance(a) => std::process::exit(crate::conformance::run(a)),
+        Cmd::Conformance(a) => std::process::exit(cnichain_conformance::run(
+            a,
+            &|t| {
+                let _ = write_stdout(t);
+            },
+            &|t| write_stderr(t),
+        )),
         Cmd::Validate(a) => {
             let timeout = settings(c).plugin_timeout;
             std::process::exit(crate::validate_cmd::run(a, &engine.registry, &c.conf_dir, timeout))

@@ -3,7 +3,6 @@
 
 mod cli;
 mod cnitool;
-mod conformance;
 mod inspect;
 mod install;
 mod output;

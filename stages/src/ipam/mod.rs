@@ -12,6 +12,7 @@ pub mod range;
 pub mod resolv;
 pub mod static_ipam;
 pub mod store;
+pub mod store_files;
 pub mod store_index;
 
 pub use host_local::HostLocal;

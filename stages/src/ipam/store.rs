@@ -28,10 +28,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
-pub const LAST_IP_PREFIX: &str = "last_reserved_ip.";
-pub const LINE_BREAK: &str = "\r\n";
-pub const LOCK_FILE: &str = "lock";
+pub use super::store_files::{DEFAULT_DATA_DIR, LAST_IP_PREFIX, LINE_BREAK, LOCK_FILE};
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> CniError {
     CniError::new(IO_FAILURE, format!("{what} {}: {e}", path.display()))

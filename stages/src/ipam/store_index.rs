@@ -22,7 +22,7 @@
 //! indexed: every operation reads the files, as before.
 
 use super::range::to_u128;
-use super::store::{LAST_IP_PREFIX, LOCK_FILE};
+use super::store_files::{LAST_IP_PREFIX, LOCK_FILE};
 use cnichain_engine::spec::ipnet::{format_ip, parse_ip};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, OpenOptions};

@@ -88,21 +88,23 @@ pub struct Opts {
     pub timeout: Duration,
 }
 
-fn usage(msg: &str) -> i32 {
-    crate::output::write_stderr(&format!("cnichain conformance: {msg}\n"));
+fn usage(err: &dyn Fn(&str), msg: &str) -> i32 {
+    err(&format!("cnichain conformance: {msg}\n"));
     2
 }
 
-pub fn run(a: &ConformanceArgs) -> i32 {
+/// Run the harness with `a`; the report goes to `out`, usage errors to `err` (the
+/// binary's stdout and stderr writers). Returns the exit status.
+pub fn run(a: &ConformanceArgs, out: &dyn Fn(&str), err: &dyn Fn(&str)) -> i32 {
     if a.list {
-        let _ = crate::output::write_stdout(&report::rule_table());
+        out(&report::rule_table());
         return 0;
     }
     let Some(plugin) = a.plugin.clone() else {
-        return usage("--plugin is required");
+        return usage(err, "--plugin is required");
     };
     if !std::fs::metadata(&plugin).is_ok_and(|m| m.is_file()) {
-        return usage(&format!("--plugin {}: not a file", plugin.display()));
+        return usage(err, &format!("--plugin {}: not a file", plugin.display()));
     }
     // SAFETY-free root check: namespaces need CAP_SYS_ADMIN; say so instead of 40 failures.
     if std::fs::read_to_string("/proc/self/status")
@@ -112,7 +114,7 @@ pub fn run(a: &ConformanceArgs) -> i32 {
         })
         .unwrap_or(true)
     {
-        return usage("must run as root (it creates network namespaces)");
+        return usage(err, "must run as root (it creates network namespaces)");
     }
     let name = plugin
         .file_name()
@@ -126,7 +128,7 @@ pub fn run(a: &ConformanceArgs) -> i32 {
     };
     let base = match load_config(a, &name, kind) {
         Ok(b) => b,
-        Err(e) => return usage(&e),
+        Err(e) => return usage(err, &e),
     };
     let cni_path: Vec<PathBuf> = match a.search_path.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
@@ -144,7 +146,7 @@ pub fn run(a: &ConformanceArgs) -> i32 {
         a.versions.clone()
     };
     if let Some(bad) = versions.iter().find(|v| version::parse(v).is_err()) {
-        return usage(&format!("--versions: {bad:?} is not a version"));
+        return usage(err, &format!("--versions: {bad:?} is not a version"));
     }
     versions.sort_by(|x, y| version::compare(x, y).unwrap_or(std::cmp::Ordering::Equal));
     versions.dedup();
@@ -168,7 +170,7 @@ pub fn run(a: &ConformanceArgs) -> i32 {
     } else {
         report::human(&o, &results)
     };
-    let _ = crate::output::write_stdout(&text);
+    out(&text);
     if results.iter().any(|r| matches!(r.verdict, Verdict::Fail { .. })) {
         1
     } else {
