@@ -85,6 +85,9 @@ pub struct Settings {
     pub nft_binary: Option<PathBuf>,
     /// How long one `nft` run may take (`CNICHAIN_NFT_TIMEOUT`, default 30 s).
     pub nft_timeout: Duration,
+    /// `PATH`, split: where `nft` is looked for when `nft_binary` is None (before the
+    /// usual sbin dirs, which are always searched).
+    pub search_path: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             inherited_depth: 0,
             nft_binary: None,
             nft_timeout: DEFAULT_NFT_TIMEOUT,
+            search_path: Vec::new(),
         }
     }
 }
@@ -110,7 +114,7 @@ impl Settings {
     /// The variables every entry point reads the same way, from `get` (the process
     /// environment, or a map in tests): `CNICHAIN_STATE_DIR`,
     /// `CNICHAIN_CACHE_DIR`, `CNICHAIN_CACHE_FSYNC`, `CNICHAIN_EXEC`,
-    /// `CNICHAIN_DELEGATION_DEPTH`, `CNICHAIN_NFT`, `CNICHAIN_NFT_TIMEOUT`. An empty
+    /// `CNICHAIN_DELEGATION_DEPTH`, `CNICHAIN_NFT`, `CNICHAIN_NFT_TIMEOUT`, `PATH`. An empty
     /// value is unset. Entry points override what their flags say.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Settings {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
@@ -134,6 +138,9 @@ impl Settings {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|s| *s > 0)
             .map_or(DEFAULT_NFT_TIMEOUT, Duration::from_secs);
+        s.search_path = var("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
         s
     }
 

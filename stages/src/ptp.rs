@@ -4,6 +4,7 @@
 
 use crate::conf;
 use crate::kernel::netlink::{Link, Netlink, RouteSpec};
+use crate::kernel::nft::Nft;
 use crate::shared::pods::Reservations;
 use crate::shared::undo::Undo;
 use crate::shared::{forwarding, ifaddr, ipmasq, veth};
@@ -241,7 +242,13 @@ impl Stage for Ptp {
         }
         if c.ip_masq() {
             let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-            ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+            ipmasq::setup(
+                &Nft::new(inv.settings()),
+                c.name(),
+                &inv.rt.container_id,
+                &inv.rt.ifname,
+                &ips,
+            )?;
         }
         if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
             res.dns = d;
@@ -271,7 +278,13 @@ impl Stage for Ptp {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            if let Err(e) = ipmasq::teardown_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(
+                &Nft::new(inv.settings()),
+                c.name(),
+                &inv.rt.container_id,
+                &inv.rt.ifname,
+                ips,
+            ) {
                 first.get_or_insert(e);
             }
         }
@@ -340,7 +353,7 @@ impl Stage for Ptp {
         let (_, ipam) = load(inv)?;
         let mut errors = Vec::new();
         if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
-            errors.extend(ipmasq::gc(&valid).err());
+            errors.extend(ipmasq::gc(&Nft::new(inv.settings()), &valid).err());
             errors.extend(crate::shared::gc::links(&valid, "veth", "ptp").err());
         }
         errors.extend(inv.delegate(&ipam, Command::Gc).err());
@@ -353,7 +366,7 @@ impl Stage for Ptp {
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         use crate::kernel::probe::{self, Feature};
         let (c, ipam) = load(inv)?;
-        if c.ip_masq() && !crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file()) {
+        if c.ip_masq() && !Nft::new(inv.settings()).binary().is_some_and(|p| p.is_file()) {
             return Err(CniError::new(
                 cnichain_engine::spec::error::PLUGIN_NOT_AVAILABLE,
                 "ptp: ipMasq needs nft, which was not found (install nftables)",
@@ -364,7 +377,7 @@ impl Stage for Ptp {
         if c.ip_masq() {
             needs.push((Feature::NftInet, "ipMasq"));
         }
-        probe::require(&inv.settings().state_dir, "ptp", &needs)?;
+        probe::require(inv.settings(), "ptp", &needs)?;
         forwarding_status(inv, c.name(), &ipam, self.reservations)
     }
 
