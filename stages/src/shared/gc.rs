@@ -4,8 +4,7 @@
 //! not a cached result remains for it: the set is authoritative. Without either key
 //! (libcni's GC with nil arguments) the valid set is unknown and stages remove nothing.
 
-use crate::conf;
-use crate::ipam::config::{self, as_object, field, string_field};
+use crate::conf::{self, as_array, as_object, field, string_field};
 use crate::kernel::netlink::{errno_of, Netlink};
 use cnichain_engine::spec::error::CniError;
 use serde_json::{Map, Value};
@@ -54,7 +53,7 @@ pub fn valid_attachments(config: &Map<String, Value>) -> Result<Option<Vec<(Stri
         return Ok(Some(Vec::new()));
     }
     let mut out = Vec::new();
-    for (i, a) in config::as_array(v, key)?.iter().enumerate() {
+    for (i, a) in as_array(v, key)?.iter().enumerate() {
         let path = format!("{key}[{i}]");
         let m = as_object(a, &path)?;
         let cid = string_field(m, "containerID", &path)?.unwrap_or_default();
