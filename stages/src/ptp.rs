@@ -161,8 +161,8 @@ impl Stage for Ptp {
         let mut host = Netlink::new()?;
         let mut pod_nl = Netlink::new_in(&pod)?;
         let pnl = &mut pod_nl;
-        let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
-        let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let host_name = crate::kernel::names::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let alias = crate::kernel::names::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
         let mtu = c.mtu();
         let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None)?;
         let (pod_ref, ifname) = (&pod, inv.rt.ifname.as_str());
@@ -266,7 +266,7 @@ impl Stage for Ptp {
         let mut ips: Vec<IpNet> = veth::del_pod_end(
             &inv.rt.netns,
             &inv.rt.ifname,
-            &conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname),
+            &crate::kernel::names::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname),
         )
         .or_else(|e| veth::pod_end_failure(e, &mut first))?;
         if let Err(e) = inv.delegate(&ipam, Command::Del) {
@@ -461,7 +461,7 @@ pub static SCHEMA: Schema = Schema {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::schema_conformance::assert_schema;
+    use crate::tests::schema_conformance::assert_schema;
 
     #[test]
     fn ptp() {

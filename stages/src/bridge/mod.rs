@@ -67,8 +67,8 @@ impl Stage for Bridge {
         }
         let br = ensure_bridge(&mut host, &c)?;
         fault::point("bridge.after-bridge")?;
-        let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-        let alias = conf::owner_alias("bridge", &c.name, &inv.rt.container_id, &inv.rt.ifname);
+        let host_name = crate::kernel::names::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+        let alias = crate::kernel::names::owner_alias("bridge", &c.name, &inv.rt.container_id, &inv.rt.ifname);
         let v = veth::create(
             &mut host,
             &mut pod_nl,
@@ -211,7 +211,7 @@ impl Stage for Bridge {
         let mut ips: Vec<IpNet> = veth::del_pod_end(
             &inv.rt.netns,
             &inv.rt.ifname,
-            &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+            &crate::kernel::names::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
         )
         .or_else(|e| veth::pod_end_failure(e, &mut first))?;
         if let Some(ipam) = &ipam {

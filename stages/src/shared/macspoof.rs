@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
     format!(
         "ms-{} {}",
-        &conf::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16],
-        conf::network_word(network)
+        &crate::kernel::names::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16],
+        crate::kernel::names::network_word(network)
     )
 }
 
@@ -126,7 +126,7 @@ pub fn teardown(nft: &Nft, owner: &str) -> Result<()> {
 /// GC: unprotect the ports of every attachment of `network` that is not in `keep` (the
 /// owners of the valid attachments).
 pub fn gc(nft: &Nft, network: &str, keep: &[String]) -> Result<()> {
-    let word = conf::network_word(network);
+    let word = crate::kernel::names::network_word(network);
     let stale: Vec<(String, String, String)> = listed(nft)?
         .into_iter()
         .filter(|(o, _, _)| o.split_whitespace().nth(1) == Some(word.as_str()) && !keep.contains(o))

@@ -9,7 +9,7 @@ use cnichain_engine::validate::{validate_bytes, Code, Diagnostic, Kind, Options,
 fn run_bytes(src: &str) -> Vec<Diagnostic> {
     let mut reg = Registry::new(Vec::new());
     crate::register_all(&mut reg);
-    reg.policy = ExecPolicy::All;
+    reg.settings.exec = ExecPolicy::All;
     validate_bytes(
         "t.conflist",
         src.as_bytes(),
