@@ -293,20 +293,9 @@ mod tests {
     }
 
     #[test]
-    fn names() {
-        let n = host_veth_name("net", "cid", "eth0");
-        assert_eq!(n.len(), 12);
-        assert!(n.starts_with("veth"));
-        assert_eq!(n, host_veth_name("net", "cid", "eth0"));
-        assert_ne!(n, host_veth_name("net", "cid", "eth1"));
+    fn random_veth_names() {
         assert_eq!(random_veth_name().len(), 12);
-        let a = owner_alias("bridge", "net", "cid", "eth0");
-        assert_eq!(alias_owner(&a, "bridge", "net"), Some(("cid", "eth0")));
-        assert_eq!(alias_owner(&a, "ptp", "net"), None);
-        assert_eq!(alias_owner(&a, "bridge", "net2"), None);
-        assert_eq!(alias_owner("", "bridge", "net"), None);
-        let long = owner_alias("bridge", "net", &"c".repeat(300), "eth0");
-        assert!(long.len() <= 255 && alias_owner(&long, "bridge", "net").is_none());
+        assert!(random_veth_name().starts_with("veth"));
     }
 
     #[test]
