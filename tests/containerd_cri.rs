@@ -15,7 +15,7 @@
 mod common;
 mod cri;
 
-use cnichain_stages::{bandwidth, conf};
+use cnichain_stages::bandwidth;
 use common::*;
 use cri::client::*;
 use cri::containerd::*;
@@ -528,7 +528,7 @@ fn one_sandbox_on(node: &Node) {
         // the reference names its veth at random: the only one there
         node.links_of_type("veth").first().cloned().unwrap_or_default()
     } else {
-        conf::host_veth_name(&node.net, &id, IFNAME)
+        cnichain_stages::kernel::names::host_veth_name(&node.net, &id, IFNAME)
     };
     let ifb = bandwidth::config::ifb_name(&node.net, &id);
     assert!(node.links_of_type("veth").contains(&veth), "no host veth {veth}");

@@ -13,7 +13,7 @@
 //! (`scripts/install-deps` installs it).
 
 mod common;
-use cnichain_stages::{bandwidth, conf};
+use cnichain_stages::bandwidth;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -397,7 +397,7 @@ fn run_container_on(meta: bool, tag: &str, host_port: u16, third_octet: u8) {
     );
 
     // host side: veth and ifb named after this attachment, tbf on both
-    let veth = conf::host_veth_name(&net.name, &cid, IFNAME);
+    let veth = cnichain_stages::kernel::names::host_veth_name(&net.name, &cid, IFNAME);
     let ifb = bandwidth::config::ifb_name(&net.name, &cid);
     let links = host_links(&sb);
     assert!(links.contains(&veth), "host veth {veth} missing: {links:?}");

@@ -28,6 +28,11 @@ use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// How these tests run `nft`: as the binary would, from this process's environment.
+fn test_nft() -> nft::Nft {
+    nft::Nft::new(&cnichain_engine::settings::Settings::from_process_env())
+}
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -225,7 +230,8 @@ fn table_text(sb: &Sandbox) -> String {
 fn map_elems(sb: &Sandbox, name: &str) -> Vec<Value> {
     let name = name.to_string();
     let v = in_ns(&sb.host(), move || {
-        Ok(nft::list(nft::Listing::Map(&name)).or_else(|_| nft::list(nft::Listing::Set(&name)))?)
+        Ok(nft::list(&test_nft(), nft::Listing::Map(&name))
+            .or_else(|_| nft::list(&test_nft(), nft::Listing::Set(&name)))?)
     });
     v.ok()
         .and_then(|v| {
@@ -768,7 +774,7 @@ fn add_and_del_among_300_mapped_pods() {
     let empty_chains = in_ns(&sb.host(), || {
         let mut b = Batch::new();
         layout::declare_base(&mut b);
-        Ok(nft::apply(&b)?)
+        Ok(nft::apply(&test_nft(), &b)?)
     })
     .map(|_| chains_of(&table_text(&sb)))
     .expect("declare the table");
@@ -801,7 +807,7 @@ fn add_and_del_among_300_mapped_pods() {
             }
             plan.write(&mut b, &format!("fake/eth0/c{i}"))?;
         }
-        Ok(nft::apply(&b)?)
+        Ok(nft::apply(&test_nft(), &b)?)
     })
     .expect("pre-create 300 pods");
     let fake = |sb: &Sandbox| record_owners(sb).iter().filter(|o| o.starts_with("pfake")).count();
@@ -906,7 +912,7 @@ fn ipmasq_setup_check_teardown() {
     // without masquerade the outside host has no route back to the pod
     assert_eq!(tcp_once(&sb, &a, "203.0.113.2", 80), "");
     let (n, i2) = (net.clone(), ips.clone());
-    in_ns(&sb.host(), move || ipmasq::setup(&n, "cid-a", "eth0", &i2)).unwrap();
+    in_ns(&sb.host(), move || ipmasq::setup(&test_nft(), &n, "cid-a", "eth0", &i2)).unwrap();
     assert_eq!(
         tcp_ask(&sb, &a, "203.0.113.2", 80),
         "X 203.0.113.1",
@@ -920,11 +926,14 @@ fn ipmasq_setup_check_teardown() {
     assert_eq!(record_owners(&sb).len(), 2);
     // setting up again is idempotent
     let (n, i2) = (net.clone(), ips.clone());
-    in_ns(&sb.host(), move || ipmasq::setup(&n, "cid-a", "eth0", &i2)).unwrap();
+    in_ns(&sb.host(), move || ipmasq::setup(&test_nft(), &n, "cid-a", "eth0", &i2)).unwrap();
 
     // teardown without addresses
     let n = net.clone();
-    in_ns(&sb.host(), move || ipmasq::teardown(&n, "cid-a", "eth0", &[])).unwrap();
+    in_ns(&sb.host(), move || {
+        ipmasq::teardown(&test_nft(), &n, "cid-a", "eth0", &[])
+    })
+    .unwrap();
     assert_eq!(tcp_once(&sb, &a, "203.0.113.2", 80), "");
     let text = table_text(&sb);
     assert!(
@@ -933,22 +942,28 @@ fn ipmasq_setup_check_teardown() {
     );
     assert_eq!(elems_with(&sb, "mq-"), 0, "{text}");
     let n = net.clone();
-    in_ns(&sb.host(), move || ipmasq::teardown(&n, "cid-a", "eth0", &[])).unwrap();
+    in_ns(&sb.host(), move || {
+        ipmasq::teardown(&test_nft(), &n, "cid-a", "eth0", &[])
+    })
+    .unwrap();
     let (n, i2) = (net.clone(), ips.clone());
     assert!(in_ns(&sb.host(), move || ipmasq::check(&n, "cid-a", "eth0", &i2)).is_err());
 
     // an address handed out again: the new holder takes the element over
     let (n, i2) = (net.clone(), ips.clone());
     in_ns(&sb.host(), move || {
-        ipmasq::setup(&n, "old", "eth0", &i2)?;
-        ipmasq::setup(&n, "new", "eth0", &i2)?;
-        ipmasq::teardown(&n, "old", "eth0", &i2)?;
+        ipmasq::setup(&test_nft(), &n, "old", "eth0", &i2)?;
+        ipmasq::setup(&test_nft(), &n, "new", "eth0", &i2)?;
+        ipmasq::teardown(&test_nft(), &n, "old", "eth0", &i2)?;
         ipmasq::check(&n, "new", "eth0", &i2)
     })
     .unwrap();
     assert_eq!(tcp_ask(&sb, &a, "203.0.113.2", 80), "X 203.0.113.1");
     let n = net.clone();
-    in_ns(&sb.host(), move || ipmasq::teardown(&n, "new", "eth0", &[])).unwrap();
+    in_ns(&sb.host(), move || {
+        ipmasq::teardown(&test_nft(), &n, "new", "eth0", &[])
+    })
+    .unwrap();
     assert_eq!(elems_with(&sb, "mq-"), 0);
     assert!(record_owners(&sb).is_empty());
     ok(&run(&sb, "del", &net, &a, None));
@@ -1075,8 +1090,8 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
     let ips: Vec<cnichain_engine::spec::ipnet::IpNet> = vec!["10.71.0.2/24".parse().unwrap()];
     let n = net.clone();
     in_ns(&sb.host(), move || {
-        ipmasq::setup(&n, "cid-one", "eth0", &ips)?;
-        ipmasq::setup(&n, "cid-one", "eth0", &ips)?;
+        ipmasq::setup(&test_nft(), &n, "cid-one", "eth0", &ips)?;
+        ipmasq::setup(&test_nft(), &n, "cid-one", "eth0", &ips)?;
         ipmasq::check(&n, "cid-one", "eth0", &ips)
     })
     .unwrap();
@@ -1105,17 +1120,17 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
         let mut b = Batch::new();
         b.create_elem(&e, Some(&layout::Field::Port(7)), "x1 test");
         b.create_elem(&taken, Some(&layout::Field::Port(1)), "x1 test");
-        let exists = nft::apply(&b).err().map(|e| (e.kind, e.msg));
+        let exists = nft::apply(&test_nft(), &b).err().map(|e| (e.kind, e.msg));
         let mut b = Batch::new();
         b.delete_elem(&e);
-        let missing = nft::apply(&b).err().map(|e| e.kind);
+        let missing = nft::apply(&test_nft(), &b).err().map(|e| e.kind);
         let mut b = Batch::new();
         b.create_elem(
             &layout::Elem::new("no-such-set", vec![layout::Field::Port(1)]),
             None,
             "x",
         );
-        let no_set = nft::apply(&b).err().map(|e| e.kind);
+        let no_set = nft::apply(&test_nft(), &b).err().map(|e| e.kind);
         Ok((exists, missing, no_set))
     })
     .unwrap();
@@ -1131,7 +1146,10 @@ fn elements_written_over_nfnetlink_carry_their_comments() {
         assert!(d.is_ok(), "{cid}: {d:?}");
     }
     let n = net.clone();
-    in_ns(&sb.host(), move || ipmasq::teardown(&n, "cid-one", "eth0", &[])).unwrap();
+    in_ns(&sb.host(), move || {
+        ipmasq::teardown(&test_nft(), &n, "cid-one", "eth0", &[])
+    })
+    .unwrap();
     assert_eq!(
         elems_with(&sb, "pm-") + elems_with(&sb, "mq-"),
         0,

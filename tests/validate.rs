@@ -441,3 +441,23 @@ fn a_data_dir_others_can_write_is_named() {
     let _ = std::fs::remove_dir_all(&tmp);
     assert!(!out.contains("W0109"), "{out}");
 }
+
+/// tuning reads and applies `txQLen` (top level and `args.cni`): validate knows the key
+/// (no W0105) and checks it as the loader does (a negative length is refused there).
+#[test]
+fn tuning_tx_queue_length_is_a_known_key() {
+    let f = corpus().join("good/tuning-txqlen.conflist");
+    let o = validate(&["--strict", "--cni-path", "bin", &f.display().to_string()]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!out.contains("W0105"), "{out}");
+    assert_eq!(out, CLEAN);
+    let tmp = std::env::temp_dir().join(format!("cnichain-validate-txq-{}.conflist", std::process::id()));
+    let bad = std::fs::read_to_string(&f).expect("read").replace("2000", "-1");
+    std::fs::write(&tmp, bad).expect("write");
+    let o = validate(&["--cni-path", "bin", &tmp.display().to_string()]);
+    let out = stdout(&o);
+    let _ = std::fs::remove_file(&tmp);
+    assert!(out.contains("plugins[1].txQLen"), "{out}");
+    assert!(!out.contains("W0105"), "{out}");
+}

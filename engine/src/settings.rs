@@ -88,6 +88,9 @@ pub struct Settings {
     /// Where spans go as OTLP/JSON lines (`CNICHAIN_TRACE_FILE`, `--trace`); None: no
     /// spans are recorded.
     pub trace_file: Option<PathBuf>,
+    /// `PATH`, split: where `nft` is looked for when `nft_binary` is None (before the
+    /// usual sbin dirs, which are always searched).
+    pub search_path: Vec<PathBuf>,
 }
 
 impl Default for Settings {
@@ -104,6 +107,7 @@ impl Default for Settings {
             nft_binary: None,
             nft_timeout: DEFAULT_NFT_TIMEOUT,
             trace_file: None,
+            search_path: Vec::new(),
         }
     }
 }
@@ -115,7 +119,7 @@ impl Settings {
     /// environment, or a map in tests): `CNICHAIN_STATE_DIR`,
     /// `CNICHAIN_CACHE_DIR`, `CNICHAIN_CACHE_FSYNC`, `CNICHAIN_EXEC`,
     /// `CNICHAIN_DELEGATION_DEPTH`, `CNICHAIN_NFT`, `CNICHAIN_NFT_TIMEOUT`,
-    /// `CNICHAIN_TRACE_FILE`. An empty
+    /// `CNICHAIN_TRACE_FILE`, `PATH`. An empty
     /// value is unset. Entry points override what their flags say.
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Settings {
         let var = |k: &str| get(k).filter(|v| !v.is_empty());
@@ -140,6 +144,9 @@ impl Settings {
             .filter(|s| *s > 0)
             .map_or(DEFAULT_NFT_TIMEOUT, Duration::from_secs);
         s.trace_file = var(crate::trace::TRACE_FILE_ENV).map(PathBuf::from);
+        s.search_path = var("PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
         s
     }
 

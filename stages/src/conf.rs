@@ -4,9 +4,9 @@
 
 use cnichain_engine::spec::args::{load_args, ArgKind, RuntimeConf};
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG};
+use cnichain_engine::spec::json_kind::{json_kind, Spelling};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha512};
 
 /// A `dns` object in a plugin's config (nameservers, domain, search, options). An absent
 /// (or null) list differs from an empty one, as in the reference's Go types: `[]` is set.
@@ -91,51 +91,6 @@ pub fn cni_args<'a>(rt: &'a RuntimeConf, known: &[&str]) -> Result<Vec<(&'a str,
     Ok(out)
 }
 
-/// hex(sha512(parts joined)), the reference's utils.FormatChainName-style hash.
-pub fn hash_hex(parts: &[&str]) -> String {
-    let mut h = Sha512::new();
-    for p in parts {
-        h.update(p.as_bytes());
-    }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Host-side veth name: "veth" + 8 hex like the reference's random names, but derived
-/// from the attachment so a DEL after a crash can find it by name.
-pub fn host_veth_name(network: &str, container_id: &str, ifname: &str) -> String {
-    format!("veth{}", &hash_hex(&[network, "\0", container_id, "\0", ifname])[..8])
-}
-
-/// `net-` and 16 hex digits of a hash of the network name: how cnichain's kernel objects
-/// say which network they belong to, so that GC can find a network's own.
-pub fn network_word(network: &str) -> String {
-    format!("net-{}", &hash_hex(&["cnichain-network", "\0", network])[..16])
-}
-
-/// The alias of a host-side link made for an attachment (a veth's host end, an ifb):
-/// `cnichain <kind> net-<hash> <containerID> <ifname>`. Longer than the kernel's 255
-/// bytes (very long container IDs), it is cut and [`alias_owner`] no longer reads it:
-/// such a link is left to DEL.
-pub fn owner_alias(kind: &str, network: &str, container_id: &str, ifname: &str) -> String {
-    let mut s = format!("cnichain {kind} {} {container_id} {ifname}", network_word(network));
-    let mut end = s.len().min(255);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s.truncate(end);
-    s
-}
-
-/// The (containerID, ifname) of a link whose alias [`owner_alias`] made for `kind` and
-/// `network`; None for any other alias.
-pub fn alias_owner<'a>(alias: &'a str, kind: &str, network: &str) -> Option<(&'a str, &'a str)> {
-    let w: Vec<&str> = alias.split(' ').collect();
-    match w.as_slice() {
-        ["cnichain", k, net, cid, ifname] if *k == kind && *net == network_word(network) => Some((cid, ifname)),
-        _ => None,
-    }
-}
-
 /// A random veth name, for when the derived one is taken.
 pub fn random_veth_name() -> String {
     let mut b = [0u8; 4];
@@ -218,6 +173,96 @@ pub fn requested_mac(config: &Map<String, Value>, env_mac: Option<&str>) -> Resu
     }
 }
 
+// Go-compatible JSON walkers (encoding/json's key rules: case-insensitive match, the last
+// matching key wins, `null` leaves a string alone) with errors that name the field's path.
+
+/// Go's case-insensitive match of a JSON key against an ASCII field name (the engine's).
+pub use cnichain_engine::spec::result::key_is;
+
+/// An invalid-config error (code 7) for a check of cnichain's own (the reference has no
+/// message for it): the message starts with the field's JSON path.
+pub fn invalid_at(path: &str, msg: impl std::fmt::Display) -> CniError {
+    CniError::new(INVALID_CONFIG, format!("{path}: {msg}"))
+}
+
+pub(crate) fn want(path: &str, what: &str, got: &Value) -> CniError {
+    invalid_at(path, format!("expected {what}, got {}", json_kind(got, Spelling::Go)))
+}
+
+/// `parent.key`, or `key` at the top level.
+pub fn join(parent: &str, key: &str) -> String {
+    if parent.is_empty() {
+        key.to_string()
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// The value of the last key matching `name` (Go: the last one wins).
+pub fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    m.iter().filter(|(k, _)| key_is(k, name)).map(|(_, v)| v).next_back()
+}
+
+/// A string field: the last non-null matching key (Go leaves a string alone on null).
+pub fn string_field(m: &Map<String, Value>, name: &str, parent: &str) -> Result<Option<String>, CniError> {
+    let mut out = None;
+    for (k, v) in m.iter().filter(|(k, _)| key_is(k, name)) {
+        match v {
+            Value::Null => {}
+            Value::String(s) => out = Some(s.clone()),
+            other => return Err(want(&join(parent, k), "a string", other)),
+        }
+    }
+    Ok(out)
+}
+
+/// An object field; `null` or absent is `None`.
+pub fn object_field<'a>(
+    m: &'a Map<String, Value>,
+    name: &str,
+    parent: &str,
+) -> Result<Option<&'a Map<String, Value>>, CniError> {
+    match field(m, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(other) => Err(want(&join(parent, name), "an object", other)),
+    }
+}
+
+/// An array field; `null` or absent is `None`.
+pub fn array_field<'a>(
+    m: &'a Map<String, Value>,
+    name: &str,
+    parent: &str,
+) -> Result<Option<&'a Vec<Value>>, CniError> {
+    match field(m, name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(other) => Err(want(&join(parent, name), "an array", other)),
+    }
+}
+
+pub fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, CniError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(want(path, "an object", other)),
+    }
+}
+
+pub fn as_array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, CniError> {
+    match v {
+        Value::Array(a) => Ok(a),
+        other => Err(want(path, "an array", other)),
+    }
+}
+
+pub fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, CniError> {
+    match v {
+        Value::String(s) => Ok(s),
+        other => Err(want(path, "a string", other)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,20 +293,9 @@ mod tests {
     }
 
     #[test]
-    fn names() {
-        let n = host_veth_name("net", "cid", "eth0");
-        assert_eq!(n.len(), 12);
-        assert!(n.starts_with("veth"));
-        assert_eq!(n, host_veth_name("net", "cid", "eth0"));
-        assert_ne!(n, host_veth_name("net", "cid", "eth1"));
+    fn random_veth_names() {
         assert_eq!(random_veth_name().len(), 12);
-        let a = owner_alias("bridge", "net", "cid", "eth0");
-        assert_eq!(alias_owner(&a, "bridge", "net"), Some(("cid", "eth0")));
-        assert_eq!(alias_owner(&a, "ptp", "net"), None);
-        assert_eq!(alias_owner(&a, "bridge", "net2"), None);
-        assert_eq!(alias_owner("", "bridge", "net"), None);
-        let long = owner_alias("bridge", "net", &"c".repeat(300), "eth0");
-        assert!(long.len() <= 255 && alias_owner(&long, "bridge", "net").is_none());
+        assert!(random_veth_name().starts_with("veth"));
     }
 
     #[test]

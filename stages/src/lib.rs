@@ -17,10 +17,7 @@ pub mod shared;
 pub mod tuning;
 
 #[cfg(test)]
-mod validate_schemas;
-
-#[cfg(test)]
-pub(crate) mod schema_conformance;
+mod tests;
 
 /// Register every in-process stage.
 pub fn register_all(registry: &mut Registry) {

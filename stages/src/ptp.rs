@@ -4,6 +4,7 @@
 
 use crate::conf;
 use crate::kernel::netlink::{Link, Netlink, RouteSpec};
+use crate::kernel::nft::Nft;
 use crate::shared::pods::Reservations;
 use crate::shared::undo::Undo;
 use crate::shared::{forwarding, ifaddr, ipmasq, veth};
@@ -160,8 +161,8 @@ impl Stage for Ptp {
         let mut host = Netlink::new()?;
         let mut pod_nl = Netlink::new_in(&pod)?;
         let pnl = &mut pod_nl;
-        let host_name = conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
-        let alias = conf::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let host_name = crate::kernel::names::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname);
+        let alias = crate::kernel::names::owner_alias("ptp", c.name(), &inv.rt.container_id, &inv.rt.ifname);
         let mtu = c.mtu();
         let v = veth::create(&mut host, pnl, &pod, &inv.rt.ifname, &host_name, &alias, mtu, None)?;
         let (pod_ref, ifname) = (&pod, inv.rt.ifname.as_str());
@@ -241,7 +242,13 @@ impl Stage for Ptp {
         }
         if c.ip_masq() {
             let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-            ipmasq::setup(c.name(), &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+            ipmasq::setup(
+                &Nft::new(inv.settings()),
+                c.name(),
+                &inv.rt.container_id,
+                &inv.rt.ifname,
+                &ips,
+            )?;
         }
         if let Some(d) = c.dns.as_ref().and_then(|d| d.to_dns()) {
             res.dns = d;
@@ -259,7 +266,7 @@ impl Stage for Ptp {
         let mut ips: Vec<IpNet> = veth::del_pod_end(
             &inv.rt.netns,
             &inv.rt.ifname,
-            &conf::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname),
+            &crate::kernel::names::host_veth_name(c.name(), &inv.rt.container_id, &inv.rt.ifname),
         )
         .or_else(|e| veth::pod_end_failure(e, &mut first))?;
         if let Err(e) = inv.delegate(&ipam, Command::Del) {
@@ -271,7 +278,13 @@ impl Stage for Ptp {
                     ips = p.ips.iter().map(|i| i.address).collect();
                 }
             }
-            if let Err(e) = ipmasq::teardown_deferred(c.name(), &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(
+                &Nft::new(inv.settings()),
+                c.name(),
+                &inv.rt.container_id,
+                &inv.rt.ifname,
+                ips,
+            ) {
                 first.get_or_insert(e);
             }
         }
@@ -340,7 +353,7 @@ impl Stage for Ptp {
         let (_, ipam) = load(inv)?;
         let mut errors = Vec::new();
         if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
-            errors.extend(ipmasq::gc(&valid).err());
+            errors.extend(ipmasq::gc(&Nft::new(inv.settings()), &valid).err());
             errors.extend(crate::shared::gc::links(&valid, "veth", "ptp").err());
         }
         errors.extend(inv.delegate(&ipam, Command::Gc).err());
@@ -362,13 +375,20 @@ impl Stage for Ptp {
             return Ok(Vec::new());
         }
         let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-        crate::shared::masq_restore::reconcile_masq(c.name(), cid, ifname, &ips, dry_run)
+        crate::shared::masq_restore::reconcile_masq(
+            &crate::kernel::nft::Nft::new(inv.settings()),
+            c.name(),
+            cid,
+            ifname,
+            &ips,
+            dry_run,
+        )
     }
 
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         use crate::kernel::probe::{self, Feature};
         let (c, ipam) = load(inv)?;
-        if c.ip_masq() && !crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file()) {
+        if c.ip_masq() && !Nft::new(inv.settings()).binary().is_some_and(|p| p.is_file()) {
             return Err(CniError::new(
                 cnichain_engine::spec::error::PLUGIN_NOT_AVAILABLE,
                 "ptp: ipMasq needs nft, which was not found (install nftables)",
@@ -379,7 +399,7 @@ impl Stage for Ptp {
         if c.ip_masq() {
             needs.push((Feature::NftInet, "ipMasq"));
         }
-        probe::require(&inv.settings().state_dir, "ptp", &needs)?;
+        probe::require(inv.settings(), "ptp", &needs)?;
         forwarding_status(inv, c.name(), &ipam, self.reservations)
     }
 
@@ -463,7 +483,7 @@ pub static SCHEMA: Schema = Schema {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::schema_conformance::assert_schema;
+    use crate::tests::schema_conformance::assert_schema;
 
     #[test]
     fn ptp() {

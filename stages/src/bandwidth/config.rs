@@ -349,7 +349,10 @@ pub fn network_name(inv: &Invocation) -> String {
 /// The ifb device of an attachment, as the reference names it:
 /// `bwp` + hex(sha512(network name + container ID)), cut to 15 characters.
 pub fn ifb_name(network: &str, container_id: &str) -> String {
-    let mut s = format!("{IFB_PREFIX}{}", conf::hash_hex(&[network, container_id]));
+    let mut s = format!(
+        "{IFB_PREFIX}{}",
+        crate::kernel::names::hash_hex(&[network, container_id])
+    );
     s.truncate(MAX_IFNAME);
     s
 }
@@ -360,7 +363,7 @@ pub fn ifb_name(network: &str, container_id: &str) -> String {
 pub fn attachment_ifb_name(network: &str, container_id: &str, ifname: &str) -> String {
     let mut s = format!(
         "{IFB_PREFIX}{}",
-        conf::hash_hex(&["cnichain-ifb", "\0", network, "\0", container_id, "\0", ifname])
+        crate::kernel::names::hash_hex(&["cnichain-ifb", "\0", network, "\0", container_id, "\0", ifname])
     );
     s.truncate(MAX_IFNAME);
     s
@@ -438,7 +441,7 @@ mod tests {
         let n = ifb_name("net", "cid");
         assert_eq!(n.len(), 15);
         assert!(n.starts_with("bwp"));
-        assert_eq!(&n[3..], &conf::hash_hex(&["netcid"])[..12]);
+        assert_eq!(&n[3..], &crate::kernel::names::hash_hex(&["netcid"])[..12]);
         let a = attachment_ifb_name("net", "cid", "net1");
         let b = attachment_ifb_name("net", "cid", "net2");
         assert!(a.starts_with("bwp") && a.len() == 15 && a != b && a != n);
@@ -492,7 +495,7 @@ mod tests {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+    use crate::tests::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
 
     #[test]
     fn bandwidth() {

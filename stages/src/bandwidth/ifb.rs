@@ -8,7 +8,6 @@
 //! killed before it set the alias) and belongs to the attachment whose result lists it.
 
 use super::config::{attachment_ifb_name, ifb_name};
-use crate::conf;
 use crate::kernel::netlink::{errno_of, Link, Netlink};
 use anyhow::{anyhow, Context, Result};
 
@@ -24,7 +23,7 @@ impl Owner {
         Owner {
             reference: ifb_name(network, container_id),
             derived: attachment_ifb_name(network, container_id, ifname),
-            alias: conf::owner_alias("bandwidth", network, container_id, ifname),
+            alias: crate::kernel::names::owner_alias("bandwidth", network, container_id, ifname),
         }
     }
 

@@ -433,7 +433,7 @@ impl Stage for Bandwidth {
                 needs.push((f, "the bandwidth capability"));
             }
         }
-        probe::require(&inv.settings().state_dir, "bandwidth", &needs)
+        probe::require(inv.settings(), "bandwidth", &needs)
     }
 
     fn supported_versions(&self) -> Vec<String> {

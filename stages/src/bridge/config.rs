@@ -188,7 +188,7 @@ pub static SCHEMA: Schema = Schema {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+    use crate::tests::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
 
     #[test]
     fn bridge() {

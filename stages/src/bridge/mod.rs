@@ -8,6 +8,7 @@ mod reconcile;
 use crate::conf;
 use crate::kernel::netlink::{errno_of, Link, Netlink};
 use crate::kernel::netns;
+use crate::kernel::nft::Nft;
 use crate::kernel::probe::{self, Feature};
 use crate::kernel::sysctl;
 use crate::shared::pods::Reservations;
@@ -67,8 +68,8 @@ impl Stage for Bridge {
         }
         let br = ensure_bridge(&mut host, &c)?;
         fault::point("bridge.after-bridge")?;
-        let host_name = conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-        let alias = conf::owner_alias("bridge", &c.name, &inv.rt.container_id, &inv.rt.ifname);
+        let host_name = crate::kernel::names::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+        let alias = crate::kernel::names::owner_alias("bridge", &c.name, &inv.rt.container_id, &inv.rt.ifname);
         let v = veth::create(
             &mut host,
             &mut pod_nl,
@@ -82,6 +83,8 @@ impl Stage for Bridge {
         // From here on a failure removes what this ADD made (the reference leaves it):
         // the masquerade and MAC spoof check by their records (whatever step failed),
         // the veth, and last (`release` is dropped after `undo`) the IPAM's address.
+        let nft = Nft::new(inv.settings());
+        let nft = &nft;
         let mut release = Undo::new();
         let mut undo = Undo::new();
         let (net, cid, ifname) = (c.name.as_str(), inv.rt.container_id.as_str(), inv.rt.ifname.as_str());
@@ -89,12 +92,12 @@ impl Stage for Bridge {
         undo.push(move || veth::undo_container_end(pod_ref, ifname));
         if c.macspoofchk {
             undo.push(move || {
-                let _ = macspoof::teardown(&macspoof::owner(net, cid, ifname));
+                let _ = macspoof::teardown(nft, &macspoof::owner(net, cid, ifname));
             });
         }
         if c.ip_masq {
             undo.push(move || {
-                let _ = ipmasq::teardown(net, cid, ifname, &[]);
+                let _ = ipmasq::teardown(nft, net, cid, ifname, &[]);
             });
         }
         fault::point("bridge.after-veth")?;
@@ -179,14 +182,14 @@ impl Stage for Bridge {
             fault::point("bridge.after-gateway")?;
             if c.ip_masq {
                 let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-                ipmasq::setup(&c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
+                ipmasq::setup(nft, &c.name, &inv.rt.container_id, &inv.rt.ifname, &ips)?;
                 fault::point("bridge.after-masq")?;
             }
         }
         if c.macspoofchk {
             let mac = res.interfaces[2].mac.clone();
             let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
-            macspoof::setup(&v.host.name, &mac, &owner)?;
+            macspoof::setup(nft, &v.host.name, &mac, &owner)?;
         }
         // The bridge's MAC may change when the first port joins or an address is set.
         if let Some(b) = host.link_by_index(br.index)? {
@@ -209,7 +212,7 @@ impl Stage for Bridge {
         let mut ips: Vec<IpNet> = veth::del_pod_end(
             &inv.rt.netns,
             &inv.rt.ifname,
-            &conf::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
+            &crate::kernel::names::host_veth_name(&c.name, &inv.rt.container_id, &inv.rt.ifname),
         )
         .or_else(|e| veth::pod_end_failure(e, &mut first))?;
         if let Some(ipam) = &ipam {
@@ -219,8 +222,9 @@ impl Stage for Bridge {
         }
         if c.macspoofchk {
             let owner = macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname);
+            let nft = Nft::new(inv.settings());
             cnichain_engine::stage::defer("macspoofchk", move || {
-                macspoof::teardown(&owner).map_err(CniError::from)
+                macspoof::teardown(&nft, &owner).map_err(CniError::from)
             })?;
         }
         if c.ip_masq && ipam.is_some() {
@@ -238,7 +242,13 @@ impl Stage for Bridge {
                     }
                 }
             }
-            if let Err(e) = ipmasq::teardown_deferred(&c.name, &inv.rt.container_id, &inv.rt.ifname, ips) {
+            if let Err(e) = ipmasq::teardown_deferred(
+                &Nft::new(inv.settings()),
+                &c.name,
+                &inv.rt.container_id,
+                &inv.rt.ifname,
+                ips,
+            ) {
                 first.get_or_insert(e);
             }
         }
@@ -342,6 +352,7 @@ impl Stage for Bridge {
         ifaddr::check_routes(&mut pod_nl, &inv.rt.ifname, cont.index, &res)?;
         if c.macspoofchk {
             macspoof::check(
+                &Nft::new(inv.settings()),
                 &macspoof::owner(&c.name, &inv.rt.container_id, &inv.rt.ifname),
                 &mac_of(&cont),
             )?;
@@ -364,9 +375,13 @@ impl Stage for Bridge {
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         let mut errors = Vec::new();
         if let Some(valid) = crate::shared::gc::ValidSet::from_config(inv.config)? {
-            errors.extend(ipmasq::gc(&valid).err());
+            errors.extend(ipmasq::gc(&Nft::new(inv.settings()), &valid).err());
             let keep = valid.keys(macspoof::owner);
-            errors.extend(macspoof::gc(&valid.network, &keep).map_err(CniError::from).err());
+            errors.extend(
+                macspoof::gc(&Nft::new(inv.settings()), &valid.network, &keep)
+                    .map_err(CniError::from)
+                    .err(),
+            );
             errors.extend(crate::shared::gc::links(&valid, "veth", "bridge").err());
         }
         if let Some(ipam) = BridgeConf::load(inv)?.0.ipam {
@@ -386,7 +401,7 @@ impl Stage for Bridge {
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
         let (c, _) = BridgeConf::load(inv)?;
         let ipam = c.ipam.clone();
-        let has_nft = || crate::kernel::nft::nft_binary().is_some_and(|p| p.is_file());
+        let has_nft = || Nft::new(inv.settings()).binary().is_some_and(|p| p.is_file());
         if c.ip_masq && ipam.is_some() && !has_nft() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
@@ -416,7 +431,7 @@ impl Stage for Bridge {
         if c.macspoofchk {
             needs.push((Feature::NftBridge, "macspoofchk"));
         }
-        probe::require(&inv.settings().state_dir, "bridge", &needs)?;
+        probe::require(inv.settings(), "bridge", &needs)?;
         let lost = match &br {
             Some(l) if l.kind.as_deref() != Some("bridge") => {
                 return Err(CniError::new(

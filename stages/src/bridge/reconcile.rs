@@ -4,6 +4,7 @@
 //! CHECK.
 
 use super::config::BridgeConf;
+use crate::kernel::nft::Nft;
 use crate::shared::macspoof;
 use crate::shared::masq_restore;
 use cnichain_engine::spec::error::CniError;
@@ -20,13 +21,14 @@ pub(super) fn reconcile(inv: &Invocation, dry_run: bool) -> Result<Vec<String>, 
     }
     let res = prev.to_v1()?;
     let (cid, ifname) = (&inv.rt.container_id, &inv.rt.ifname);
+    let nft = Nft::new(inv.settings());
     let Some(veth) = masq_restore::own_host_veth(&res, &c.br_name, "bridge", &c.name, cid, ifname)? else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     if c.ip_masq && c.ipam.is_some() {
         let ips: Vec<IpNet> = res.ips.iter().map(|i| i.address).collect();
-        out.extend(masq_restore::reconcile_masq(&c.name, cid, ifname, &ips, dry_run)?);
+        out.extend(masq_restore::reconcile_masq(&nft, &c.name, cid, ifname, &ips, dry_run)?);
     }
     if c.macspoofchk {
         let mac = res
@@ -36,10 +38,10 @@ pub(super) fn reconcile(inv: &Invocation, dry_run: bool) -> Result<Vec<String>, 
             .map(|i| i.mac.clone())
             .unwrap_or_default();
         let owner = macspoof::owner(&c.name, cid, ifname);
-        if !mac.is_empty() && macspoof::check(&owner, &mac).is_err() {
+        if !mac.is_empty() && macspoof::check(&nft, &owner, &mac).is_err() {
             out.push(format!("macspoofchk of {} (only {mac})", veth.name));
             if !dry_run {
-                macspoof::setup(&veth.name, &mac, &owner).map_err(CniError::from)?;
+                macspoof::setup(&nft, &veth.name, &mac, &owner).map_err(CniError::from)?;
             }
         }
     }

@@ -9,11 +9,16 @@
 
 use cnichain_engine::spec::error::{CniError, INVALID_CONFIG, INVALID_ENV};
 use cnichain_engine::spec::ipnet::{parse_ip, IpNet};
-use cnichain_engine::spec::json_kind::{json_kind, Spelling};
 use cnichain_engine::spec::result::{CniResult, Dns, Route};
 use cnichain_engine::validate::schema::{Role, Schema, Ty, DNS, F, RANGE, ROUTE};
 use serde_json::{json, Map, Value};
 use std::net::IpAddr;
+
+// The Go-compatible JSON walkers every config reader shares live in the config module.
+use crate::conf::want;
+pub use crate::conf::{
+    array_field, as_array, as_object, as_str, field, invalid_at, join, key_is, object_field, string_field,
+};
 
 /// An invalid-config error (code 7) for a condition the reference plugin reports too:
 /// `msg` is the reference's text exactly (tools match it), the field goes in `details`.
@@ -30,96 +35,9 @@ pub fn with_field(e: &CniError) -> String {
     }
 }
 
-/// An invalid-config error (code 7) for a check of cnichain's own (the reference has no
-/// message for it): the message starts with the field's JSON path.
-pub fn invalid_at(path: &str, msg: impl std::fmt::Display) -> CniError {
-    CniError::new(INVALID_CONFIG, format!("{path}: {msg}"))
-}
-
 /// A CNI_ARGS error (code 4).
 pub fn bad_args(msg: impl Into<String>) -> CniError {
     CniError::new(INVALID_ENV, msg)
-}
-
-fn want(path: &str, what: &str, got: &Value) -> CniError {
-    invalid_at(path, format!("expected {what}, got {}", json_kind(got, Spelling::Go)))
-}
-
-/// `parent.key`, or `key` at the top level.
-pub fn join(parent: &str, key: &str) -> String {
-    if parent.is_empty() {
-        key.to_string()
-    } else {
-        format!("{parent}.{key}")
-    }
-}
-
-/// Go's case-insensitive match of a JSON key against an ASCII field name (the engine's).
-pub use cnichain_engine::spec::result::key_is;
-
-/// The value of the last key matching `name` (Go: the last one wins).
-pub fn field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    m.iter().filter(|(k, _)| key_is(k, name)).map(|(_, v)| v).next_back()
-}
-
-/// A string field: the last non-null matching key (Go leaves a string alone on null).
-pub fn string_field(m: &Map<String, Value>, name: &str, parent: &str) -> Result<Option<String>, CniError> {
-    let mut out = None;
-    for (k, v) in m.iter().filter(|(k, _)| key_is(k, name)) {
-        match v {
-            Value::Null => {}
-            Value::String(s) => out = Some(s.clone()),
-            other => return Err(want(&join(parent, k), "a string", other)),
-        }
-    }
-    Ok(out)
-}
-
-/// An object field; `null` or absent is `None`.
-pub fn object_field<'a>(
-    m: &'a Map<String, Value>,
-    name: &str,
-    parent: &str,
-) -> Result<Option<&'a Map<String, Value>>, CniError> {
-    match field(m, name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(o)) => Ok(Some(o)),
-        Some(other) => Err(want(&join(parent, name), "an object", other)),
-    }
-}
-
-/// An array field; `null` or absent is `None`.
-pub fn array_field<'a>(
-    m: &'a Map<String, Value>,
-    name: &str,
-    parent: &str,
-) -> Result<Option<&'a Vec<Value>>, CniError> {
-    match field(m, name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
-        Some(other) => Err(want(&join(parent, name), "an array", other)),
-    }
-}
-
-pub fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, CniError> {
-    match v {
-        Value::Object(m) => Ok(m),
-        other => Err(want(path, "an object", other)),
-    }
-}
-
-pub fn as_array<'a>(v: &'a Value, path: &str) -> Result<&'a Vec<Value>, CniError> {
-    match v {
-        Value::Array(a) => Ok(a),
-        other => Err(want(path, "an array", other)),
-    }
-}
-
-pub fn as_str<'a>(v: &'a Value, path: &str) -> Result<&'a str, CniError> {
-    match v {
-        Value::String(s) => Ok(s),
-        other => Err(want(path, "a string", other)),
-    }
 }
 
 /// A `net.IP` field: absent, `null` and "" are `None`; anything else must be an IP.

@@ -19,7 +19,8 @@
 use crate::kernel::netlink::htb::{self, Subnet};
 use crate::kernel::netlink::{errno_of, Netlink, INGRESS_HANDLE, TBF_HANDLE, TC_H_INGRESS, TC_H_ROOT};
 use crate::kernel::netns::NetNs;
-use crate::kernel::nft::{self, Batch, NftErrorKind};
+use crate::kernel::nft::{self, Batch, Nft, NftErrorKind};
+use cnichain_engine::settings::Settings;
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -122,13 +123,13 @@ enum Outcome {
 
 /// The features of `wanted` the running kernel lacks (empty when it has them all or
 /// cannot tell).
-pub fn missing(state_dir: &Path, wanted: &[Feature]) -> Vec<Missing> {
+pub fn missing(settings: &Settings, wanted: &[Feature]) -> Vec<Missing> {
     let mut wanted: Vec<Feature> = wanted.to_vec();
     wanted.sort();
     wanted.dedup();
     // A fault point (test builds) makes its feature missing, cached or not.
     let faulted = |f: &Feature| cnichain_engine::fault::point(&f.fault_point()).is_err();
-    let cache = state_dir.join(CACHE_FILE);
+    let cache = settings.state_dir.join(CACHE_FILE);
     let boot = boot_id();
     let cached = boot.as_deref().map(|b| read_cache(&cache, b)).unwrap_or_default();
     let to_probe: Vec<Feature> = wanted
@@ -141,7 +142,7 @@ pub fn missing(state_dir: &Path, wanted: &[Feature]) -> Vec<Missing> {
     }
     let mut out = Vec::new();
     let mut found: Vec<Feature> = Vec::new();
-    for (f, outcome) in run_probes(&to_probe) {
+    for (f, outcome) in run_probes(&Nft::new(settings), &to_probe) {
         let outcome = if faulted(&f) {
             Outcome::Missing("fault point (CNICHAIN_FAULT)".into())
         } else {
@@ -164,9 +165,9 @@ pub fn missing(state_dir: &Path, wanted: &[Feature]) -> Vec<Missing> {
 
 /// For a stage's STATUS: Ok, or code 50 naming each missing feature and what needs it.
 /// `needs` pairs a feature with the config setting that uses it.
-pub fn require(state_dir: &Path, stage: &str, needs: &[(Feature, &str)]) -> Result<(), CniError> {
+pub fn require(settings: &Settings, stage: &str, needs: &[(Feature, &str)]) -> Result<(), CniError> {
     let features: Vec<Feature> = needs.iter().map(|(f, _)| *f).collect();
-    let lacking = missing(state_dir, &features);
+    let lacking = missing(settings, &features);
     if lacking.is_empty() {
         return Ok(());
     }
@@ -191,7 +192,7 @@ pub fn require(state_dir: &Path, stage: &str, needs: &[(Feature, &str)]) -> Resu
 }
 
 /// Run the probes on a dedicated thread in a namespace of its own.
-fn run_probes(features: &[Feature]) -> Vec<(Feature, Outcome)> {
+fn run_probes(nft: &Nft, features: &[Feature]) -> Vec<(Feature, Outcome)> {
     let unknown = |why: String| features.iter().map(|f| (*f, Outcome::Unknown(why.clone()))).collect();
     // The host's netns, to make sure the probe thread really left it.
     let host = match NetNs::current().and_then(|n| n.id()) {
@@ -199,9 +200,10 @@ fn run_probes(features: &[Feature]) -> Vec<(Feature, Outcome)> {
         Err(e) => return unknown(format!("{e:#}")),
     };
     let list = features.to_vec();
+    let nft = nft.clone();
     let spawned = std::thread::Builder::new()
         .name("cnichain-probe".into())
-        .spawn(move || probe_in_new_netns(host, &list));
+        .spawn(move || probe_in_new_netns(&nft, host, &list));
     match spawned.map(|h| h.join()) {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => unknown("the probe thread panicked".into()),
@@ -211,7 +213,7 @@ fn run_probes(features: &[Feature]) -> Vec<(Feature, Outcome)> {
 
 /// On the probe thread only: leave the host's netns for a fresh one (this thread's
 /// alone; it goes when the thread ends), then try each feature there.
-fn probe_in_new_netns(host: (u64, u64), features: &[Feature]) -> Vec<(Feature, Outcome)> {
+fn probe_in_new_netns(nft: &Nft, host: (u64, u64), features: &[Feature]) -> Vec<(Feature, Outcome)> {
     let unknown = |why: String| features.iter().map(|f| (*f, Outcome::Unknown(why.clone()))).collect();
     // SAFETY: unshare changes only this thread's network namespace.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -247,7 +249,7 @@ fn probe_in_new_netns(host: (u64, u64), features: &[Feature]) -> Vec<(Feature, O
         };
         out.push((f, classify(r)));
     }
-    out.extend(probe_nft(&nft_wanted));
+    out.extend(probe_nft(nft, &nft_wanted));
     out
 }
 
@@ -301,7 +303,7 @@ fn classify(r: anyhow::Result<()>) -> Outcome {
 
 /// cnichain's own base layouts, declared as ADD declares them: both in one `nft` run
 /// when both are wanted, each alone to tell which one fails.
-fn probe_nft(wanted: &[Feature]) -> Vec<(Feature, Outcome)> {
+fn probe_nft(nft: &Nft, wanted: &[Feature]) -> Vec<(Feature, Outcome)> {
     let batch = |fs: &[Feature]| {
         let mut b = Batch::new();
         for f in fs {
@@ -331,12 +333,12 @@ fn probe_nft(wanted: &[Feature]) -> Vec<(Feature, Outcome)> {
     if wanted.is_empty() {
         return Vec::new();
     }
-    if wanted.len() > 1 && nft::apply_nft(&batch(wanted)).is_ok() {
+    if wanted.len() > 1 && nft::apply_nft(nft, &batch(wanted)).is_ok() {
         return wanted.iter().map(|f| (*f, Outcome::Present)).collect();
     }
     wanted
         .iter()
-        .map(|f| (*f, classify_nft(nft::apply_nft(&batch(&[*f])))))
+        .map(|f| (*f, classify_nft(nft::apply_nft(nft, &batch(&[*f])))))
         .collect()
 }
 
@@ -476,7 +478,7 @@ mod tests {
         if unsafe { libc::geteuid() } != 0 {
             return;
         }
-        let r = run_probes(Feature::ALL);
+        let r = run_probes(&Nft::new(&Settings::default()), Feature::ALL);
         assert_eq!(r.len(), Feature::ALL.len());
         for (f, o) in r {
             assert_eq!(o, Outcome::Present, "{}", f.name());

@@ -25,6 +25,7 @@ pub mod host;
 mod reconcile;
 pub mod rules;
 
+use crate::kernel::nft::Nft;
 use cnichain_engine::spec::error::{CniError, PLUGIN_NOT_AVAILABLE};
 use cnichain_engine::spec::result::CniResult;
 use cnichain_engine::stage::{Invocation, Stage};
@@ -61,7 +62,7 @@ impl Stage for Portmap {
             }
         }
         let hint = crate::kernel::nft::layout::hint(&c.network, &inv.rt.container_id, &inv.rt.ifname);
-        rules::add(&plan, &hint)?;
+        rules::add(&Nft::new(inv.settings()), &plan, &hint)?;
         host::flush_udp_conntrack(&c.mappings, v4.is_some(), v6.is_some());
         pass_through(prev, inv.version)
     }
@@ -74,7 +75,8 @@ impl Stage for Portmap {
         // Removing elements leaves the kernel cleanup work (an RCU grace period): let it
         // overlap the chain's other DEL work (the engine joins it before DEL returns;
         // inline otherwise).
-        cnichain_engine::stage::defer("portmap", move || rules::del(&id))
+        let nft = Nft::new(inv.settings());
+        cnichain_engine::stage::defer("portmap", move || rules::del(&nft, &id))
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), CniError> {
@@ -97,7 +99,7 @@ impl Stage for Portmap {
     /// Port mappings of attachments the runtime no longer lists, cached or not.
     fn gc(&self, inv: &Invocation) -> Result<(), CniError> {
         match crate::shared::gc::ValidSet::from_config(inv.config)? {
-            Some(valid) => rules::gc(&valid),
+            Some(valid) => rules::gc(&Nft::new(inv.settings()), &valid),
             None => Ok(()),
         }
     }
@@ -108,14 +110,14 @@ impl Stage for Portmap {
 
     /// 50 when `nft` is missing or the kernel cannot hold cnichain's nat table.
     fn status(&self, inv: &Invocation) -> Result<(), CniError> {
-        if crate::kernel::nft::nft_binary().is_none() {
+        if Nft::new(inv.settings()).binary().is_none() {
             return Err(CniError::new(
                 PLUGIN_NOT_AVAILABLE,
                 "portmap: nft not found (install nftables)",
             ));
         }
         crate::kernel::probe::require(
-            &inv.settings().state_dir,
+            inv.settings(),
             "portmap",
             &[(crate::kernel::probe::Feature::NftInet, "portMappings")],
         )

@@ -9,6 +9,7 @@ use super::config::{self, PortmapConf};
 use super::rules::{self, Plan};
 use crate::kernel::nft::layout;
 use crate::kernel::nft::netlink::Nfnl;
+use crate::kernel::nft::Nft;
 use crate::kernel::nft::{records, restore};
 use cnichain_engine::spec::error::CniError;
 use cnichain_engine::stage::Invocation;
@@ -69,6 +70,7 @@ pub fn reconcile(inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniErro
     if c.mappings.is_empty() {
         return Ok(Vec::new());
     }
+    let nft = Nft::new(inv.settings());
     let (v4, v6) = config::container_addrs(&prev.to_v1()?, &inv.rt.ifname);
     let id = rules::owner_id(&c.network, &inv.rt.container_id, &inv.rt.ifname);
     let plan = rules::plan(&c, id, v4, v6);
@@ -81,11 +83,11 @@ pub fn reconcile(inv: &Invocation, dry_run: bool) -> Result<Vec<String>, CniErro
         return Ok(todo);
     }
     if todo.iter().any(|t| t.starts_with("nftables table")) {
-        restore::restore_fixed()
+        restore::restore_fixed(&nft)
             .map_err(|e| CniError::internal(format!("portmap: restoring the nftables table: {e}")))?;
     }
     let hint = layout::hint(&c.network, &inv.rt.container_id, &inv.rt.ifname);
-    rules::add(&plan, &hint)?;
+    rules::add(&nft, &plan, &hint)?;
     if c.snat {
         if let Some(a) = &v4 {
             super::host::enable_route_localnet(a)?;

@@ -25,7 +25,7 @@ use crate::kernel::nft::expr::Family;
 use crate::kernel::nft::hostport::{self, HostPort};
 use crate::kernel::nft::layout::{self, DynRule, Elem, Field};
 use crate::kernel::nft::netlink::Nfnl;
-use crate::kernel::nft::{self, records, Batch, NftErrorKind};
+use crate::kernel::nft::{self, records, Batch, Nft, NftErrorKind};
 use crate::shared::gc::{self, ValidSet};
 use cnichain_engine::spec::error::{CniError, TRY_AGAIN_LATER};
 use cnichain_engine::spec::ipnet::{format_ip, unmap, IpNet};
@@ -276,7 +276,7 @@ fn holder(info: &crate::kernel::nft::elements::ElemInfo) -> String {
 /// ADD: one transaction that removes what an earlier ADD of this attachment wrote (still
 /// owned by it), adds any per-prefix / per-bit rule not there yet, and creates the
 /// elements and records.
-pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
+pub fn add(nft: &Nft, p: &Plan, hint: &str) -> Result<(), CniError> {
     let mut nl = Nfnl::open().map_err(nl_err)?;
     let (old, old_count) = recorded(&mut nl, &p.id)?;
     let mut b = Batch::new();
@@ -285,7 +285,7 @@ pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
     records::remove(&mut b, &p.id, old_count);
     p.write(&mut b, hint)?;
     cnichain_engine::fault::point("portmap.before-commit")?;
-    match nft::apply_pod(&mut nl, &b) {
+    match nft::apply_pod(nft, &mut nl, &b) {
         Ok(()) => cnichain_engine::fault::point("portmap.after-commit"),
         Err(e) if e.kind == NftErrorKind::Exists => {
             // Name the host ports another attachment holds.
@@ -318,7 +318,7 @@ pub fn add(p: &Plan, hint: &str) -> Result<(), CniError> {
 
 /// DEL: remove this attachment's elements (those that still carry its id) and its
 /// records, in one nfnetlink transaction. Nothing to do when it has no records.
-pub fn del(id: &str) -> Result<(), CniError> {
+pub fn del(nft: &Nft, id: &str) -> Result<(), CniError> {
     let mut last = String::new();
     // A concurrent change between the reads and the transaction (ENOENT): read again and
     // retry once.
@@ -331,7 +331,7 @@ pub fn del(id: &str) -> Result<(), CniError> {
         let mut b = Batch::new();
         delete_owned(&mut nl, &mut b, id, &old)?;
         records::remove(&mut b, id, count);
-        match nft::apply_on(&mut nl, &b) {
+        match nft::apply_on(nft, &mut nl, &b) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.kind, NftErrorKind::NotFound | NftErrorKind::Busy) => last = e.to_string(),
             Err(e) => {
@@ -348,12 +348,12 @@ pub fn del(id: &str) -> Result<(), CniError> {
 
 /// GC: remove the port mappings of every attachment of the network that the valid set
 /// does not list (found by their network record; their records say what to remove).
-pub fn gc(valid: &ValidSet) -> Result<(), CniError> {
+pub fn gc(nft: &Nft, valid: &ValidSet) -> Result<(), CniError> {
     let keep: std::collections::HashSet<String> = valid.keys(owner_id).into_iter().collect();
     let owners = records::owners_of(&mut Nfnl::open().map_err(nl_err)?, 'p', &valid.network).map_err(nl_err)?;
     gc::each_stale(owners.iter().filter(|id| !keep.contains(*id)), |id| {
         tracing::debug!(network = %valid.network, id = %id, "portmap gc: removing stale port mappings");
-        del(id)
+        del(nft, id)
     })
 }
 

@@ -4,8 +4,7 @@
 //! not a cached result remains for it: the set is authoritative. Without either key
 //! (libcni's GC with nil arguments) the valid set is unknown and stages remove nothing.
 
-use crate::conf;
-use crate::ipam::config::{self, as_object, field, string_field};
+use crate::conf::{as_array, as_object, field, string_field};
 use crate::kernel::netlink::{errno_of, Netlink};
 use cnichain_engine::spec::error::CniError;
 use serde_json::{Map, Value};
@@ -62,7 +61,7 @@ pub fn valid_attachments(config: &Map<String, Value>) -> Result<Option<Vec<(Stri
         return Ok(Some(Vec::new()));
     }
     let mut out = Vec::new();
-    for (i, a) in config::as_array(v, key)?.iter().enumerate() {
+    for (i, a) in as_array(v, key)?.iter().enumerate() {
         let path = format!("{key}[{i}]");
         let m = as_object(a, &path)?;
         let cid = string_field(m, "containerID", &path)?.unwrap_or_default();
@@ -73,7 +72,7 @@ pub fn valid_attachments(config: &Map<String, Value>) -> Result<Option<Vec<(Stri
 }
 
 /// Delete the host's links of kind `link_kind` whose alias says stage `stage` made them
-/// for an attachment of the network that is not valid (see [`conf::owner_alias`]): a
+/// for an attachment of the network that is not valid (see [`crate::kernel::names::owner_alias`]): a
 /// veth's host end whose pod netns outlived its attachment, an ifb. Links without such
 /// an alias (made by the reference plugins, or by another network) are not touched.
 pub fn links(valid: &ValidSet, link_kind: &str, stage: &str) -> Result<(), CniError> {
@@ -83,7 +82,10 @@ pub fn links(valid: &ValidSet, link_kind: &str, stage: &str) -> Result<(), CniEr
         .map_err(CniError::from)?
         .into_iter()
         .filter(|l| l.kind.as_deref() == Some(link_kind))
-        .filter(|l| conf::alias_owner(&l.alias, stage, &valid.network).is_some_and(|(c, i)| !valid.contains(c, i)))
+        .filter(|l| {
+            crate::kernel::names::alias_owner(&l.alias, stage, &valid.network)
+                .is_some_and(|(c, i)| !valid.contains(c, i))
+        })
         .collect();
     each_stale(stale, |l| {
         tracing::debug!(network = %valid.network, link = %l.name, alias = %l.alias, "gc: deleting stale link");

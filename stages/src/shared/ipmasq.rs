@@ -32,7 +32,7 @@
 use crate::kernel::nft::expr::Family;
 use crate::kernel::nft::layout::{self, Elem};
 use crate::kernel::nft::netlink::Nfnl;
-use crate::kernel::nft::{self, masq, records, Batch, NftErrorKind};
+use crate::kernel::nft::{self, masq, records, Batch, Nft, NftErrorKind};
 use crate::shared::gc::{self, ValidSet};
 use anyhow::{anyhow, bail, Context};
 use cnichain_engine::spec::error::CniError;
@@ -47,7 +47,7 @@ pub fn owner_id(network: &str, container_id: &str, ifname: &str) -> String {
 
 /// Install masquerading for `ips` of this attachment (re-running it replaces what an
 /// earlier setup of the same attachment installed).
-pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
+pub fn setup(nft: &Nft, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
     let id = owner_id(network, container_id, ifname);
     let ips = dedup(ips);
     let mut nl = Nfnl::open().context("ipMasq: nfnetlink")?;
@@ -118,39 +118,46 @@ pub fn setup(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> 
     }
     let recs: Vec<String> = ips.iter().map(record).collect();
     records::write(&mut b, &id, network, &recs).map_err(|e| anyhow!("ipMasq: {e}"))?;
-    nft::apply_pod(&mut nl, &b).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
+    nft::apply_pod(nft, &mut nl, &b).map_err(|e| anyhow!("ipMasq setup for {}: {e}", join(&ips)))
 }
 
 /// Remove this attachment's masquerading. `ips` may be empty: the addresses are read
 /// back from the attachment's records. Succeeds when nothing is left (also twice).
-pub fn teardown(network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
-    teardown_id(&owner_id(network, container_id, ifname), ips)
+pub fn teardown(nft: &Nft, network: &str, container_id: &str, ifname: &str, ips: &[IpNet]) -> anyhow::Result<()> {
+    teardown_id(nft, &owner_id(network, container_id, ifname), ips)
 }
 
 /// ipMasq teardown waits in the kernel (the nftables commit, or an nft process's exit when
 /// it needs one): let it overlap the chain's other DEL work (joined by the engine; inline
 /// outside a DEL).
-pub fn teardown_deferred(net: &str, container_id: &str, ifname: &str, ips: Vec<IpNet>) -> Result<(), CniError> {
+pub fn teardown_deferred(
+    nft: &Nft,
+    net: &str,
+    container_id: &str,
+    ifname: &str,
+    ips: Vec<IpNet>,
+) -> Result<(), CniError> {
     let (net, cid, ifname) = (net.to_string(), container_id.to_string(), ifname.to_string());
+    let nft = nft.clone();
     cnichain_engine::stage::defer("ipMasq", move || {
-        teardown(&net, &cid, &ifname, &ips).map_err(CniError::from)
+        teardown(&nft, &net, &cid, &ifname, &ips).map_err(CniError::from)
     })
 }
 
 /// GC: remove the masquerading of every attachment of the network that the valid set
 /// does not list (found by their network record).
-pub fn gc(valid: &ValidSet) -> Result<(), CniError> {
+pub fn gc(nft: &Nft, valid: &ValidSet) -> Result<(), CniError> {
     let keep: std::collections::HashSet<String> = valid.keys(owner_id).into_iter().collect();
     let mut nl = Nfnl::open().map_err(|e| CniError::internal(format!("ipMasq: nfnetlink: {e}")))?;
     let owners = records::owners_of(&mut nl, 'm', &valid.network)
         .map_err(|e| CniError::internal(format!("ipMasq: nfnetlink: {e}")))?;
     gc::each_stale(owners.iter().filter(|id| !keep.contains(*id)), |id| {
         tracing::debug!(network = %valid.network, id = %id, "ipMasq gc: removing stale masquerading");
-        teardown_id(id, &[]).map_err(|e| CniError::internal(format!("{e:#}")))
+        teardown_id(nft, id, &[]).map_err(|e| CniError::internal(format!("{e:#}")))
     })
 }
 
-fn teardown_id(id: &str, ips: &[IpNet]) -> anyhow::Result<()> {
+fn teardown_id(nft: &Nft, id: &str, ips: &[IpNet]) -> anyhow::Result<()> {
     let id = id.to_string();
     let mut last = None;
     // A concurrent change between our reads and the transaction shows up as ENOENT;
@@ -176,7 +183,7 @@ fn teardown_id(id: &str, ips: &[IpNet]) -> anyhow::Result<()> {
             }
         }
         records::remove(&mut b, &id, count);
-        match nft::apply_on(&mut nl, &b) {
+        match nft::apply_on(nft, &mut nl, &b) {
             Ok(()) => return Ok(()),
             Err(e) if matches!(e.kind, NftErrorKind::NotFound | NftErrorKind::Busy) => last = Some(e),
             Err(e) => return Err(anyhow!("ipMasq teardown: {e}")),

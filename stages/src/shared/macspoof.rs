@@ -15,7 +15,7 @@
 
 use crate::conf;
 use crate::kernel::nft::macspoof_table::{declare, ALLOWED, FAMILY, PORTS, TABLE};
-use crate::kernel::nft::{self, Batch, NftErrorKind};
+use crate::kernel::nft::{self, Batch, Nft, NftErrorKind};
 use anyhow::{anyhow, Result};
 use serde_json::{json, Value};
 
@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 pub fn owner(network: &str, container_id: &str, ifname: &str) -> String {
     format!(
         "ms-{} {}",
-        &conf::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16],
-        conf::network_word(network)
+        &crate::kernel::names::hash_hex(&[network, "\0", container_id, "\0", ifname])[..16],
+        crate::kernel::names::network_word(network)
     )
 }
 
@@ -46,28 +46,28 @@ fn elements(b: &mut Batch, verb: &str, host_veth: &str, mac: &str, owner: &str) 
 
 /// Protect `host_veth`: only `mac` may send through it. The names and MAC were made by
 /// the bridge stage (validated), never taken from config text.
-pub fn setup(host_veth: &str, mac: &str, owner: &str) -> Result<()> {
+pub fn setup(nft: &Nft, host_veth: &str, mac: &str, owner: &str) -> Result<()> {
     if !conf::is_ifname_chars(host_veth) || conf::parse_mac(mac).is_none() {
         return Err(anyhow!("macspoofchk: bad interface {host_veth:?} or MAC {mac:?}"));
     }
     let mut b = Batch::new();
     elements(&mut b, "add", host_veth, mac, owner);
-    match nft::apply_nft(&b) {
+    match nft::apply_nft(nft, &b) {
         Ok(()) => Ok(()),
         // First use on this host: declare the table, sets and rule with the elements.
         Err(e) if e.kind == NftErrorKind::NotFound => {
             let mut full = Batch::new();
             declare(&mut full);
             elements(&mut full, "add", host_veth, mac, owner);
-            nft::apply_nft(&full).map_err(|e| anyhow!("macspoofchk: {e}"))
+            nft::apply_nft(nft, &full).map_err(|e| anyhow!("macspoofchk: {e}"))
         }
         Err(e) => Err(anyhow!("macspoofchk: {e}")),
     }
 }
 
 /// This owner's elements: (port, mac) pairs found by their comment.
-fn owned(owner: &str) -> Result<Vec<(String, String)>> {
-    Ok(listed()?
+fn owned(nft: &Nft, owner: &str) -> Result<Vec<(String, String)>> {
+    Ok(listed(nft)?
         .into_iter()
         .filter(|(o, _, _)| o == owner)
         .map(|(_, p, m)| (p, m))
@@ -75,8 +75,8 @@ fn owned(owner: &str) -> Result<Vec<(String, String)>> {
 }
 
 /// Every protected port: (owner comment, port, mac).
-fn listed() -> Result<Vec<(String, String, String)>> {
-    let listed = match nft::list_set(FAMILY, TABLE, ALLOWED) {
+fn listed(nft: &Nft) -> Result<Vec<(String, String, String)>> {
+    let listed = match nft::list_set(nft, FAMILY, TABLE, ALLOWED) {
         Ok(v) => v,
         Err(e) if e.kind == NftErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(anyhow!("macspoofchk: {e}")),
@@ -107,8 +107,8 @@ fn listed() -> Result<Vec<(String, String, String)>> {
 }
 
 /// Remove this attachment's elements (found by owner; nothing to do when gone).
-pub fn teardown(owner: &str) -> Result<()> {
-    let mine = owned(owner)?;
+pub fn teardown(nft: &Nft, owner: &str) -> Result<()> {
+    let mine = owned(nft, owner)?;
     if mine.is_empty() {
         return Ok(());
     }
@@ -116,7 +116,7 @@ pub fn teardown(owner: &str) -> Result<()> {
     for (port, mac) in &mine {
         elements(&mut b, "delete", port, mac, owner);
     }
-    match nft::apply_nft(&b) {
+    match nft::apply_nft(nft, &b) {
         Ok(()) => Ok(()),
         Err(e) if e.kind == NftErrorKind::NotFound => Ok(()),
         Err(e) => Err(anyhow!("macspoofchk: {e}")),
@@ -125,10 +125,10 @@ pub fn teardown(owner: &str) -> Result<()> {
 
 /// GC: unprotect the ports of every attachment of `network` that is not in `keep` (the
 /// owners of the valid attachments).
-pub fn gc(network: &str, keep: &[String]) -> Result<()> {
-    let word = conf::network_word(network);
+pub fn gc(nft: &Nft, network: &str, keep: &[String]) -> Result<()> {
+    let word = crate::kernel::names::network_word(network);
     let keep: std::collections::HashSet<&String> = keep.iter().collect();
-    let stale: Vec<(String, String, String)> = listed()?
+    let stale: Vec<(String, String, String)> = listed(nft)?
         .into_iter()
         .filter(|(o, _, _)| o.split_whitespace().nth(1) == Some(word.as_str()) && !keep.contains(o))
         .collect();
@@ -139,12 +139,12 @@ pub fn gc(network: &str, keep: &[String]) -> Result<()> {
     for (owner, port, mac) in &stale {
         elements(&mut b, "delete", port, mac, owner);
     }
-    nft::apply_nft(&b).map_err(|e| anyhow!("macspoofchk gc: {e}"))
+    nft::apply_nft(nft, &b).map_err(|e| anyhow!("macspoofchk gc: {e}"))
 }
 
 /// CHECK: this attachment's port is protected with `mac`.
-pub fn check(owner: &str, mac: &str) -> Result<()> {
-    let mine = owned(owner)?;
+pub fn check(nft: &Nft, owner: &str, mac: &str) -> Result<()> {
+    let mine = owned(nft, owner)?;
     if mine.iter().any(|(_, m)| m.eq_ignore_ascii_case(mac)) {
         Ok(())
     } else {

@@ -3,7 +3,6 @@
 //! and finding the host veth that proves the attachment is cnichain's (its owner alias;
 //! the reference plugins set none).
 
-use crate::conf;
 use crate::kernel::netlink::{Link, Netlink};
 use crate::kernel::nft::netlink::Nfnl;
 use crate::kernel::nft::restore;
@@ -22,7 +21,7 @@ pub fn own_host_veth(
     container_id: &str,
     ifname: &str,
 ) -> Result<Option<Link>, CniError> {
-    let alias = conf::owner_alias(kind, network, container_id, ifname);
+    let alias = crate::kernel::names::owner_alias(kind, network, container_id, ifname);
     let mut host = Netlink::new().map_err(CniError::from)?;
     for i in res.interfaces.iter().filter(|i| i.sandbox.is_empty() && i.name != skip) {
         if let Some(l) = host.link_by_name(&i.name).map_err(CniError::from)? {
@@ -36,6 +35,7 @@ pub fn own_host_veth(
 
 /// Restore the masquerading of `ips` for the attachment; one line per thing restored.
 pub fn reconcile_masq(
+    nft: &crate::kernel::nft::Nft,
     network: &str,
     container_id: &str,
     ifname: &str,
@@ -67,11 +67,11 @@ pub fn reconcile_masq(
         return Ok(out);
     }
     if !chains.is_empty() {
-        restore::restore_fixed()
+        restore::restore_fixed(nft)
             .map_err(|e| CniError::internal(format!("ipMasq: restoring the nftables table: {e}")))?;
     }
     if !elements_ok {
-        ipmasq::setup(network, container_id, ifname, ips).map_err(CniError::from)?;
+        ipmasq::setup(nft, network, container_id, ifname, ips).map_err(CniError::from)?;
     }
     Ok(out)
 }

@@ -16,7 +16,7 @@ pub struct Veth {
 }
 
 /// Create the pair, both ends up, the host end with `alias` (its owner, for GC; see
-/// [`conf::owner_alias`]). Fails if `ifname` already exists in the pod.
+/// [`crate::kernel::names::owner_alias`]). Fails if `ifname` already exists in the pod.
 #[allow(clippy::too_many_arguments)]
 pub fn create(
     host_nl: &mut Netlink,

@@ -40,6 +40,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use cnichain_engine::settings::Settings;
+
 /// What went wrong in an nft run, classified from the kernel's errno text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NftErrorKind {
@@ -199,22 +201,46 @@ impl Batch {
     }
 }
 
-/// The `nft` binary: `CNICHAIN_NFT` if set, else the first `nft` on PATH, else the usual
-/// sbin locations (runtimes often call plugins with a short PATH).
-pub fn nft_binary() -> Option<PathBuf> {
-    // An explicit binary that is not there means nft is missing (STATUS says so), not
-    // a search elsewhere.
-    if let Some(p) = std::env::var_os("CNICHAIN_NFT").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        return is_executable(&p).then_some(p);
+/// Where `nft` is and how long one run may take, from the entry point's settings
+/// (`CNICHAIN_NFT`, `PATH`, `CNICHAIN_NFT_TIMEOUT`); every call that runs `nft` takes one.
+#[derive(Debug, Clone)]
+pub struct Nft {
+    explicit: Option<PathBuf>,
+    search: Vec<PathBuf>,
+    timeout: Duration,
+}
+
+impl Nft {
+    pub fn new(s: &Settings) -> Nft {
+        Nft {
+            explicit: s.nft_binary.clone().filter(|p| !p.as_os_str().is_empty()),
+            search: s.search_path.clone(),
+            timeout: s.nft_timeout,
+        }
     }
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    for d in ["/usr/sbin", "/sbin", "/usr/bin", "/bin"] {
-        dirs.push(PathBuf::from(d));
+
+    /// The `nft` binary: the explicit one if set, else the first `nft` on PATH, else the
+    /// usual sbin locations (runtimes often call plugins with a short PATH).
+    pub fn binary(&self) -> Option<PathBuf> {
+        // An explicit binary that is not there means nft is missing (STATUS says so), not
+        // a search elsewhere.
+        if let Some(p) = &self.explicit {
+            return is_executable(p).then(|| p.clone());
+        }
+        let sbin = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from);
+        self.search
+            .iter()
+            .chain(sbin.iter())
+            .map(|d| d.join("nft"))
+            .find(|p| is_executable(p))
     }
-    dirs.into_iter().map(|d| d.join("nft")).find(|p| is_executable(p))
+
+    /// How long one `nft` run may take before it is killed. nft answers in milliseconds;
+    /// a run that hangs (a wedged kernel, a stuck nfnetlink lock) must not hang a
+    /// runtime's call with it.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -224,20 +250,15 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// How long one `nft` run may take before it is killed: `CNICHAIN_NFT_TIMEOUT` seconds
-/// (a positive integer), else 30. nft answers in milliseconds; a run that hangs (a
-/// wedged kernel, a stuck nfnetlink lock) must not hang a runtime's call with it.
-pub fn nft_timeout() -> Duration {
-    let secs = std::env::var("CNICHAIN_NFT_TIMEOUT")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(30);
-    Duration::from_secs(secs)
+fn run_nft(nft: &Nft, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
+    let started = std::time::Instant::now();
+    let out = run_nft_untimed(nft, args, stdin);
+    cnichain_engine::trace::kernel_step(started, || format!("nft {}", args.join(" ")));
+    out
 }
 
-fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
-    let bin = nft_binary().ok_or_else(|| NftError {
+fn run_nft_untimed(nft: &Nft, args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
+    let bin = nft.binary().ok_or_else(|| NftError {
         kind: NftErrorKind::NoBinary,
         msg: "nft not found (install nftables)".to_string(),
     })?;
@@ -281,7 +302,7 @@ fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
         let err = err_reader.join().unwrap_or_default();
         let _ = tx.send((out, err));
     });
-    let limit = nft_timeout();
+    let limit = nft.timeout();
     let (stdout, stderr) = match rx.recv_timeout(limit) {
         Ok(o) => o,
         Err(_) => {
@@ -347,7 +368,7 @@ fn run_nft(args: &[&str], stdin: Option<&[u8]>) -> Result<Vec<u8>, NftError> {
 /// Run one batch as one transaction. An empty batch runs nothing. A batch of element
 /// writes only is one nfnetlink transaction on a socket opened here, in the calling
 /// thread's network namespace (see [`apply_elems`]); anything else runs `nft -j -f -`.
-pub fn apply(batch: &Batch) -> Result<(), NftError> {
+pub fn apply(nft: &Nft, batch: &Batch) -> Result<(), NftError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -359,20 +380,20 @@ pub fn apply(batch: &Batch) -> Result<(), NftError> {
             })?;
             apply_elems(&mut nl, &ops)
         }
-        None => apply_nft(batch),
+        None => apply_nft(nft, batch),
     }
 }
 
 /// [`apply`] with element writes sent on `nl` (a socket of the namespace to change).
-pub fn apply_on(nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
+pub fn apply_on(nft: &Nft, nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
     match batch.elem_ops() {
         Some(ops) => apply_elems(nl, &ops),
-        None => apply_nft(batch),
+        None => apply_nft(nft, batch),
     }
 }
 
 /// Run one batch through one `nft -j -f -` process, whatever it holds.
-pub fn apply_nft(batch: &Batch) -> Result<(), NftError> {
+pub fn apply_nft(nft: &Nft, batch: &Batch) -> Result<(), NftError> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -381,12 +402,12 @@ pub fn apply_nft(batch: &Batch) -> Result<(), NftError> {
         msg: format!("failed to encode the nft batch: {e}"),
     })?;
     tracing::debug!(commands = batch.len(), "nft transaction");
-    run_nft(&["-j", "-f", "-"], Some(&data)).map(|_| ())
+    run_nft(nft, &["-j", "-f", "-"], Some(&data)).map(|_| ())
 }
 
 /// `nft -j list set FAMILY TABLE NAME` as JSON, for a table other than the portmap one
 /// (the bridge-family MAC spoof check). Only plain names are accepted.
-pub fn list_set(family: &str, table: &str, name: &str) -> Result<Value, NftError> {
+pub fn list_set(nft: &Nft, family: &str, table: &str, name: &str) -> Result<Value, NftError> {
     for n in [family, table, name] {
         if !layout::is_plain_name(n) {
             return Err(NftError {
@@ -395,7 +416,7 @@ pub fn list_set(family: &str, table: &str, name: &str) -> Result<Value, NftError
             });
         }
     }
-    let out = run_nft(&["-j", "list", "set", family, table, name], None)?;
+    let out = run_nft(nft, &["-j", "list", "set", family, table, name], None)?;
     serde_json::from_slice(&out).map_err(|e| NftError {
         kind: NftErrorKind::Other,
         msg: format!("nft printed invalid JSON: {e}"),
@@ -476,20 +497,20 @@ fn errno_error(errno: i32, what: &str) -> NftError {
 /// two, only what the next ADD would make anyway. Sending the elements over nfnetlink
 /// rather than through nft keeps a first pod with thousands of mappings as fast as any
 /// other.
-pub fn apply_pod(nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
+pub fn apply_pod(nft: &Nft, nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> {
     if batch.is_empty() {
         return Ok(());
     }
     let (rules, elems) = batch.split();
     if !rules.is_empty() {
-        apply_declared(&rules)?;
+        apply_declared(nft, &rules)?;
     }
     match apply_elems(nl, &elems) {
         Err(e) if e.kind == NftErrorKind::NotFound && rules.is_empty() => {
             tracing::debug!("element transaction: {e}; declaring the cnichain nftables table");
             let mut base = Batch::new();
             layout::declare_base(&mut base);
-            apply_nft(&base)?;
+            apply_nft(nft, &base)?;
             apply_elems(nl, &elems)
         }
         other => other,
@@ -498,14 +519,14 @@ pub fn apply_pod(nl: &mut netlink::Nfnl, batch: &Batch) -> Result<(), NftError> 
 
 /// Run `batch` through nft; when something it refers to is missing, once more with the
 /// fixed objects of the layout declared in front.
-fn apply_declared(batch: &Batch) -> Result<(), NftError> {
-    match apply_nft(batch) {
+fn apply_declared(nft: &Nft, batch: &Batch) -> Result<(), NftError> {
+    match apply_nft(nft, batch) {
         Err(e) if e.kind == NftErrorKind::NotFound => {
             tracing::debug!("declaring the cnichain nftables table ({e})");
             let mut full = Batch::new();
             layout::declare_base(&mut full);
             full.extend(batch.clone());
-            apply_nft(&full)
+            apply_nft(nft, &full)
         }
         other => other,
     }
@@ -522,7 +543,7 @@ pub enum Listing<'a> {
 
 /// `nft -j list table|chain|map|set inet cnichain [name]` as JSON (only names made of
 /// `[A-Za-z0-9_-]` are accepted). Missing objects are `NftErrorKind::NotFound`.
-pub fn list(what: Listing) -> Result<Value, NftError> {
+pub fn list(nft: &Nft, what: Listing) -> Result<Value, NftError> {
     let (kind, name) = match what {
         Listing::Table => ("table", None),
         Listing::Chain(n) => ("chain", Some(n)),
@@ -539,7 +560,7 @@ pub fn list(what: Listing) -> Result<Value, NftError> {
         }
         args.push(n);
     }
-    let out = run_nft(&args, None)?;
+    let out = run_nft(nft, &args, None)?;
     serde_json::from_slice(&out).map_err(|e| NftError {
         kind: NftErrorKind::Other,
         msg: format!("nft printed JSON that does not parse: {e}"),
@@ -600,7 +621,7 @@ mod tests {
 
     #[test]
     fn list_refuses_odd_names() {
-        let e = list(Listing::Chain("x; flush ruleset")).unwrap_err();
+        let e = list(&Nft::new(&Settings::default()), Listing::Chain("x; flush ruleset")).unwrap_err();
         assert_eq!(e.kind, NftErrorKind::Other);
     }
 }

@@ -24,7 +24,7 @@ use std::io;
 /// The owner id of an attachment: `prefix` and 14 hex digits of
 /// sha512(salt, network, container, ifname).
 pub fn owner_id(prefix: char, salt: &str, network: &str, container_id: &str, ifname: &str) -> String {
-    let h = crate::conf::hash_hex(&[salt, "\0", network, "\0", container_id, "\0", ifname]);
+    let h = crate::kernel::names::hash_hex(&[salt, "\0", network, "\0", container_id, "\0", ifname]);
     format!("{prefix}{}", &h[..14])
 }
 
@@ -53,7 +53,7 @@ pub fn read(nl: &mut Nfnl, id: &str) -> io::Result<Vec<String>> {
 /// The record that says which network an attachment belongs to: `net` and 32 hex
 /// digits of a hash of the name (names may be longer than a comment).
 pub fn network_record(network: &str) -> String {
-    let h = crate::conf::hash_hex(&["cnichain-network", "\0", network]);
+    let h = crate::kernel::names::hash_hex(&["cnichain-network", "\0", network]);
     format!("net {}", &h[..32])
 }
 

@@ -76,10 +76,10 @@ pub fn has_rule(nl: &mut Nfnl, r: &layout::DynRule) -> io::Result<bool> {
 /// Declare the fixed objects again: tables, sets and maps are added (kept with their
 /// elements when there), the chains with fixed rules flushed and refilled; the
 /// per-prefix / per-bit rules are left to the pods' own restore (`ensure_rules`).
-pub fn restore_fixed() -> Result<(), NftError> {
+pub fn restore_fixed(nft: &super::Nft) -> Result<(), NftError> {
     let mut b = Batch::new();
     layout::declare_base(&mut b);
-    super::apply_nft(&b)?;
+    super::apply_nft(nft, &b)?;
     FIXED_OK.store(true, Ordering::Relaxed);
     Ok(())
 }
