@@ -42,6 +42,11 @@ fn exec(plugin: &Path, verb: &str, cid: &str, ifname: &str, netns: &str, conf: &
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", ifname)
         .env("CNI_PATH", REF_PLUGINS);
+    // cnichain's drop-in locks under its state dir: beside the test's store, never the
+    // node's /run/cnichain.
+    if let Some(d) = conf["ipam"]["dataDir"].as_str() {
+        c.env("CNICHAIN_STATE_DIR", Path::new(d).with_extension("state"));
+    }
     let o = pipe(c, &conf.to_string());
     let text = String::from_utf8_lossy(&o.stdout).to_string();
     let v: Value = if text.trim().is_empty() {
