@@ -39,7 +39,7 @@ const CONTAINER: &str = "cycles-inprocess";
 /// Pods cycling at once; each round ADDs and DELs each of them once.
 const PODS: usize = 4;
 /// Rounds before the baseline: the bridge, the nft table, the store's lock files, the
-/// parked nfnetlink sockets (stages/src/nft/netlink.rs keeps up to 8), glibc's thread
+/// parked nfnetlink sockets (stages/src/kernel/nft/netlink.rs keeps up to 8), glibc's thread
 /// stack cache and malloc arenas all reach their steady state in the first few.
 const WARMUP: usize = 20;
 /// VmRSS growth allowed from the baseline to the end (KiB), and over the second half of

@@ -424,7 +424,7 @@ fn run_container_on(meta: bool, tag: &str, host_port: u16, third_octet: u8) {
     let cache = PathBuf::from(format!("/var/lib/cni/results/{}-{cid}-{IFNAME}", net.name));
     assert!(cache.exists(), "no libcni cache {}", cache.display());
 
-    // nft (the layout is stages/src/nft/layout.rs): while the container runs, the table
+    // nft (the layout is stages/src/kernel/nft/layout.rs): while the container runs, the table
     // maps its host port to its address (a DNAT rule or map element naming both) and
     // names its address once more (ipMasq); after rm neither may be left
     let table = nft_table(&sb);

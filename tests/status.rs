@@ -153,7 +153,7 @@ fn crate_nft_path() -> String {
 }
 
 /// `CNICHAIN_NFT` naming a file that does not exist: portmap's STATUS should say 50, as
-/// every ADD would fail running it. Bug in stages/src/nft/mod.rs `nft_binary()`: the
+/// every ADD would fail running it. Bug in stages/src/kernel/nft/mod.rs `nft_binary()`: the
 /// variable is returned unchecked, so portmap's STATUS reports success.
 #[test]
 fn portmap_status_with_cnichain_nft_naming_a_missing_file() {

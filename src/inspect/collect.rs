@@ -254,7 +254,10 @@ pub fn collect(conf_dir: &Path, state_dir: &Path, cache: &Cache, net: Option<&st
         dirs.entry(n.clone()).or_default();
     }
     // Networks by the hashes cnichain's objects carry.
-    let by_word: HashMap<String, String> = dirs.keys().map(|n| (cnichain_stages::kernel::names::network_word(n), n.clone())).collect();
+    let by_word: HashMap<String, String> = dirs
+        .keys()
+        .map(|n| (cnichain_stages::kernel::names::network_word(n), n.clone()))
+        .collect();
     let by_record: HashMap<String, String> = dirs.keys().map(|n| (records::network_record(n), n.clone())).collect();
 
     let mut acc: BTreeMap<Key, Acc> = BTreeMap::new();

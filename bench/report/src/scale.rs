@@ -4,7 +4,7 @@
 //!
 //! The N pods are written directly, not by N ADDs (that would take hours of netns work):
 //! N reservation files in the store, as host-local writes them; for cnichain N pods'
-//! elements in its nftables layout (stages/src/nft/layout.rs) with one nft batch; for the
+//! elements in its nftables layout (stages/src/kernel/nft/layout.rs) with one nft batch; for the
 //! reference N per-pod CNI-DN chains and their jumps in the nat table, in the layout
 //! portmap 1.1.1 writes, with one iptables-restore. One real ADD and DEL first creates
 //! the fixed tables and chains, as on any host that served a pod.

@@ -261,25 +261,8 @@ mod tests {
         }
     }
 
-    fn obj(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => panic!("not an object"),
-        }
-    }
-
-    fn conf(ipam: Value, extra: Value) -> Map<String, Value> {
-        let mut m = obj(json!({"cniVersion": "1.0.0", "name": "net1", "type": "bridge", "ipam": ipam}));
-        for (k, v) in obj(extra) {
-            m.insert(k, v);
-        }
-        m
-    }
-
-    fn load(c: &Map<String, Value>, args: &[(&str, &str)]) -> Result<HostLocalConf, CniError> {
-        let a: Vec<(String, String)> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        HostLocalConf::load(c, &a, "1.0.0")
-    }
+    // The config helpers of the loader's own tests.
+    use super::super::host_local_conf::tests::{conf, load};
 
     /// Requested addresses ADD would refuse without its store are refused by the
     /// preflight check, with ADD's code and text; ones ADD may grant pass.

@@ -160,18 +160,18 @@ fn range_from_file_range(file: &str) -> Result<RawRange, CniError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn obj(v: Value) -> Map<String, Value> {
+    pub(crate) fn obj(v: Value) -> Map<String, Value> {
         match v {
             Value::Object(m) => m,
             _ => panic!("not an object"),
         }
     }
 
-    fn conf(ipam: Value, extra: Value) -> Map<String, Value> {
+    pub(crate) fn conf(ipam: Value, extra: Value) -> Map<String, Value> {
         let mut m = obj(json!({"cniVersion": "1.0.0", "name": "net1", "type": "bridge", "ipam": ipam}));
         for (k, v) in obj(extra) {
             m.insert(k, v);
@@ -179,7 +179,7 @@ mod tests {
         m
     }
 
-    fn load(c: &Map<String, Value>, args: &[(&str, &str)]) -> Result<HostLocalConf, CniError> {
+    pub(crate) fn load(c: &Map<String, Value>, args: &[(&str, &str)]) -> Result<HostLocalConf, CniError> {
         let a: Vec<(String, String)> = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         HostLocalConf::load(c, &a, "1.0.0")
     }
