@@ -6,7 +6,7 @@
 //! changes nothing (files and kernel).
 
 mod common;
-use common::settle::kernel_settled;
+use common::kstate::settled as kernel_settled;
 use common::snapshot::{assert_unchanged, Snapshot};
 use common::*;
 use serde_json::{json, Value};

@@ -83,7 +83,7 @@ fn tbf_rate(sb: &Sandbox, dev: &str) -> Option<u64> {
 }
 
 fn kernel(sb: &Sandbox) -> KState {
-    common::settle::kernel_settled(&sb.host())
+    common::kstate::settled(&sb.host())
 }
 
 #[track_caller]

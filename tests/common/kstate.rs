@@ -46,6 +46,14 @@ pub fn settle_dad(netns: &str) {
     }
 }
 
+/// A snapshot of `netns` once IPv6 duplicate address detection has settled (see
+/// [`settle_dad`]): what the kernel finishes on its own after links appear is no change
+/// of the command under test.
+pub fn settled(netns: &str) -> KState {
+    settle_dad(netns);
+    KState::take(netns)
+}
+
 impl KState {
     /// Snapshot the netns `netns` (a name under /run/netns).
     pub fn take(netns: &str) -> KState {

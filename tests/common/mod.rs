@@ -13,7 +13,6 @@ pub mod run;
 // Not every test file uses every runner.
 #[allow(unused_imports)]
 pub use run::{cli, cli_with, cnitool, plugin, plugin_cmd, plugin_in_host, spawn_piped};
-pub mod settle;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
