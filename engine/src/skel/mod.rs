@@ -171,10 +171,8 @@ fn read_env(var: &dyn Fn(&str) -> String) -> Result<Env, CniError> {
 
 /// The versions a drop-in claims: its stage's (bandwidth, as the reference, starts at
 /// 0.3.0: it needs a prevResult); every supported version for the meta-plugin.
-fn supported_versions(mode: Mode, register: &dyn Fn(&mut Registry)) -> Vec<String> {
+fn supported_versions(mode: Mode, registry: &Registry) -> Vec<String> {
     if let Mode::DropIn(t) = mode {
-        let mut registry = Registry::new(Vec::new());
-        register(&mut registry);
         if let Ok(stage) = registry.resolve(t) {
             return stage.supported_versions();
         }
@@ -223,7 +221,11 @@ fn call(
     settings: Settings,
 ) -> Result<Option<String>, CniError> {
     let env = read_env(&|k| getenv(k).unwrap_or_default())?;
-    let supported = supported_versions(mode, register);
+    // Pure constructors: the registry answers VERSION and then runs the call.
+    let locks = Locks::new(&settings.state_dir);
+    let cni_path = split_cni_path(&getenv("CNI_PATH").unwrap_or_default());
+    let engine = Engine::from_settings(cni_path, settings, register);
+    let supported = supported_versions(mode, &engine.registry);
     let command = match Command::parse(&env.command) {
         Some(c) => c,
         None => {
@@ -281,10 +283,7 @@ fn call(
         ids::validate_container_id(&env.rt.container_id)?;
         ids::validate_ifname(&env.rt.ifname)?;
     }
-    let locks = Locks::new(&settings.state_dir);
     let held = locking::lock(&locks, command, &config, &env.rt)?;
-    let cni_path = split_cni_path(&getenv("CNI_PATH").unwrap_or_default());
-    let engine = Engine::from_settings(cni_path, settings, register);
     // A prevResult in any version is accepted and converted (the reference refuses one
     // of another result family).
     let prev = match config.get("prevResult") {
