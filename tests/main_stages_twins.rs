@@ -4,7 +4,7 @@
 //! every spec version with and without prevResult, error texts.
 
 mod common;
-use common::twin::{json_out, Twin};
+use common::twin::{self, json_out, normalize_veth_names, Twin};
 use common::*;
 use serde_json::{json, Value};
 
@@ -739,4 +739,60 @@ fn check_errors_read_as_the_reference() {
         cases.len(),
         diffs.join("\n")
     );
+}
+
+/// Two interfaces of one pod on networks with the same default route: bridge adds the
+/// second one beside the first, as the reference, instead of failing with "file exists";
+/// its CHECK answers as the reference's. ptp refuses the second (its gateway route is
+/// taken) with the reference's text. Found by `cnichain conformance
+/// --conflist` (CHN-08, a second attachment of the list in the same pod).
+#[test]
+fn a_second_interface_with_the_same_default_route_is_added_like_the_reference() {
+    root();
+    for typ in ["bridge", "ptp"] {
+        let mut got = Vec::new();
+        for t in Twin::pair(&format!("rt{}", &typ[..1])) {
+            let conf = json!({"cniVersion":"1.0.0","name":"rt","type":typ,"bridge":"brrt0","isGateway":true,
+                "ipam":{"type":"host-local","dataDir":"@IPAM@","ranges":[[{"subnet":"10.74.0.0/24"}]],
+                        "routes":[{"dst":"0.0.0.0/0"}]}});
+            let first = t.run_on_pod(typ, "ADD", &conf, "c1", "eth0");
+            assert!(first.status.success(), "{typ} {}: {}", t.label(), stdout(&first));
+            let second = t.run_on_pod(typ, "ADD", &conf, "c2", "eth1");
+            let res = json_out(&second, t.label());
+            let mut conf2 = conf.clone();
+            conf2["prevResult"] = res.clone();
+            let check = if second.status.success() {
+                twin::Outcome::of(&t.run_on_pod(typ, "CHECK", &conf2, "c2", "eth1"))
+            } else {
+                twin::Outcome::Other {
+                    status: -1,
+                    stdout: String::new(),
+                }
+            };
+            let routes = t.pod_out(&t.pod, "ip -4 route show default");
+            for (cid, ifname) in [("c2", "eth1"), ("c1", "eth0")] {
+                ok(&t.run_on_pod(typ, "DEL", &conf, cid, ifname));
+            }
+            let added = match twin::Outcome::of(&second) {
+                twin::Outcome::Ok(_) => "ok".to_string(),
+                other => normalize_veth_names(&format!("{other:?}")),
+            };
+            // A failed ADD is rolled back by cnichain, left to the runtime's DEL by the
+            // reference (README, Differences): its routes are not compared.
+            let routes = if added == "ok" {
+                normalize_veth_names(&routes)
+            } else {
+                String::new()
+            };
+            got.push((added, format!("{check:?}"), routes));
+        }
+        if typ == "bridge" {
+            assert_eq!(got[0].0, "ok", "{typ}: the reference takes the second interface");
+            assert!(
+                got[0].2.contains("dev eth1") && got[0].2.contains("dev eth0"),
+                "{got:?}"
+            );
+        }
+        assert_eq!(got[1], got[0], "{typ}: cnichain differs from the reference");
+    }
 }

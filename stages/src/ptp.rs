@@ -83,6 +83,19 @@ fn iface(l: &Link, sandbox: &str) -> Interface {
     }
 }
 
+/// A route as Go's netlink prints one in the reference's error texts.
+fn go_route(r: &RouteSpec) -> String {
+    let or_nil = |x: Option<String>| x.unwrap_or_else(|| "<nil>".into());
+    format!(
+        "{{Ifindex: {} Dst: {} Src: {} Gw: {} Flags: [] Table: {} Realm: 0}}",
+        r.oif.unwrap_or(0),
+        or_nil(r.dst.map(|d| d.to_string())),
+        or_nil(r.src.map(|a| a.to_string())),
+        or_nil(r.gw.map(|a| a.to_string())),
+        r.table.unwrap_or(0)
+    )
+}
+
 /// ptp needs a gateway for every address. The reference fails without one in Go's
 /// words: an IPv6 address at its container route (before any host step), an IPv4 one at
 /// the host veth's address; the same texts here, before anything is configured.
@@ -205,8 +218,14 @@ impl Stage for Ptp {
                 ..Default::default()
             };
             for r in [to_gw, via_gw] {
-                pnl.add_route(&r)
-                    .with_context(|| format!("failed to add route {:?}", r.dst))?;
+                pnl.add_route(&r).map_err(|e| {
+                    let msg = format!(
+                        "failed to add route {}: {}",
+                        go_route(&r),
+                        crate::shared::goerr::errno_text(&e)
+                    );
+                    anyhow::Error::new(crate::shared::goerr::with_details(msg, &e))
+                })?;
             }
         }
         // Host side: the gateway as /32 on the host veth, and a route to the pod.

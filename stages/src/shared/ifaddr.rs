@@ -72,7 +72,13 @@ pub fn configure(
         let is_v4 = r.dst.is_ipv4();
         let gw = r.gw.or(if is_v4 { v4gw } else { v6gw });
         let spec = route_spec(r, ifindex, gw);
-        nl.add_route(&spec).map_err(|e| {
+        // As the reference: a second interface's route to the same destination goes in
+        // beside the first; an identical one already there is skipped.
+        match nl.add_route_beside(&spec) {
+            Err(e) if crate::kernel::netlink::errno_of(&e) == Some(libc::EEXIST) => continue,
+            other => other,
+        }
+        .map_err(|e| {
             // The reference's text: Go prints the destination as a net.IPNet struct.
             let msg = format!(
                 "failed to add route '{} via {} dev {ifname}': {}",

@@ -211,6 +211,15 @@ impl Netlink {
         self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL, &op)
     }
 
+    /// Add a route beside any to the same destination (NLM_F_CREATE without EXCL, as the
+    /// reference's netlink library sends it for ConfigureIface): the kernel puts it
+    /// first. EEXIST only if an identical one exists.
+    pub fn add_route_beside(&mut self, r: &RouteSpec) -> Result<()> {
+        let m = route_msg(r, false)?;
+        let op = self.op(format!("add route {r}"));
+        self.request(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE, &op)
+    }
+
     /// Delete a route (matched on destination, table, and gateway / oif / priority / scope /
     /// source when given). ESRCH if there is none.
     pub fn del_route(&mut self, r: &RouteSpec) -> Result<()> {
