@@ -169,8 +169,9 @@ enum Cmd {
     },
     /// Lint conflists: JSON, keys, versions, plugin types, the chain's dataflow
     Validate(ValidateArgs),
-    /// Run the spec conformance rules against a plugin binary, in throwaway namespaces
-    /// (exit 0 all applicable rules pass, 1 a rule failed, 2 usage error)
+    /// Run the spec conformance rules against a plugin binary, or a whole conflist as
+    /// libcni runs it, in throwaway namespaces (exit 0 all applicable rules pass, 1 a rule
+    /// failed, 2 usage error)
     Conformance(cnichain_conformance::ConformanceArgs),
 }
 

@@ -55,11 +55,22 @@ impl Report {
 }
 
 fn conformance(plugin: &Path, kind: &str, extra: &[&str]) -> Report {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--kind".as_ref(),
+        kind.as_ref(),
+        "--plugin".as_ref(),
+        plugin.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    run_conformance(&args)
+}
+
+/// `cnichain conformance --format json ARGS` (no CNI_PATH inherited), its report.
+fn run_conformance(args: &[&std::ffi::OsStr]) -> Report {
     assert!(is_root(), "conformance tests need root (network namespaces)");
     let o = Command::new(cnichain_bin())
-        .args(["conformance", "--format", "json", "--kind", kind, "--plugin"])
-        .arg(plugin)
-        .args(extra)
+        .args(["conformance", "--format", "json"])
+        .args(args)
         .env_remove("CNI_PATH")
         .output()
         .expect("run cnichain conformance");
@@ -73,12 +84,7 @@ fn conformance(plugin: &Path, kind: &str, extra: &[&str]) -> Report {
 
 fn own(plugin: &str, kind: &str, min_pass: usize) {
     let tmp = Tmp::new(plugin);
-    let bin = tmp.0.join("bin");
-    ok(&Command::new(cnichain_bin())
-        .args(["install", "--bin-dir"])
-        .arg(&bin)
-        .output()
-        .expect("install"));
+    let bin = install_to(tmp.0.join("bin"));
     let r = conformance(&bin.join(plugin), kind, &[]);
     let failed = r.with("fail");
     let details: Vec<&Value> = failed.iter().map(|id| r.rule(id)).collect();
@@ -122,16 +128,21 @@ fn own_bandwidth_passes() {
 /// A shell wrapper around /usr/lib/cni/`real` whose body is `script` ($REAL is the real
 /// plugin, $DIR the wrapper's directory); the wrapper's stdin is the plugin's.
 fn wrapper(tmp: &Tmp, real: &str, script: &str) -> PathBuf {
+    let name = Path::new(real)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    wrapper_in(&tmp.0, real, &format!("defective-{name}"), script)
+}
+
+/// `wrapper`, as `dir`/`name` (a list finds its plugins by type).
+fn wrapper_in(dir: &Path, real: &str, name: &str, script: &str) -> PathBuf {
     let real_path = if real.starts_with('/') {
         real.to_string()
     } else {
         format!("{REF_PLUGINS}/{real}")
     };
-    let name = Path::new(real)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let p = tmp.0.join(format!("defective-{name}"));
+    let p = dir.join(name);
     let text = format!("#!/bin/sh\nREAL={real_path}\nDIR=$(dirname \"$0\")\n{WELLFORMED}\n{script}\n");
     std::fs::write(&p, text).expect("write wrapper");
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -149,6 +160,49 @@ wellformed() {
 }
 real() { printf '%s' "$CONF" | "$REAL"; }"#;
 
+// The planted defects used in both modes.
+/// A second DEL of the same container fails.
+const SECOND_DEL_FAILS: &str = r#"if [ "$CNI_COMMAND" = DEL ] && wellformed; then
+  m="$DIR/deleted-$CNI_CONTAINERID"
+  if [ -e "$m" ]; then echo '{"code":11,"msg":"already deleted"}'; exit 1; fi
+  real; rc=$?; [ $rc -eq 0 ] && touch "$m"; exit $rc
+fi
+real"#;
+/// Errors go to stderr only.
+const ERROR_ON_STDERR: &str = r#"out=$(real); rc=$?
+if [ $rc -ne 0 ]; then printf '%s\n' "$out" >&2; else printf '%s\n' "$out"; fi
+exit $rc"#;
+/// Every ADD leaves a link in the host netns.
+const LEAKED_HOST_LINK: &str = r#"if [ "$CNI_COMMAND" = ADD ]; then
+  real; rc=$?
+  [ $rc -eq 0 ] && ip link add "lk$$" type bridge >&2
+  exit $rc
+fi
+real"#;
+/// A successful CHECK prints "OK".
+const CHECK_PRINTS_OK: &str =
+    r#"if [ "$CNI_COMMAND" = CHECK ]; then real; rc=$?; [ $rc -eq 0 ] && echo OK; exit $rc; fi; real"#;
+/// ADD's result loses the dns.
+const DROPS_DNS: &str = r#"if [ "$CNI_COMMAND" = ADD ]; then out=$(real); rc=$?
+  if [ $rc -eq 0 ]; then printf '%s\n' "$out" | jq -c 'del(.dns)'; else printf '%s\n' "$out"; fi; exit $rc; fi
+real"#;
+
+/// `intended` failed, and exactly `also` besides; exit status 1.
+fn assert_caught(r: &Report, intended: &str, also: &[&str]) {
+    let failed = r.with("fail");
+    assert_eq!(r.code, 1, "a failing rule gives exit status 1");
+    assert!(
+        failed.contains(intended),
+        "{intended} did not catch the defect; failed: {failed:?}; {intended}: {:#}",
+        r.rule(intended)
+    );
+    let mut want: BTreeSet<String> = also.iter().map(|s| s.to_string()).collect();
+    want.insert(intended.to_string());
+    let extra: Vec<&Value> = failed.difference(&want).map(|id| r.rule(id)).collect();
+    assert_eq!(failed, want, "rules failing besides {intended}: {extra:#?}");
+    assert!(r.rule(intended)["required"].as_str().is_some_and(|s| !s.is_empty()));
+}
+
 /// Run the wrapped plugin at 1.0.0; `intended` must fail, and exactly `also` besides.
 fn caught(real: &str, kind: &str, script: &str, intended: &str, also: &[&str]) {
     caught_at(real, "1.0.0", kind, script, intended, also, None)
@@ -159,16 +213,7 @@ fn caught_at(real: &str, version: &str, kind: &str, script: &str, intended: &str
     let tmp = tmp.unwrap_or_else(|| Tmp::new(intended));
     let plugin = wrapper(&tmp, real, script);
     let r = conformance(&plugin, kind, &["--versions", version]);
-    let failed = r.with("fail");
-    assert_eq!(r.code, 1, "a failing rule gives exit status 1");
-    assert!(
-        failed.contains(intended),
-        "{intended} did not catch the defect; failed: {failed:?}; {intended}: {:#}",
-        r.rule(intended)
-    );
-    let mut want: BTreeSet<String> = also.iter().map(|s| s.to_string()).collect();
-    want.insert(intended.to_string());
-    assert_eq!(failed, want, "rules failing besides {intended}");
+    assert_caught(&r, intended, also);
     // The failure carries the exact request and the plugin's answer.
     let f = r.rule(intended);
     assert!(f["request"]["env"].as_array().is_some_and(|e| !e.is_empty()), "{f:#}");
@@ -190,29 +235,12 @@ fn del_that_does_nothing() {
 
 #[test]
 fn check_that_prints_ok() {
-    caught(
-        "ptp",
-        "main",
-        r#"if [ "$CNI_COMMAND" = CHECK ]; then real; rc=$?; [ $rc -eq 0 ] && echo OK; exit $rc; fi; real"#,
-        "CHK-02",
-        &[],
-    );
+    caught("ptp", "main", CHECK_PRINTS_OK, "CHK-02", &[]);
 }
 
 #[test]
 fn second_del_fails() {
-    caught(
-        "host-local",
-        "ipam",
-        r#"if [ "$CNI_COMMAND" = DEL ] && wellformed; then
-  m="$DIR/deleted-$CNI_CONTAINERID"
-  if [ -e "$m" ]; then echo '{"code":11,"msg":"already deleted"}'; exit 1; fi
-  real; rc=$?; [ $rc -eq 0 ] && touch "$m"; exit $rc
-fi
-real"#,
-        "DEL-03",
-        &[],
-    );
+    caught("host-local", "ipam", SECOND_DEL_FAILS, "DEL-03", &[]);
 }
 
 #[test]
@@ -220,9 +248,7 @@ fn error_on_stderr_only() {
     caught(
         "bridge",
         "main",
-        r#"out=$(real); rc=$?
-if [ $rc -ne 0 ]; then printf '%s\n' "$out" >&2; else printf '%s\n' "$out"; fi
-exit $rc"#,
+        ERROR_ON_STDERR,
         "ERR-01",
         // Every rule that expects an error object with a code on stdout.
         &[
@@ -237,12 +263,7 @@ fn leaked_host_link() {
     caught(
         "ptp",
         "main",
-        r#"if [ "$CNI_COMMAND" = ADD ]; then
-  real; rc=$?
-  [ $rc -eq 0 ] && ip link add "lk$$" type bridge >&2
-  exit $rc
-fi
-real"#,
+        LEAKED_HOST_LINK,
         "DEL-10",
         // The link leaks whether or not the netns is there at DEL.
         &["DEL-15"],
@@ -310,15 +331,7 @@ fn check_that_always_succeeds() {
 
 #[test]
 fn meta_drops_prev_dns() {
-    caught(
-        "tuning",
-        "meta",
-        r#"if [ "$CNI_COMMAND" = ADD ]; then out=$(real); rc=$?
-  if [ $rc -eq 0 ]; then printf '%s\n' "$out" | jq -c 'del(.dns)'; else printf '%s\n' "$out"; fi; exit $rc; fi
-real"#,
-        "PREV-04",
-        &[],
-    );
+    caught("tuning", "meta", DROPS_DNS, "PREV-04", &[]);
 }
 
 #[test]
@@ -365,12 +378,7 @@ fn ipam_reservation_leak() {
 /// plugins do not speak 1.1.0).
 fn gc_defect(script: &str, intended: &str) {
     let tmp = Tmp::new(intended);
-    let bin = tmp.0.join("bin");
-    ok(&Command::new(cnichain_bin())
-        .args(["install", "--bin-dir"])
-        .arg(&bin)
-        .output()
-        .expect("install"));
+    let bin = install_to(tmp.0.join("bin"));
     let real = bin.join("host-local").display().to_string();
     caught_at(&real, "1.1.0", "ipam", script, intended, &[], Some(tmp));
 }
@@ -405,4 +413,260 @@ fn usage_errors_exit_two() {
     assert_eq!(o.status.code(), Some(0));
     let rows = stdout(&o).lines().count() - 1;
     assert!(rows >= 40, "only {rows} rules");
+}
+
+// --conflist: the chain-level rules over a whole list.
+
+/// The list of a node with pods on a bridge: bridge with host-local (and its own dns),
+/// portmap, tuning, bandwidth, as containerd's and CRI-O's default conflists chain them.
+fn node_list(tmp: &Tmp) -> PathBuf {
+    let list = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "cncf-list",
+        "plugins": [
+            { "type": "bridge", "bridge": "cncfbr1", "isGateway": true, "ipMasq": true,
+              "dns": { "nameservers": ["10.79.0.53"], "search": ["cluster.local"] },
+              "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.79.0.0/24" }]],
+                        "routes": [{ "dst": "0.0.0.0/0" }] } },
+            { "type": "portmap", "capabilities": { "portMappings": true }, "snat": true },
+            { "type": "tuning", "sysctl": { "net.ipv4.conf.eth0.arp_notify": "1" } },
+            { "type": "bandwidth", "capabilities": { "bandwidth": true } }
+        ]
+    });
+    let p = tmp.0.join("node.conflist");
+    std::fs::write(&p, list.to_string()).expect("write conflist");
+    p
+}
+
+fn conformance_list(list: &Path, extra: &[&str]) -> Report {
+    let mut args: Vec<&std::ffi::OsStr> = vec!["--conflist".as_ref(), list.as_os_str()];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    run_conformance(&args)
+}
+
+const CHAIN_RULES: &[&str] = &[
+    "CHN-01", "CHN-02", "CHN-03", "CHN-04", "CHN-05", "CHN-06", "CHN-07", "CHN-08",
+];
+
+#[test]
+fn own_list_passes() {
+    let tmp = Tmp::new("own-list");
+    let bin = install_to(tmp.0.join("bin"));
+    let list = node_list(&tmp);
+    let r = conformance_list(&list, &["--search-path", &bin.display().to_string()]);
+    let failed = r.with("fail");
+    let details: Vec<&Value> = failed.iter().map(|id| r.rule(id)).collect();
+    assert!(failed.is_empty(), "failed {failed:?}: {details:#?}");
+    assert_eq!(r.code, 0);
+    let passed = r.with("pass");
+    for id in CHAIN_RULES {
+        assert!(passed.contains(*id), "{id} did not pass: {:#}", r.rule(id));
+    }
+    // ADD, CHECK and DEL rules run over the list as one.
+    for id in ["ADD-03", "ADD-07", "CHK-01", "CHK-02", "DEL-03", "DEL-13", "DEL-15"] {
+        assert!(passed.contains(id), "{id} did not pass: {:#}", r.rule(id));
+    }
+    assert_eq!(r.json["kind"], "chain");
+    assert_eq!(
+        r.json["testedVersions"],
+        serde_json::json!(["1.0.0"]),
+        "the list's own version"
+    );
+}
+
+/// The reference plugins over the same list: the README's findings, and no others.
+#[test]
+fn reference_list_findings() {
+    let tmp = Tmp::new("ref-list");
+    let list = node_list(&tmp);
+    let r = conformance_list(&list, &["--search-path", REF_PLUGINS]);
+    // portmap 1.1.1's CHECK looks for an IPv6 chain it never made (README, findings).
+    let want: BTreeSet<String> = ["CHK-01"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(r.with("fail"), want, "{:#}", r.json);
+    assert!(r.rule("CHK-01")["request"]["what"]
+        .as_str()
+        .unwrap_or("")
+        .contains("portmap"));
+    assert_eq!(r.code, 1);
+}
+
+/// One plugin of the list (`typ`) wrapped with a defect, the others cnichain's drop-ins:
+/// `intended` must fail, and exactly `also` besides.
+fn caught_in_list(typ: &str, script: &str, intended: &str, also: &[&str]) {
+    let tmp = Tmp::new(intended);
+    let bin = install_to(tmp.0.join("bin"));
+    let wrapped = tmp.0.join("wrapped");
+    std::fs::create_dir_all(&wrapped).expect("dir");
+    wrapper_in(&wrapped, typ, typ, script);
+    let list = node_list(&tmp);
+    let path = format!("{}:{}", wrapped.display(), bin.display());
+    let r = conformance_list(&list, &["--search-path", &path]);
+    assert_caught(&r, intended, also);
+}
+
+#[test]
+fn list_meta_drops_dns() {
+    caught_in_list("tuning", DROPS_DNS, "CHN-05", &[]);
+}
+
+#[test]
+fn list_meta_drops_interfaces() {
+    // The last plugin keeps only the container's interface (re-indexing ips).
+    caught_in_list(
+        "bandwidth",
+        r#"if [ "$CNI_COMMAND" = ADD ]; then out=$(real); rc=$?
+  if [ $rc -eq 0 ]; then printf '%s\n' "$out" | jq -c '.interfaces |= map(select((.sandbox // "") != "")) | .ips |= map(.interface = 0)'; else printf '%s\n' "$out"; fi; exit $rc; fi
+real"#,
+        "CHN-02",
+        // The bridge's CHECK, given that cached result, misses its bridge interface.
+        &["CHK-01"],
+    );
+}
+
+#[test]
+fn list_plugin_not_claiming_the_version() {
+    caught_in_list(
+        "bandwidth",
+        r#"if [ "$CNI_COMMAND" = VERSION ]; then echo '{"cniVersion":"0.4.0","supportedVersions":["0.3.1","0.4.0"]}'; exit 0; fi
+real"#,
+        "CHN-01",
+        &[],
+    );
+}
+
+#[test]
+fn list_error_on_stderr_only() {
+    caught_in_list("tuning", ERROR_ON_STDERR, "CHN-07", &[]);
+}
+
+#[test]
+fn list_del_without_prev_result_does_nothing() {
+    // Real runtimes DEL a failed ADD with no cached result: this portmap forgets its rules.
+    caught_in_list(
+        "portmap",
+        r#"if [ "$CNI_COMMAND" = DEL ] && ! printf '%s' "$CONF" | jq -e .prevResult >/dev/null; then exit 0; fi
+real"#,
+        "CHN-06",
+        // The reference portmap's own CHECK finding (reference_list_findings).
+        &["CHK-01"],
+    );
+}
+
+#[test]
+fn list_del_wipes_other_attachments() {
+    // portmap's DEL flushes the whole DNAT chain: every other pod's host ports go too.
+    caught_in_list(
+        "portmap",
+        r#"if [ "$CNI_COMMAND" = DEL ]; then real; rc=$?; iptables -t nat -F CNI-HOSTPORT-DNAT >&2; exit $rc; fi
+real"#,
+        "CHN-08",
+        // The reference portmap's own CHECK finding (reference_list_findings).
+        &["CHK-01"],
+    );
+}
+
+#[test]
+fn list_check_that_prints_ok() {
+    caught_in_list("bandwidth", CHECK_PRINTS_OK, "CHK-02", &[]);
+}
+
+#[test]
+fn list_second_del_fails() {
+    caught_in_list("tuning", SECOND_DEL_FAILS, "DEL-03", &[]);
+}
+
+#[test]
+fn list_leaked_host_link() {
+    caught_in_list(
+        "portmap",
+        LEAKED_HOST_LINK,
+        "DEL-10",
+        // The link leaks after a failed ADD too; CHK-01 is the reference portmap's own.
+        &["DEL-15", "CHN-06", "CHK-01"],
+    );
+}
+
+#[test]
+fn list_usage() {
+    let tmp = Tmp::new("list-usage");
+    let list = node_list(&tmp);
+    // A type with no binary in the search path: usage error, nothing run.
+    let o = Command::new(cnichain_bin())
+        .args(["conformance", "--conflist"])
+        .arg(&list)
+        .args(["--search-path", "/nonexistent"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no plugin binary of type \"bridge\""),
+        "{}",
+        stderr(&o)
+    );
+    // --plugin names a type the list does not have.
+    let o = Command::new(cnichain_bin())
+        .args(["conformance", "--conflist"])
+        .arg(&list)
+        .args(["--plugin", &format!("{REF_PLUGINS}/ptp")])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("\"ptp\""), "{}", stderr(&o));
+}
+
+/// `--plugin` with `--conflist`: that build of one plugin in its list.
+#[test]
+fn list_with_one_plugin_swapped_in() {
+    let tmp = Tmp::new("list-swap");
+    let bin = install_to(tmp.0.join("bin"));
+    let list = node_list(&tmp);
+    let r = conformance_list(
+        &list,
+        &[
+            "--plugin",
+            &bin.join("portmap").display().to_string(),
+            "--rules",
+            "CHK,CHN-08",
+        ],
+    );
+    // The reference portmap's CHECK finding is gone with cnichain's portmap in its place.
+    assert_eq!(r.with("fail"), BTreeSet::new(), "{:#}", r.json);
+    assert!(r.with("pass").contains("CHK-01"));
+    let chk = r.json["rules"].as_array().unwrap().iter().any(|x| x["id"] == "CHK-01");
+    assert!(chk);
+}
+
+/// A harness killed mid-run (SIGKILL runs no Drop) leaves its namespaces and temp dir;
+/// the next run removes them, and only those whose pid is gone.
+#[test]
+fn a_killed_runs_leftovers_are_swept() {
+    assert!(is_root(), "conformance tests need root (network namespaces)");
+    let mut child = Command::new("true").spawn().expect("spawn");
+    let dead = child.id();
+    child.wait().expect("wait");
+    let live = std::process::id();
+    let stale = format!("cncf{dead}x0-h");
+    let kept = format!("cncf{live}x9999-h");
+    for n in [&stale, &kept] {
+        ok(&Command::new("ip").args(["netns", "add", n]).output().expect("ip"));
+    }
+    let dir = std::env::temp_dir().join(format!("cnichain-conformance-cncf{dead}x0"));
+    std::fs::create_dir_all(dir.join("ipam")).expect("dir");
+    let o = Command::new(cnichain_bin())
+        .args(["conformance", "--rules", "VER-01", "--plugin"])
+        .arg(format!("{REF_PLUGINS}/bridge"))
+        .output()
+        .expect("run");
+    let list = stdout(&Command::new("ip").args(["netns", "list"]).output().expect("ip"));
+    let _ = Command::new("ip").args(["netns", "del", &kept]).output();
+    let _ = Command::new("ip").args(["netns", "del", &stale]).output();
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        !list.lines().any(|l| l.starts_with(&format!("{stale} ")) || l == stale),
+        "{list}"
+    );
+    assert!(
+        list.lines().any(|l| l.starts_with(&kept)),
+        "a live pid's netns was removed: {list}"
+    );
+    assert!(!dir.exists(), "{} is still there", dir.display());
 }

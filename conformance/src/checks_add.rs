@@ -251,9 +251,19 @@ pub fn ipam_has_ips(c: &mut Ctx) -> Step {
 fn prev_kept(c: &mut Ctx, part: &str) -> Step {
     let att = c.attach()?;
     let prev = att.prev.clone().unwrap_or_default();
-    let out = &att.result;
-    let missing: Vec<String> = match part {
-        "interfaces" => interfaces(&prev)
+    let missing = prev_lost(&prev, &att.result, part);
+    require(
+        missing.is_empty(),
+        &format!("a chained plugin passes the prevResult's {part} through (§2 ADD: \"passed through or modified\"; a meta plugin does not own them)"),
+        || format!("lost: {}", missing.join(", ")),
+        Some(&att.add),
+    )
+}
+
+/// What of `prev`'s `part` (interfaces, ips, routes, dns) the result `out` lost.
+pub fn prev_lost(prev: &Value, out: &Value, part: &str) -> Vec<String> {
+    match part {
+        "interfaces" => interfaces(prev)
             .into_iter()
             .filter(|i| !interfaces(out).contains(i))
             .map(|i| format!("{i:?}"))
@@ -265,7 +275,7 @@ fn prev_kept(c: &mut Ctx, part: &str) -> Step {
                     let idx = x["interface"].as_u64();
                     let name =
                         |r: &Value| idx.and_then(|i| r["interfaces"][i as usize]["name"].as_str().map(String::from));
-                    (x["address"].to_string(), x["gateway"].to_string(), name(&prev))
+                    (x["address"].to_string(), x["gateway"].to_string(), name(prev))
                 }
                 _ => (x["dst"].to_string(), x["gw"].to_string(), None),
             };
@@ -304,13 +314,7 @@ fn prev_kept(c: &mut Ctx, part: &str) -> Step {
                 vec![format!("dns {} became {}", prev["dns"], out["dns"])]
             }
         }
-    };
-    require(
-        missing.is_empty(),
-        &format!("a chained plugin passes the prevResult's {part} through (§2 ADD: \"passed through or modified\"; a meta plugin does not own them)"),
-        || format!("lost: {}", missing.join(", ")),
-        Some(&att.add),
-    )
+    }
 }
 
 pub fn prev_interfaces(c: &mut Ctx) -> Step {

@@ -202,22 +202,35 @@ fn leftovers(c: &Ctx, before: &Snap, after: &Snap, att: &Att, part: &str) -> Vec
     }
 }
 
+/// What `att`'s teardown left of `parts` compared with `before`. The kernel destroys a
+/// removed netns (and the veth ends in it) asynchronously: what is already on its way
+/// out gets a moment before it is called a leak.
+pub fn left_behind(c: &Ctx, before: &Snap, att: &Att, parts: &[&str]) -> Result<Vec<String>, Verdict> {
+    let now = |c: &Ctx| -> Result<Vec<String>, Verdict> {
+        let after = c.snapshot()?;
+        Ok(parts
+            .iter()
+            .flat_map(|p| leftovers(c, before, &after, att, p))
+            .collect())
+    };
+    let mut left = now(c)?;
+    for _ in 0..30 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = now(c)?;
+    }
+    Ok(left)
+}
+
 /// Baseline, then ADD + DEL of a second attachment (after `between`), then compare.
 fn leaves_nothing(c: &mut Ctx, part: &str, what: &str, between: fn(&mut Ctx) -> Step) -> Step {
     let before = c.baseline()?;
     let att = c.attach()?;
     between(c)?;
     let call = c.teardown(&att);
-    let mut left = leftovers(c, &before, &c.snapshot()?, &att, part);
-    // The kernel destroys a removed netns (and the veth ends in it) asynchronously:
-    // give what is already on its way out a moment before calling it a leak.
-    for _ in 0..30 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        left = leftovers(c, &before, &c.snapshot()?, &att, part);
-    }
+    let left = left_behind(c, &before, &att, &[part])?;
     require(
         left.is_empty(),
         &format!("DEL removes {what} its ADD made (compared with the state after an earlier ADD+DEL)"),

@@ -261,13 +261,21 @@ pub fn del_bad_config(c: &mut Ctx) -> Step {
 
 pub fn stdout_only_json(c: &mut Ctx) -> Step {
     let att = c.attach()?;
-    let call = &att.add;
-    require(
-        serde_json::from_str::<Value>(&call.stdout).is_ok_and(|v| v.is_object()),
-        "a successful ADD prints the result and nothing else on stdout (logs go to stderr)",
-        || "stdout is not exactly one JSON object".into(),
-        Some(call),
-    )
+    // A list: every plugin's ADD (libcni parses each one's stdout).
+    let calls = if att.stages.is_empty() {
+        std::slice::from_ref(&att.add)
+    } else {
+        &att.stages[..]
+    };
+    for call in calls {
+        require(
+            serde_json::from_str::<Value>(&call.stdout).is_ok_and(|v| v.is_object()),
+            "a successful ADD prints the result and nothing else on stdout (logs go to stderr)",
+            || "stdout is not exactly one JSON object".into(),
+            Some(call),
+        )?;
+    }
+    Ok(())
 }
 
 /// ADD with `edit` applied to the config succeeds with a result.

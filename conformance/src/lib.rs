@@ -3,7 +3,10 @@
 //! they name live in checks_*.rs. Exit status: 0 every applicable rule passed, 1 a rule
 //! failed, 2 usage error (no such plugin, unreadable config, not root).
 
+mod call;
+mod chain;
 mod checks_add;
+mod checks_chain;
 mod checks_del;
 mod checks_env;
 mod report;
@@ -16,31 +19,36 @@ use cnichain_engine::spec::version;
 use runner::{exec, Ctx, Verdict};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ConformanceArgs {
     /// The plugin binary under test
-    #[arg(long, required_unless_present = "list")]
+    /// The plugin binary under test (with --conflist: used for the list's entries of its
+    /// file name's type)
+    #[arg(long, required_unless_present_any = ["list", "conflist"])]
     pub plugin: Option<PathBuf>,
     /// What the plugin is [default: from its name: host-local/static/dhcp are ipam;
     /// tuning/portmap/bandwidth/firewall/sbr meta; anything else main]
-    #[arg(long, value_parser = ["main", "ipam", "meta"])]
+    #[arg(long, value_parser = ["main", "ipam", "meta"], conflicts_with = "conflist")]
     pub kind: Option<String>,
     /// The plugin's config (one plugin object); cniVersion is set per version under test
     /// and every dataDir is moved into the sandbox [default: per kind]
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Run the rules over the plugin named `--plugin` taken from this conflist's entry
-    /// of the same type (its config, the list's name)
+    /// Run the chain-level rules over this whole conflist instead, as libcni runs it:
+    /// plugins found by type in the search path, each ADD given the previous result,
+    /// CHECK and DEL the cached one (DEL in reverse order)
     #[arg(long, conflicts_with = "config")]
     pub conflist: Option<PathBuf>,
     /// Spec versions to test, comma separated [default: every version the plugin's
-    /// VERSION answer claims that cnichain knows]
+    /// VERSION answer claims that cnichain knows; with --conflist, the list's cniVersion]
     #[arg(long, value_delimiter = ',')]
     pub versions: Vec<String>,
-    /// Directories (colon separated) for delegated IPAM and the meta plugin's bridge
-    /// [default: the plugin's own directory, /usr/lib/cni, /opt/cni/bin]
+    /// Directories (colon separated) for delegated IPAM, the meta plugin's bridge and a
+    /// conflist's plugins [default: the plugin's own directory, /usr/lib/cni, /opt/cni/bin]
     /// (not --cni-path: that global option is the runtime's CNI_PATH)
     #[arg(long)]
     pub search_path: Option<String>,
@@ -50,6 +58,9 @@ pub struct ConformanceArgs {
     /// Seconds before a plugin call is killed
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
+    /// Rules run at once, each in its own sandbox
+    #[arg(long, default_value_t = 4)]
+    pub jobs: usize,
     #[arg(long, value_parser = ["human", "json"], default_value = "human")]
     pub format: String,
     /// Print the rule table and exit
@@ -62,6 +73,8 @@ pub enum Kind {
     Main,
     Ipam,
     Meta,
+    /// `--conflist`: the whole list, run as a runtime runs it.
+    Chain,
 }
 
 impl Kind {
@@ -70,12 +83,16 @@ impl Kind {
             Kind::Main => "main",
             Kind::Ipam => "ipam",
             Kind::Meta => "meta",
+            Kind::Chain => "chain",
         }
     }
 }
 
 pub struct Opts {
+    /// The plugin under test (`--conflist`: the list's path).
     pub plugin: PathBuf,
+    /// `--conflist`: the list under test.
+    pub chain: Option<chain::Chain>,
     pub kind: Kind,
     /// The plugin config before per-version and per-sandbox fixes.
     pub base: Value,
@@ -100,13 +117,14 @@ pub fn run(a: &ConformanceArgs, out: &dyn Fn(&str), err: &dyn Fn(&str)) -> i32 {
         out(&report::rule_table());
         return 0;
     }
-    let Some(plugin) = a.plugin.clone() else {
-        return usage(err, "--plugin is required");
-    };
-    if !std::fs::metadata(&plugin).is_ok_and(|m| m.is_file()) {
-        return usage(err, &format!("--plugin {}: not a file", plugin.display()));
+    if let Some(p) = a
+        .plugin
+        .as_ref()
+        .filter(|p| !std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+    {
+        return usage(err, &format!("--plugin {}: not a file", p.display()));
     }
-    // SAFETY-free root check: namespaces need CAP_SYS_ADMIN; say so instead of 40 failures.
+    // Namespaces need CAP_SYS_ADMIN: say so instead of 40 failures.
     if std::fs::read_to_string("/proc/self/status")
         .map(|s| {
             !s.lines()
@@ -116,55 +134,12 @@ pub fn run(a: &ConformanceArgs, out: &dyn Fn(&str), err: &dyn Fn(&str)) -> i32 {
     {
         return usage(err, "must run as root (it creates network namespaces)");
     }
-    let name = plugin
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let kind = match a.kind.as_deref() {
-        Some("ipam") => Kind::Ipam,
-        Some("meta") => Kind::Meta,
-        Some(_) => Kind::Main,
-        None => guess_kind(&name),
-    };
-    let base = match load_config(a, &name, kind) {
-        Ok(b) => b,
+    let o = match opts(a) {
+        Ok(o) => o,
         Err(e) => return usage(err, &e),
     };
-    let cni_path: Vec<PathBuf> = match a.search_path.as_deref().filter(|p| !p.is_empty()) {
-        Some(p) => p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
-        None => {
-            let own = plugin.parent().map(Path::to_path_buf).unwrap_or_default();
-            vec![own, "/usr/lib/cni".into(), "/opt/cni/bin".into()]
-        }
-    };
-    let bridge = cni_path.iter().map(|d| d.join("bridge")).find(|p| p.is_file());
-    let timeout = Duration::from_secs(a.timeout.max(1));
-    let claimed = probe_versions(&plugin, timeout);
-    let mut versions: Vec<String> = if a.versions.is_empty() {
-        claimed.iter().filter(|v| version::is_supported(v)).cloned().collect()
-    } else {
-        a.versions.clone()
-    };
-    if let Some(bad) = versions.iter().find(|v| version::parse(v).is_err()) {
-        return usage(err, &format!("--versions: {bad:?} is not a version"));
-    }
-    versions.sort_by(|x, y| version::compare(x, y).unwrap_or(std::cmp::Ordering::Equal));
-    versions.dedup();
-    if versions.is_empty() {
-        // VERSION gave nothing usable (its rule fails); still test the current version.
-        versions.push("1.0.0".into());
-    }
-    let o = Opts {
-        plugin,
-        kind,
-        base,
-        claimed,
-        versions,
-        cni_path,
-        bridge,
-        timeout,
-    };
-    let results = run_rules(&o, &a.rules);
+    sandbox::sweep_stale();
+    let results = run_rules(&o, &a.rules, a.jobs);
     let text = if a.format == "json" {
         report::json(&o, &results)
     } else {
@@ -176,6 +151,94 @@ pub fn run(a: &ConformanceArgs, out: &dyn Fn(&str), err: &dyn Fn(&str)) -> i32 {
     } else {
         0
     }
+}
+
+/// The options of a run: the plugin (or list), its kind and config, the versions.
+fn opts(a: &ConformanceArgs) -> Result<Opts, String> {
+    let timeout = Duration::from_secs(a.timeout.max(1));
+    let own_dir = a.plugin.as_ref().and_then(|p| p.parent()).map(Path::to_path_buf);
+    let cni_path: Vec<PathBuf> = match a.search_path.as_deref().filter(|p| !p.is_empty()) {
+        Some(p) => p.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
+        None => own_dir
+            .into_iter()
+            .chain(["/usr/lib/cni".into(), "/opt/cni/bin".into()])
+            .collect(),
+    };
+    let check_versions = |mut vs: Vec<String>| -> Result<Vec<String>, String> {
+        if let Some(bad) = vs.iter().find(|v| version::parse(v).is_err()) {
+            return Err(format!("--versions: {bad:?} is not a version"));
+        }
+        vs.sort_by(|x, y| version::compare(x, y).unwrap_or(std::cmp::Ordering::Equal));
+        vs.dedup();
+        Ok(vs)
+    };
+    if let Some(list) = &a.conflist {
+        let ch = chain::Chain::load(list, a.plugin.clone(), &cni_path)?;
+        // What every plugin of the list claims.
+        let mut claimed: Option<Vec<String>> = None;
+        for t in ch.types() {
+            let mine = ch
+                .binary(&t, &cni_path)
+                .map(|b| probe_versions(&b, timeout))
+                .unwrap_or_default();
+            claimed = Some(match claimed {
+                None => mine,
+                Some(c) => c.into_iter().filter(|v| mine.contains(v)).collect(),
+            });
+        }
+        let versions = if a.versions.is_empty() {
+            // What the operator deploys: the list's own version (libcni's default when
+            // it has none is what plugins read as 0.1.0).
+            vec![ch.version().unwrap_or_else(|| "0.1.0".into())]
+        } else {
+            a.versions.clone()
+        };
+        return Ok(Opts {
+            plugin: list.clone(),
+            chain: Some(ch),
+            kind: Kind::Chain,
+            base: Value::Null,
+            claimed: claimed.unwrap_or_default(),
+            versions: check_versions(versions)?,
+            cni_path,
+            bridge: None,
+            timeout,
+        });
+    }
+    let plugin = a.plugin.clone().ok_or("--plugin or --conflist is required")?;
+    let name = plugin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kind = match a.kind.as_deref() {
+        Some("ipam") => Kind::Ipam,
+        Some("meta") => Kind::Meta,
+        Some(_) => Kind::Main,
+        None => guess_kind(&name),
+    };
+    let base = load_config(a, &name, kind)?;
+    let bridge = cni_path.iter().map(|d| d.join("bridge")).find(|p| p.is_file());
+    let claimed = probe_versions(&plugin, timeout);
+    let mut versions = check_versions(if a.versions.is_empty() {
+        claimed.iter().filter(|v| version::is_supported(v)).cloned().collect()
+    } else {
+        a.versions.clone()
+    })?;
+    if versions.is_empty() {
+        // VERSION gave nothing usable (its rule fails); still test the current version.
+        versions.push("1.0.0".into());
+    }
+    Ok(Opts {
+        plugin,
+        chain: None,
+        kind,
+        base,
+        claimed,
+        versions,
+        cni_path,
+        bridge,
+        timeout,
+    })
 }
 
 fn guess_kind(name: &str) -> Kind {
@@ -195,17 +258,6 @@ fn load_config(a: &ConformanceArgs, name: &str, kind: Kind) -> Result<Value, Str
             .then_some(v)
             .ok_or_else(|| format!("--config {}: not a JSON object", p.display()));
     }
-    if let Some(p) = &a.conflist {
-        let text = std::fs::read_to_string(p).map_err(|e| format!("--conflist {}: {e}", p.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| format!("--conflist {}: {e}", p.display()))?;
-        let entry = v["plugins"]
-            .as_array()
-            .and_then(|ps| ps.iter().find(|p| p["type"].as_str() == Some(name)))
-            .ok_or_else(|| format!("--conflist {}: no plugin of type {name:?}", p.display()))?;
-        let mut c = entry.clone();
-        c["name"] = v["name"].clone();
-        return Ok(c);
-    }
     Ok(default_config(name, kind))
 }
 
@@ -217,7 +269,8 @@ pub fn default_config(name: &str, kind: Kind) -> Value {
         "routes": [{ "dst": "0.0.0.0/0" }]
     });
     match kind {
-        Kind::Main => json!({ "name": "cncf-main", "type": name, "ipam": ipam }),
+        // A list brings its own config: this is only its main plugin's shape.
+        Kind::Main | Kind::Chain => json!({ "name": "cncf-main", "type": name, "ipam": ipam }),
         Kind::Ipam => {
             let mut i = ipam;
             i["type"] = json!(name);
@@ -264,15 +317,31 @@ pub struct RuleResult {
     pub version: String,
 }
 
-fn run_rules(o: &Opts, only: &[String]) -> Vec<RuleResult> {
-    let mut out = Vec::new();
-    for rule in rules::RULES {
-        if !only.is_empty() && !only.iter().any(|p| rule.id.starts_with(p.as_str())) {
-            continue;
+/// The rules, `jobs` at a time: each has its own sandbox, and most of a rule's time is
+/// spent waiting on the kernel and the plugin's processes. Reported in table order.
+fn run_rules(o: &Opts, only: &[String], jobs: usize) -> Vec<RuleResult> {
+    let picked: Vec<&'static rules::Rule> = rules::RULES
+        .iter()
+        .filter(|r| only.is_empty() || only.iter().any(|p| r.id.starts_with(p.as_str())))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<RuleResult>>> = picked.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..jobs.clamp(1, picked.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(rule) = picked.get(i) else { break };
+                let r = run_rule(o, rule);
+                if let Ok(mut slot) = slots[i].lock() {
+                    *slot = Some(r);
+                }
+            });
         }
-        out.push(run_rule(o, rule));
-    }
-    out
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
 }
 
 fn run_rule(o: &Opts, rule: &'static rules::Rule) -> RuleResult {

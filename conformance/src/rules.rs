@@ -5,11 +5,12 @@
 //! and CONVENTIONS.md.
 
 use super::checks_add as add;
+use super::checks_chain as chain;
 use super::checks_del as del;
 use super::checks_env as env;
 use super::checks_env::EnvMod::{Set, Unset};
 use super::runner::{Ctx, Step};
-use super::Kind::{self, Ipam, Main, Meta};
+use super::Kind::{self, Chain, Ipam, Main, Meta};
 
 pub struct Rule {
     pub id: &'static str,
@@ -26,6 +27,11 @@ pub struct Rule {
 
 const ALL: &[Kind] = &[Main, Ipam, Meta];
 const ATTACHING: &[Kind] = &[Main, Meta];
+/// Also the whole list (`--conflist`), run as one.
+const ALL_AND_LIST: &[Kind] = &[Main, Ipam, Meta, Chain];
+const ATTACHING_AND_LIST: &[Kind] = &[Main, Meta, Chain];
+const MAIN_AND_LIST: &[Kind] = &[Main, Chain];
+const LIST: &[Kind] = &[Chain];
 
 macro_rules! rule {
     ($id:literal, $sec:literal, $title:literal, $kinds:expr, $min:literal, $each:literal, $check:expr) => {
@@ -203,7 +209,7 @@ pub static RULES: &[Rule] = &[
         "ADD-01",
         "§2 ADD",
         "ADD exits 0 with a result on stdout",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         true,
         add::add_succeeds
@@ -212,7 +218,7 @@ pub static RULES: &[Rule] = &[
         "ADD-02",
         "§5 Result",
         "the result's cniVersion is the config's",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         true,
         add::result_version
@@ -221,7 +227,7 @@ pub static RULES: &[Rule] = &[
         "ADD-03",
         "§5 Result",
         "the result has the version's keys, types and address syntax",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         true,
         add::result_schema
@@ -230,7 +236,7 @@ pub static RULES: &[Rule] = &[
         "ADD-04",
         "§5 Result",
         "ips[].interface indexes are in range",
-        ALL,
+        ALL_AND_LIST,
         "0.3.0",
         true,
         add::interface_indexes
@@ -239,7 +245,7 @@ pub static RULES: &[Rule] = &[
         "ADD-05",
         "§5 Result",
         "CNI_IFNAME is listed with sandbox = CNI_NETNS",
-        &[Main],
+        MAIN_AND_LIST,
         "0.3.0",
         true,
         add::pod_interface_listed
@@ -248,7 +254,7 @@ pub static RULES: &[Rule] = &[
         "ADD-06",
         "§5 Result",
         "interfaces in the container netns have sandbox set, and only that one",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.3.0",
         true,
         add::sandbox_set
@@ -257,7 +263,7 @@ pub static RULES: &[Rule] = &[
         "ADD-07",
         "§5 Result",
         "kernel: every interface exists where the result says, with its MAC",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.3.0",
         true,
         add::kernel_links
@@ -266,7 +272,7 @@ pub static RULES: &[Rule] = &[
         "ADD-08",
         "§5 Result",
         "kernel: every address is on the interface it names",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.1.0",
         true,
         add::kernel_addrs
@@ -275,7 +281,7 @@ pub static RULES: &[Rule] = &[
         "ADD-09",
         "§5 Result",
         "kernel: every route is in the container's netns",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.1.0",
         true,
         add::kernel_routes
@@ -284,7 +290,7 @@ pub static RULES: &[Rule] = &[
         "ADD-10",
         "§2 ADD",
         "ADD when CNI_IFNAME already exists in the netns fails",
-        &[Main],
+        MAIN_AND_LIST,
         "0.1.0",
         false,
         add::existing_ifname_errors
@@ -302,7 +308,7 @@ pub static RULES: &[Rule] = &[
         "ADD-12",
         "§2 Errors",
         "a successful ADD prints only the result JSON on stdout",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         env::stdout_only_json
@@ -349,7 +355,7 @@ pub static RULES: &[Rule] = &[
         "CHK-01",
         "§2 CHECK",
         "CHECK right after ADD succeeds",
-        ALL,
+        ALL_AND_LIST,
         "0.4.0",
         false,
         del::check_ok
@@ -358,7 +364,7 @@ pub static RULES: &[Rule] = &[
         "CHK-02",
         "§2 CHECK",
         "a successful CHECK prints nothing on stdout",
-        ALL,
+        ALL_AND_LIST,
         "0.4.0",
         false,
         del::check_quiet
@@ -377,7 +383,7 @@ pub static RULES: &[Rule] = &[
         "CHK-04",
         "§2 CHECK",
         "CHECK fails once the container interface is gone",
-        &[Main],
+        MAIN_AND_LIST,
         "0.4.0",
         false,
         del::check_after_ifname_gone
@@ -387,7 +393,7 @@ pub static RULES: &[Rule] = &[
         "DEL-01",
         "§2 DEL",
         "DEL after ADD succeeds",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_ok
@@ -396,7 +402,7 @@ pub static RULES: &[Rule] = &[
         "DEL-02",
         "§2 DEL",
         "a successful DEL prints nothing on stdout",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_quiet
@@ -405,7 +411,7 @@ pub static RULES: &[Rule] = &[
         "DEL-03",
         "§2 DEL",
         "a second DEL succeeds",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_twice
@@ -414,7 +420,7 @@ pub static RULES: &[Rule] = &[
         "DEL-04",
         "§2 DEL",
         "DEL succeeds with the netns gone",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_netns_gone
@@ -423,7 +429,7 @@ pub static RULES: &[Rule] = &[
         "DEL-05",
         "§2 Parameters",
         "DEL succeeds without CNI_NETNS",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_no_netns
@@ -432,7 +438,7 @@ pub static RULES: &[Rule] = &[
         "DEL-06",
         "§2 DEL",
         "DEL succeeds without prevResult",
-        ALL,
+        ALL_AND_LIST,
         "0.4.0",
         false,
         del::del_no_prev
@@ -441,7 +447,7 @@ pub static RULES: &[Rule] = &[
         "DEL-07",
         "§3 Deriving runtimeConfig",
         "DEL succeeds without the ADD's runtimeConfig",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_no_runtime_config
@@ -450,7 +456,7 @@ pub static RULES: &[Rule] = &[
         "DEL-08",
         "§2 DEL",
         "DEL of an attachment never added succeeds",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::del_unknown
@@ -459,7 +465,7 @@ pub static RULES: &[Rule] = &[
         "DEL-09",
         "§2 DEL",
         "DEL removes CNI_IFNAME from the container",
-        &[Main],
+        MAIN_AND_LIST,
         "0.1.0",
         false,
         del::del_removes_ifname
@@ -468,7 +474,7 @@ pub static RULES: &[Rule] = &[
         "DEL-10",
         "§2 DEL",
         "DEL leaves no host-side link",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.1.0",
         false,
         del::no_host_links
@@ -477,7 +483,7 @@ pub static RULES: &[Rule] = &[
         "DEL-11",
         "§2 DEL",
         "DEL leaves no host-side address or route",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.1.0",
         false,
         del::no_host_addrs
@@ -486,7 +492,7 @@ pub static RULES: &[Rule] = &[
         "DEL-12",
         "§2 DEL",
         "DEL leaves no reservation/record file in its dataDir",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::no_data_files
@@ -495,7 +501,7 @@ pub static RULES: &[Rule] = &[
         "DEL-13",
         "§2 DEL",
         "DEL leaves no nftables/iptables rule naming the container or its address",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.1.0",
         false,
         del::no_fw_rules
@@ -504,7 +510,7 @@ pub static RULES: &[Rule] = &[
         "DEL-14",
         "§2 DEL",
         "DEL leaves no file under /var/lib/cni or /run naming the container",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::no_shared_files
@@ -513,7 +519,7 @@ pub static RULES: &[Rule] = &[
         "DEL-15",
         "§2 DEL",
         "DEL with the netns gone leaves no host-side link",
-        ATTACHING,
+        ATTACHING_AND_LIST,
         "0.1.0",
         false,
         del::netns_gone_no_links
@@ -522,7 +528,7 @@ pub static RULES: &[Rule] = &[
         "DEL-16",
         "§2 DEL",
         "DEL with the netns gone leaves no file in its dataDir",
-        ALL,
+        ALL_AND_LIST,
         "0.1.0",
         false,
         del::netns_gone_no_data
@@ -578,7 +584,7 @@ pub static RULES: &[Rule] = &[
         "GC-01",
         "§2 GC",
         "GC exits 0 and prints nothing",
-        ALL,
+        ALL_AND_LIST,
         "1.1.0",
         false,
         del::gc_quiet
@@ -587,7 +593,7 @@ pub static RULES: &[Rule] = &[
         "GC-02",
         "§2 GC",
         "GC keeps valid attachments",
-        ALL,
+        ALL_AND_LIST,
         "1.1.0",
         false,
         del::gc_keeps_valid
@@ -596,7 +602,7 @@ pub static RULES: &[Rule] = &[
         "GC-03",
         "§2 GC",
         "GC removes a stale attachment's state",
-        ALL,
+        ALL_AND_LIST,
         "1.1.0",
         false,
         del::gc_removes_stale
@@ -605,7 +611,7 @@ pub static RULES: &[Rule] = &[
         "STA-01",
         "§2 STATUS",
         "STATUS exits 0 and prints nothing when ADD can be served",
-        ALL,
+        ALL_AND_LIST,
         "1.1.0",
         false,
         del::status_ok
@@ -673,5 +679,78 @@ pub static RULES: &[Rule] = &[
         "0.1.0",
         false,
         env::unclaimed_version
+    ),
+    // The whole list (--conflist): what holds between its plugins
+    rule!(
+        "CHN-01",
+        "§4 (libcni ValidateNetworkList)",
+        "every plugin's VERSION claims the list's cniVersion",
+        LIST,
+        "0.1.0",
+        true,
+        chain::versions_claimed
+    ),
+    rule!(
+        "CHN-02",
+        "§4 Add: prevResult",
+        "each plugin keeps its prevResult's interfaces",
+        LIST,
+        "0.3.0",
+        true,
+        chain::stages_keep_interfaces
+    ),
+    rule!(
+        "CHN-03",
+        "§4 Add: prevResult",
+        "each plugin keeps its prevResult's ips (same interface)",
+        LIST,
+        "0.3.0",
+        true,
+        chain::stages_keep_ips
+    ),
+    rule!(
+        "CHN-04",
+        "§4 Add: prevResult",
+        "each plugin keeps its prevResult's routes",
+        LIST,
+        "0.3.0",
+        true,
+        chain::stages_keep_routes
+    ),
+    rule!(
+        "CHN-05",
+        "§4 Add: prevResult",
+        "each plugin keeps its prevResult's dns",
+        LIST,
+        "0.3.0",
+        true,
+        chain::stages_keep_dns
+    ),
+    rule!(
+        "CHN-06",
+        "§4 Add / §2 DEL",
+        "DEL after an ADD that failed in a later plugin leaves nothing",
+        LIST,
+        "0.1.0",
+        false,
+        chain::failed_add_cleaned
+    ),
+    rule!(
+        "CHN-07",
+        "§2 VERSION / §5 Error",
+        "every plugin refuses cniVersion 99.99.99: code 1 on stdout, exit 1",
+        LIST,
+        "0.1.0",
+        false,
+        chain::each_refuses_version
+    ),
+    rule!(
+        "CHN-08",
+        "§2 DEL",
+        "DEL of one attachment leaves another of the list whole",
+        LIST,
+        "0.1.0",
+        false,
+        chain::del_leaves_other
     ),
 ];

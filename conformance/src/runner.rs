@@ -2,40 +2,15 @@
 //! sandbox's host netns, and the per-rule context: attachments made for the rule, the
 //! meta plugin's bridge before it, before/after snapshots, and cleanup on drop.
 
+pub use super::call::{exec, lenient_json, Call};
+use super::chain;
 use super::sandbox::{self, Link, RouteEntry, Sandbox};
 use super::{Kind, Opts};
 use cnichain_engine::spec::version;
 use serde_json::{json, Value};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// One plugin execution: the exact request and what came back.
-#[derive(Debug, Clone)]
-pub struct Call {
-    pub what: String,
-    pub program: String,
-    pub netns: String,
-    pub env: Vec<(String, String)>,
-    pub stdin: String,
-    pub stdout: String,
-    pub stderr: String,
-    /// Exit status; None when killed (timeout) or not started (`note` says why).
-    pub status: Option<i32>,
-    pub note: String,
-}
-
-impl Call {
-    pub fn ok(&self) -> bool {
-        self.status == Some(0)
-    }
-    /// stdout as exactly one JSON value (surrounding whitespace allowed).
-    pub fn json(&self) -> Result<Value, String> {
-        serde_json::from_str(&self.stdout).map_err(|e| format!("stdout is not one JSON value: {e}"))
-    }
-}
 
 /// The outcome of a rule, or a step of one (`Err` ends the check early).
 #[derive(Debug)]
@@ -68,85 +43,6 @@ pub fn require(cond: bool, required: &str, found: impl FnOnce() -> String, call:
     }
 }
 
-/// Run `program` in the netns file `netns` with exactly `env` (nothing inherited) and `stdin`.
-pub fn exec(
-    what: &str,
-    program: &std::path::Path,
-    netns: &str,
-    env: Vec<(String, String)>,
-    stdin: &[u8],
-    timeout: Duration,
-) -> Call {
-    let mut call = Call {
-        what: what.into(),
-        program: program.display().to_string(),
-        netns: netns.into(),
-        env,
-        stdin: String::from_utf8_lossy(stdin).into_owned(),
-        stdout: String::new(),
-        stderr: String::new(),
-        status: None,
-        note: String::new(),
-    };
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={netns}"))
-        .arg("--")
-        .arg(program)
-        .env_clear()
-        .envs(call.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            call.note = format!("could not start: {e}");
-            return call;
-        }
-    };
-    let data = stdin.to_vec();
-    let mut sin = child.stdin.take();
-    std::thread::spawn(move || {
-        if let Some(s) = sin.as_mut() {
-            let _ = s.write_all(&data);
-        }
-    });
-    let reader = |p: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut b = Vec::new();
-            if let Some(p) = p {
-                let _ = p.take(4 << 20).read_to_end(&mut b);
-            }
-            b
-        })
-    };
-    let out = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                call.note = format!("killed after {timeout:?} without exiting");
-                break None;
-            }
-        }
-    };
-    // A child the plugin left behind may hold the pipes: do not wait for them forever.
-    if status.is_some() {
-        call.stdout = String::from_utf8_lossy(&out.join().unwrap_or_default()).into_owned();
-        call.stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
-    }
-    call.status = status.and_then(|s| s.code());
-    if let Some(s) = status.filter(|s| s.code().is_none()) {
-        call.note = format!("terminated: {s}");
-    }
-    call
-}
-
 /// An attachment made for a rule (ADD succeeded).
 #[derive(Debug, Clone)]
 pub struct Att {
@@ -160,6 +56,8 @@ pub struct Att {
     pub prev: Option<Value>,
     pub result: Value,
     pub add: Call,
+    /// `--conflist`: every plugin's ADD call, in order (empty for one plugin).
+    pub stages: Vec<Call>,
 }
 
 pub struct Ctx<'a> {
@@ -171,6 +69,8 @@ pub struct Ctx<'a> {
     live: Vec<Att>,
     /// CNI_NETNS for new attachments: the pod netns (the baseline's own one meanwhile).
     cur_pod: String,
+    /// `--conflist`: the plugin calls of the list's last operation.
+    pub stages: RefCell<Vec<Call>>,
 }
 
 pub const IFNAME: &str = "eth0";
@@ -186,6 +86,7 @@ impl<'a> Ctx<'a> {
             seq: 0,
             live: Vec::new(),
             cur_pod: String::new(),
+            stages: RefCell::new(Vec::new()),
         })
     }
 
@@ -198,10 +99,17 @@ impl<'a> Ctx<'a> {
         version::at_least(&self.v, v).unwrap_or(false)
     }
 
-    fn cni_path(&self) -> String {
+    /// Where plugins are found: the sandbox's own bin dir (harness plugins), then the
+    /// search path.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
         let mut dirs = vec![self.sb.dir.join("bin")];
         dirs.extend(self.o.cni_path.iter().cloned());
-        dirs.iter()
+        dirs
+    }
+
+    fn cni_path(&self) -> String {
+        self.plugin_dirs()
+            .iter()
             .map(|d| d.display().to_string())
             .collect::<Vec<_>>()
             .join(":")
@@ -258,6 +166,9 @@ impl<'a> Ctx<'a> {
 
     /// The plugin's config for the version under test, state paths in the sandbox.
     pub fn conf(&self) -> Value {
+        if let Some(ch) = &self.o.chain {
+            return ch.conf(&self.v, &self.sb.dir);
+        }
         let mut c = self.o.base.clone();
         c["cniVersion"] = json!(self.v);
         if c.get("name").is_none() {
@@ -272,8 +183,17 @@ impl<'a> Ctx<'a> {
         c
     }
 
-    /// Run the plugin under test.
+    /// Run the plugin under test (`--conflist`: the list, as libcni runs it).
     pub fn call(&self, what: &str, env: Vec<(String, String)>, stdin: &[u8]) -> Call {
+        if let Some(ch) = &self.o.chain {
+            let at = chain::Site {
+                host: self.sb.host_path(),
+                dirs: self.plugin_dirs(),
+                timeout: self.o.timeout,
+                stages: &self.stages,
+            };
+            return chain::run(&at, ch, what, env, stdin);
+        }
         exec(what, &self.o.plugin, &self.sb.host_path(), env, stdin, self.o.timeout)
     }
 
@@ -350,6 +270,7 @@ impl<'a> Ctx<'a> {
             prev: Some(prev.clone()),
             result: Value::Null,
             add: c,
+            stages: Vec::new(),
         });
         Ok((conf, Some(prev)))
     }
@@ -376,6 +297,11 @@ impl<'a> Ctx<'a> {
             prev,
             result: result.clone().unwrap_or(Value::Null),
             add: c.clone(),
+            stages: if self.o.chain.is_some() {
+                self.stages.borrow().clone()
+            } else {
+                Vec::new()
+            },
         };
         // Torn down at the end of the rule whatever happened (a failed ADD is DELed too).
         self.live.retain(|a| a.cid != cid || a.ifname != ifname);
@@ -388,6 +314,11 @@ impl<'a> Ctx<'a> {
                 Some(&c),
             )),
         }
+    }
+
+    /// The attachment `cid`/`ifname` made in this rule and not yet torn down.
+    pub fn live_att(&self, cid: &str, ifname: &str) -> Option<Att> {
+        self.live.iter().find(|a| a.cid == cid && a.ifname == ifname).cloned()
     }
 
     /// The DEL/CHECK config of `att`: its ADD config with prevResult = the ADD result
@@ -461,6 +392,15 @@ impl<'a> Ctx<'a> {
         })
     }
 
+    /// ADD a new attachment in a second pod (the sandbox's other pod netns), with `edit`.
+    pub fn attach_other_pod(&mut self, edit: impl FnOnce(&mut Value)) -> Result<Att, Verdict> {
+        let cid = self.new_cid();
+        self.cur_pod = self.sb.base_path();
+        let a = self.attach_as(&cid, IFNAME, edit);
+        self.cur_pod.clear();
+        a
+    }
+
     /// A first attachment made and torn down, then a snapshot: what the plugin keeps for
     /// all attachments (a bridge, a masquerade chain) is in it; per-attachment state is not.
     pub fn baseline(&mut self) -> Result<Snap, Verdict> {
@@ -519,14 +459,4 @@ pub struct Snap {
 /// Items of `after` not in `before`.
 pub fn added<T: PartialEq + Clone>(before: &[T], after: &[T]) -> Vec<T> {
     after.iter().filter(|x| !before.contains(x)).cloned().collect()
-}
-
-/// stdout as JSON, else the JSON object starting at its first `{`.
-pub fn lenient_json(stdout: &str) -> Option<Value> {
-    if let Ok(v) = serde_json::from_str::<Value>(stdout) {
-        return v.is_object().then_some(v);
-    }
-    let i = stdout.find('{')?;
-    let mut de = serde_json::Deserializer::from_str(&stdout[i..]).into_iter::<Value>();
-    de.next()?.ok().filter(Value::is_object)
 }

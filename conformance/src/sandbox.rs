@@ -39,7 +39,8 @@ impl Sandbox {
     pub fn new() -> Result<Sandbox, String> {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         // Short: netns names show up in messages, and the tag prefixes container IDs.
-        let tag = format!("cncf{}x{}", std::process::id() % 100000, n);
+        // The pid lets a later run tell a killed harness's leftovers (`sweep_stale`).
+        let tag = format!("cncf{}x{}", std::process::id(), n);
         let dir = std::env::temp_dir().join(format!("cnichain-conformance-{tag}"));
         let _ = std::fs::remove_dir_all(&dir);
         for sub in ["bin", "ipam", "state", "cache", "files"] {
@@ -109,6 +110,41 @@ impl Drop for Sandbox {
             let _ = ip(&["netns", "del", &n]);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The pid in a sandbox name (`cncf<pid>x<n>` then `-h`/`-p`/`-b` or nothing).
+fn owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("cncf")?;
+    let (pid, tail) = rest.split_once('x')?;
+    let seq = tail.split('-').next()?;
+    let ok = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| pid.parse().ok()).flatten()
+}
+
+/// Is `pid` running? (A reused pid only delays the sweep: never removes a live run's.)
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Remove what a harness killed mid-run (SIGKILL runs no Drop) left: its namespaces and
+/// temp dirs, found by the pid in their names. Only names of the harness's own pattern,
+/// and only when no process has that pid.
+pub fn sweep_stale() {
+    let list = ip(&["netns", "list"]).unwrap_or_default();
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if owner(name).is_some_and(|p| !alive(p)) {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+    let tmp = std::env::temp_dir();
+    for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if let Some(tag) = n.strip_prefix("cnichain-conformance-") {
+            if owner(tag).is_some_and(|p| !alive(p)) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
     }
 }
 

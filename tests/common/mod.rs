@@ -317,7 +317,11 @@ pub fn pipe(c: Command, stdin: &str) -> Output {
 
 /// `cnichain install` into `<sandbox>/cnibin`: the binary and its drop-in links.
 pub fn install(sb: &Sandbox) -> PathBuf {
-    let dir = sb.dir.join("cnibin");
+    install_to(sb.dir.join("cnibin"))
+}
+
+/// `cnichain install --bin-dir dir`; the dir.
+pub fn install_to(dir: PathBuf) -> PathBuf {
     ok(&Command::new(cnichain_bin())
         .args(["install", "--bin-dir"])
         .arg(&dir)
