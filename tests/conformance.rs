@@ -270,6 +270,23 @@ fn leaked_host_link() {
     );
 }
 
+/// A chain per pod, named after nothing the pod is known by, left after DEL.
+#[test]
+fn leaked_firewall_chain() {
+    caught(
+        "ptp",
+        "main",
+        r#"if [ "$CNI_COMMAND" = ADD ]; then
+  real; rc=$?
+  [ $rc -eq 0 ] && iptables -t filter -N "CNCF-LEAK-$$" >&2
+  exit $rc
+fi
+real"#,
+        "DEL-13",
+        &[],
+    );
+}
+
 #[test]
 fn error_exit_status_two() {
     caught(
@@ -487,6 +504,28 @@ fn reference_list_findings() {
         .unwrap_or("")
         .contains("portmap"));
     assert_eq!(r.code, 1);
+}
+
+/// The reference firewall plugin finds a pod's addresses only in prevResult: the runtime's
+/// DEL after an ADD that failed later in the list (no result cached) leaves its rules.
+#[test]
+fn reference_firewall_list_finding() {
+    let tmp = Tmp::new("fw-list");
+    let list = serde_json::json!({
+        "cniVersion": "0.4.0", "name": "cncf-fw",
+        "plugins": [
+            { "type": "ptp", "ipMasq": true,
+              "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.81.0.0/24" }]], "routes": [{ "dst": "0.0.0.0/0" }] } },
+            { "type": "firewall" }
+        ]
+    });
+    let path = tmp.0.join("fw.conflist");
+    std::fs::write(&path, list.to_string()).expect("write");
+    let r = conformance_list(&path, &["--search-path", REF_PLUGINS]);
+    let want: BTreeSet<String> = ["CHN-06"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(r.with("fail"), want, "{:#}", r.json);
+    let found = r.rule("CHN-06")["found"].as_str().unwrap_or("").to_string();
+    assert!(found.contains("CNI-FORWARD"), "{found}");
 }
 
 /// One plugin of the list (`typ`) wrapped with a defect, the others cnichain's drop-ins:

@@ -191,10 +191,9 @@ fn leftovers(c: &Ctx, before: &Snap, after: &Snap, att: &Att, part: &str) -> Vec
             .filter(|p| !before.data.contains_key(*p) && !p.starts_with(&bridge_dir))
             .map(|p| format!("file {}", p.display()))
             .collect(),
-        "fw" => added(&before.fw, &after.fw)
-            .into_iter()
-            .filter(|l| needles.iter().any(|n| l.contains(n.as_str())))
-            .collect(),
+        // The sandbox's host netns is the plugin's alone: any rule, chain or set element
+        // that was not there after the baseline's ADD+DEL is this attachment's.
+        "fw" => added(&before.fw, &after.fw),
         _ => sandbox::new_files_mentioning(&before.shared, &after.shared, &needles)
             .into_iter()
             .filter(|p| !p.starts_with(&c.sb.dir.display().to_string()))

@@ -500,7 +500,7 @@ pub static RULES: &[Rule] = &[
     rule!(
         "DEL-13",
         "§2 DEL",
-        "DEL leaves no nftables/iptables rule naming the container or its address",
+        "DEL leaves no nftables/iptables rule, chain or set element it made",
         ATTACHING_AND_LIST,
         "0.1.0",
         false,
