@@ -252,3 +252,63 @@ pub fn run(at: &Site, chain: &Chain, what: &str, env: Vec<(String, String)>, std
         note: "the list has no plugins".into(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list() -> Value {
+        json!({
+            "cniVersion": "1.0.0", "name": "n",
+            "plugins": [
+                { "type": "bridge", "ipam": { "type": "host-local" } },
+                { "type": "portmap", "capabilities": { "portMappings": true, "bandwidth": false } },
+                { "type": "tuning", "runtimeConfig": { "mac": "own" } }
+            ],
+            "runtimeConfig": capability_args(),
+            "cni.dev/valid-attachments": [{ "containerID": "c", "ifname": "eth0" }]
+        })
+    }
+
+    #[test]
+    fn each_plugin_gets_what_libcni_gives_it() {
+        let l = list();
+        let prev = json!({ "cniVersion": "1.0.0", "ips": [] });
+        // Name and version of the list; only declared capabilities; prevResult.
+        let p = plugin_conf(&l, 1, "ADD", Some(&prev));
+        assert_eq!(p["name"], "n");
+        assert_eq!(p["cniVersion"], "1.0.0");
+        assert_eq!(
+            p["runtimeConfig"],
+            json!({ "portMappings": l["runtimeConfig"]["portMappings"] })
+        );
+        assert_eq!(p["prevResult"], prev);
+        assert!(p.get("cni.dev/valid-attachments").is_none());
+        // No capability declared: the entry's own runtimeConfig stays, none is added.
+        let t = plugin_conf(&l, 2, "DEL", None);
+        assert_eq!(t["runtimeConfig"], json!({ "mac": "own" }));
+        assert!(t.get("prevResult").is_none());
+        assert!(plugin_conf(&l, 0, "ADD", None).get("runtimeConfig").is_none());
+        // GC: the valid attachments, no runtimeConfig.
+        let g = plugin_conf(&l, 1, "GC", None);
+        assert_eq!(g["cni.dev/valid-attachments"], l["cni.dev/valid-attachments"]);
+        assert!(g.get("runtimeConfig").is_none());
+    }
+
+    #[test]
+    fn conf_moves_state_paths_into_the_sandbox() {
+        let ch = Chain {
+            path: "x".into(),
+            list: json!({ "cniVersion": "0.4.0", "plugins": [
+                { "type": "bridge", "ipam": { "type": "host-local", "dataDir": "/var/lib/cni/networks" } },
+                { "type": "tuning", "dataDir": "/run/cni/tuning" }
+            ]}),
+            over: None,
+        };
+        let c = ch.conf("1.0.0", Path::new("/tmp/sb"));
+        assert_eq!(c["cniVersion"], "1.0.0");
+        assert_eq!(c["plugins"][0]["ipam"]["dataDir"], "/tmp/sb/ipam");
+        assert_eq!(c["plugins"][1]["dataDir"], "/tmp/sb/state");
+        assert_eq!(ch.binary("../x", &[]), None);
+    }
+}
