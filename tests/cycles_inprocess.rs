@@ -97,6 +97,21 @@ struct ProcFigures {
 }
 
 impl ProcFigures {
+    /// `now`, once short-lived workers are gone: the sample with the fewest threads over
+    /// up to 2 s. A deferred link deletion or a child's pipe reader is a thread for a few
+    /// milliseconds; a leaked one is in every sample.
+    fn settled() -> ProcFigures {
+        let mut best = ProcFigures::now();
+        for _ in 0..40 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let p = ProcFigures::now();
+            if p.threads < best.threads {
+                best = p;
+            }
+        }
+        best
+    }
+
     fn now() -> ProcFigures {
         let mut fds = BTreeMap::new();
         for e in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").flatten() {
@@ -341,7 +356,7 @@ fn run_cycles(sb: &Sandbox, pods: &[String], rounds: usize) -> Report {
     ] {
         assert_ne!(attached[k], base_objects[k], "the attachment shows nowhere in {k}");
     }
-    let base = ProcFigures::now();
+    let base = ProcFigures::settled();
     eprintln!(
         "baseline after {WARMUP} warm-up rounds of {PODS} pods ({warmup_took:?}): fds {} {:?}, threads {}, \
          children {}, VmRSS {} KiB, VmHWM {} KiB; {}",
@@ -382,7 +397,7 @@ fn run_cycles(sb: &Sandbox, pods: &[String], rounds: usize) -> Report {
         }
     }
     let took = started.elapsed();
-    let end = ProcFigures::now();
+    let end = ProcFigures::settled();
     let end_objects = objects(sb, pods);
     Report {
         cycles: rounds * pods.len(),
