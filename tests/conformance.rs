@@ -228,8 +228,8 @@ fn del_that_does_nothing() {
         r#"if [ "$CNI_COMMAND" = DEL ] && wellformed; then exit 0; fi; real"#,
         "DEL-10",
         // The same DEL leaves the container's eth0, the reservation, and (netns gone)
-        // the reservation again.
-        &["DEL-09", "DEL-12", "DEL-16"],
+        // the reservation again, and the baseline attachment's veth.
+        &["DEL-09", "DEL-12", "DEL-15", "DEL-16"],
     );
 }
 
@@ -253,7 +253,8 @@ fn error_on_stderr_only() {
         // Every rule that expects an error object with a code on stdout.
         &[
             "ENV-01", "ENV-02", "ENV-03", "ENV-04", "ENV-05", "ENV-06", "ENV-07", "ENV-08", "ENV-09", "ENV-10",
-            "ENV-11", "ENV-12", "ENV-13", "ADD-10", "CHK-04", "ERR-03", "ERR-05", "ROB-06", "ROB-07",
+            "ENV-11", "ENV-12", "ENV-13", "ADD-10", "CHK-04", "CHK-05", "CHK-06", "ERR-03", "ERR-05", "ROB-06",
+            "ROB-07",
         ],
     );
 }
@@ -267,6 +268,103 @@ fn leaked_host_link() {
         "DEL-10",
         // The link leaks whether or not the netns is there at DEL.
         &["DEL-15"],
+    );
+}
+
+/// The interface is always eth0, whatever CNI_IFNAME asks.
+#[test]
+fn ifname_ignored() {
+    caught(
+        "ptp",
+        "main",
+        r#"case "$CNI_IFNAME" in ""|*/*|????????????????*) ;; *) export CNI_IFNAME=eth0 ;; esac
+real"#,
+        "ADD-13",
+        &[],
+    );
+}
+
+/// CHECK only looks for the interface: an address or route gone is "fine".
+#[test]
+fn shallow_check() {
+    caught(
+        "bridge",
+        "main",
+        r#"if [ "$CNI_COMMAND" = CHECK ] && wellformed; then out=$(real); rc=$?
+  if [ $rc -ne 0 ] && nsenter --net="$CNI_NETNS" ip link show "$CNI_IFNAME" >/dev/null 2>&1; then exit 0; fi
+  printf '%s\n' "$out"; exit $rc; fi
+real"#,
+        "CHK-05",
+        &["CHK-06"],
+    );
+}
+
+/// DEL of what is already gone prints a result.
+#[test]
+fn del_prints_when_nothing_to_delete() {
+    caught(
+        "ptp",
+        "main",
+        r#"if [ "$CNI_COMMAND" = DEL ] && wellformed; then
+  gone=0; { [ -z "$CNI_NETNS" ] || ! nsenter --net="$CNI_NETNS" ip link show "$CNI_IFNAME" >/dev/null 2>&1; } && gone=1
+  real; rc=$?; [ $rc -eq 0 ] && [ $gone = 1 ] && echo '{"cniVersion":"1.0.0"}'; exit $rc; fi
+real"#,
+        "DEL-03",
+        // Every DEL that finds nothing: the netns gone, no CNI_NETNS, never added.
+        &["DEL-04", "DEL-05", "DEL-08"],
+    );
+}
+
+/// A link of the same name left by every ADD (the baseline's ADD+DEL left it too).
+#[test]
+fn leaked_link_of_one_name() {
+    caught(
+        "ptp",
+        "main",
+        r#"if [ "$CNI_COMMAND" = ADD ]; then real; rc=$?; [ $rc -eq 0 ] && ip link add cncleak0 type bridge 2>/dev/null; exit $rc; fi
+real"#,
+        "DEL-10",
+        &["DEL-15"],
+    );
+}
+
+/// A host route of one destination left by every ADD.
+#[test]
+fn leaked_route_of_one_name() {
+    caught(
+        "bridge",
+        "main",
+        r#"if [ "$CNI_COMMAND" = ADD ]; then real; rc=$?; [ $rc -eq 0 ] && ip route add blackhole 198.51.100.7/32 2>/dev/null; exit $rc; fi
+real"#,
+        "DEL-11",
+        &[],
+    );
+}
+
+/// DEL removes the bridge every pod of the network hangs on.
+#[test]
+fn del_removes_the_shared_bridge() {
+    caught(
+        "bridge",
+        "main",
+        r#"if [ "$CNI_COMMAND" = DEL ] && wellformed; then real; rc=$?; ip link del cni0 2>/dev/null; exit $rc; fi
+real"#,
+        "DEL-17",
+        &[],
+    );
+}
+
+/// A real failure (ADD over an existing interface) with a code the spec reserves.
+#[test]
+fn reserved_error_code_on_a_real_failure() {
+    caught(
+        "bridge",
+        "main",
+        r#"out=$(real); rc=$?
+if [ $rc -ne 0 ]; then printf '%s' "$out" | jq -c 'if .code == 999 then .code = 42 else . end'; else printf '%s\n' "$out"; fi
+exit $rc"#,
+        "ERR-04",
+        &[],
     );
 }
 
@@ -342,7 +440,8 @@ fn check_that_always_succeeds() {
         "main",
         r#"if [ "$CNI_COMMAND" = CHECK ] && [ -n "$CNI_NETNS" ] && wellformed; then exit 0; fi; real"#,
         "CHK-04",
-        &[],
+        // Nor an address or a route gone.
+        &["CHK-05", "CHK-06"],
     );
 }
 
@@ -461,7 +560,7 @@ fn conformance_list(list: &Path, extra: &[&str]) -> Report {
 }
 
 const CHAIN_RULES: &[&str] = &[
-    "CHN-01", "CHN-02", "CHN-03", "CHN-04", "CHN-05", "CHN-06", "CHN-07", "CHN-08",
+    "CHN-01", "CHN-02", "CHN-03", "CHN-04", "CHN-05", "CHN-06", "CHN-07", "DEL-17",
 ];
 
 #[test]
@@ -597,7 +696,7 @@ fn list_del_wipes_other_attachments() {
         "portmap",
         r#"if [ "$CNI_COMMAND" = DEL ]; then real; rc=$?; iptables -t nat -F CNI-HOSTPORT-DNAT >&2; exit $rc; fi
 real"#,
-        "CHN-08",
+        "DEL-17",
         // The reference portmap's own CHECK finding (reference_list_findings).
         &["CHK-01"],
     );

@@ -329,3 +329,80 @@ pub fn prev_routes(c: &mut Ctx) -> Step {
 pub fn prev_dns(c: &mut Ctx) -> Step {
     prev_kept(c, "dns")
 }
+
+/// The name a second attachment asks for, not the usual eth0.
+pub const OTHER_IFNAME: &str = "net1";
+
+pub fn ifname_honored(c: &mut Ctx) -> Step {
+    let cid = c.new_cid();
+    let att = c.attach_as(&cid, OTHER_IFNAME, |_| {})?;
+    let links = sandbox::links(&att.netns).map_err(kernel_err)?;
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    require(
+        names.contains(&OTHER_IFNAME) && !names.contains(&IFNAME),
+        &format!("ADD with CNI_IFNAME={OTHER_IFNAME} names the container interface {OTHER_IFNAME} (§2 Parameters)"),
+        || format!("the container netns has {names:?}"),
+        Some(&att.add),
+    )?;
+    if !c.at_least("0.3.0") {
+        return Ok(());
+    }
+    require(
+        interfaces(&att.result)
+            .iter()
+            .any(|(n, _, s)| n == OTHER_IFNAME && s == &att.netns),
+        &format!("the result lists {OTHER_IFNAME} with sandbox = CNI_NETNS"),
+        || format!("interfaces: {}", att.result["interfaces"]),
+        Some(&att.add),
+    )
+}
+
+/// The first address (and route) the result gives the container interface.
+fn pod_ip_and_route(c: &Ctx, result: &Value) -> (Option<String>, Option<String>) {
+    let Some(r) = schema::as_v1(result, &c.v) else {
+        return (None, None);
+    };
+    let ifs = interfaces(&r);
+    let addr = r["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|ip| match ip["interface"].as_u64().and_then(|i| ifs.get(i as usize)) {
+            Some((n, _, sb)) => n == IFNAME && !sb.is_empty(),
+            None => true,
+        })
+        .and_then(|ip| ip["address"].as_str().map(String::from));
+    let route = r["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|rt| rt["dst"].as_str().map(String::from));
+    (addr, route)
+}
+
+/// CHECK after the harness took `what` (an address or a route of the result) away.
+fn check_after_removing(c: &mut Ctx, what: &str) -> Step {
+    let att = c.attach()?;
+    let (addr, route) = pod_ip_and_route(c, &att.result);
+    let (thing, script) = match (what, addr, route) {
+        ("address", Some(a), _) => (format!("address {a}"), format!("ip addr del {a} dev {IFNAME}")),
+        ("route", _, Some(d)) => (format!("route to {d}"), format!("ip route del {d}")),
+        _ => return Err(Verdict::Na(format!("the result gives the container no {what}"))),
+    };
+    c.sb.sh_pod(&script)
+        .map_err(|e| super::runner::fail("the harness can change the container netns", e, None))?;
+    let call = c.check(&att);
+    expect_error(
+        &call,
+        &format!("CHECK after the result's {thing} was removed from the container"),
+        None,
+    )
+}
+
+pub fn check_after_addr_gone(c: &mut Ctx) -> Step {
+    check_after_removing(c, "address")
+}
+
+pub fn check_after_route_gone(c: &mut Ctx) -> Step {
+    check_after_removing(c, "route")
+}

@@ -1,5 +1,5 @@
 //! Chain-level checks (`--conflist`): what holds between the plugins of a list, which no
-//! single plugin's rule sees.
+//! single plugin's rule sees; and between two pods' attachments.
 
 use super::chain;
 use super::checks_add::prev_lost;
@@ -255,15 +255,18 @@ fn footprint(c: &Ctx, b: &Att) -> Result<Vec<String>, Verdict> {
     Ok(out)
 }
 
-/// Two attachments of the list; DEL of one leaves the other whole.
+/// Two pods' attachments (of the plugin, or of the list); DEL of one leaves the other
+/// whole. Not judged by the other's CHECK: the reference bridge without isGateway lets
+/// the bridge's MAC follow its lowest port, so a pod's cached bridge MAC goes stale when
+/// another pod leaves, in about half the runs (README, findings).
 pub fn del_leaves_other(c: &mut Ctx) -> Step {
-    list_only(c)?;
     let a = c.attach()?;
-    // Another pod of the same list: its own host port, as a runtime would give it.
+    // Another pod: its own host port, as a runtime would give it.
     let b = c.attach_other_pod(|l| {
-        l["runtimeConfig"]["portMappings"][0]["hostPort"] = json!(18081);
+        if let Some(m) = l.pointer_mut("/runtimeConfig/portMappings/0") {
+            m["hostPort"] = json!(18081);
+        }
     })?;
-    let checked = c.at_least("0.4.0") && c.check(&b).ok();
     let before = footprint(c, &b)?;
     if before.is_empty() {
         return Err(Verdict::Na(
@@ -278,18 +281,9 @@ pub fn del_leaves_other(c: &mut Ctx) -> Step {
     let gone: Vec<&String> = before.iter().filter(|x| !after.contains(x)).collect();
     require(
         gone.is_empty(),
-        "DEL of one attachment leaves what another attachment of the list has (interfaces, addresses, rules, files)",
+        "DEL of one attachment leaves what another pod's attachment has (interfaces, addresses, rules, files)",
         || format!("gone with the other's DEL: {gone:?}"),
         Some(&del),
     )?;
-    if checked {
-        let chk = c.check(&b);
-        require(
-            chk.ok(),
-            "CHECK of another attachment of the list, which succeeded before, still succeeds after one is DELeted",
-            || format!("exit status {:?}", chk.status),
-            Some(&chk),
-        )?;
-    }
     Ok(())
 }

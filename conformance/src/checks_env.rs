@@ -3,6 +3,7 @@
 
 use super::runner::{require, Call, Ctx, Step, Verdict, IFNAME};
 use super::schema;
+use super::Kind;
 use cnichain_engine::spec::version;
 use serde_json::{json, Value};
 
@@ -32,7 +33,7 @@ fn version_problems(call: &Call) -> Vec<String> {
         Err(e) => return vec![e],
     };
     let mut p = Vec::new();
-    if !v["cniVersion"].as_str().is_some_and(|s| !s.is_empty()) {
+    if v["cniVersion"].as_str().is_none_or(|s| s.is_empty()) {
         p.push("cniVersion (a non-empty string) is missing".to_string());
     }
     match v["supportedVersions"].as_array() {
@@ -239,6 +240,24 @@ pub fn error_reserved_codes(c: &mut Ctx) -> Step {
     let mut env = c.env("FROBNICATE", &cid, IFNAME);
     env.retain(|(k, _)| k != "CNI_NETNS");
     calls.push(c.call_json("FROBNICATE", env, &c.conf()));
+    // Real failures too: a config of a version it cannot know, and for a plugin that
+    // makes the container interface, an ADD over an existing one and (from 0.4.0) a
+    // CHECK once it is gone.
+    let cid = c.new_cid();
+    let (mut conf, _) = c.add_conf(&cid, IFNAME)?;
+    conf["cniVersion"] = json!("99.99.99");
+    calls.push(c.call_json("ADD", c.env("ADD", &cid, IFNAME), &conf));
+    let _ = c.call_json("DEL", c.env("DEL", &cid, IFNAME), &conf);
+    if matches!(c.o.kind, Kind::Main | Kind::Chain) {
+        let att = c.attach()?;
+        let cid = c.new_cid();
+        let (conf, _) = c.add_conf(&cid, IFNAME)?;
+        calls.push(c.call_json("ADD", c.env("ADD", &cid, IFNAME), &conf));
+        let _ = c.call_json("DEL", c.env("DEL", &cid, IFNAME), &conf);
+        if c.at_least("0.4.0") && c.sb.sh_pod(&format!("ip link del {IFNAME}")).is_ok() {
+            calls.push(c.check(&att));
+        }
+    }
     const SPEC: &[u64] = &[1, 2, 3, 4, 5, 6, 7, 11, 50, 51];
     for call in &calls {
         if let Some(code) = schema::error_code(&call.stdout) {

@@ -313,6 +313,15 @@ pub static RULES: &[Rule] = &[
         false,
         env::stdout_only_json
     ),
+    rule!(
+        "ADD-13",
+        "§2 Parameters",
+        "the container interface is named CNI_IFNAME (an ADD for net1 makes net1)",
+        &[Main],
+        "0.1.0",
+        false,
+        add::ifname_honored
+    ),
     // prevResult (meta plugins)
     rule!(
         "PREV-01",
@@ -387,6 +396,24 @@ pub static RULES: &[Rule] = &[
         "0.4.0",
         false,
         del::check_after_ifname_gone
+    ),
+    rule!(
+        "CHK-05",
+        "§2 CHECK",
+        "CHECK fails once an address of the result is gone from the container",
+        MAIN_AND_LIST,
+        "0.4.0",
+        false,
+        add::check_after_addr_gone
+    ),
+    rule!(
+        "CHK-06",
+        "§2 CHECK",
+        "CHECK fails once a route of the result is gone from the container",
+        MAIN_AND_LIST,
+        "0.4.0",
+        false,
+        add::check_after_route_gone
     ),
     // DEL
     rule!(
@@ -532,6 +559,15 @@ pub static RULES: &[Rule] = &[
         "0.1.0",
         false,
         del::netns_gone_no_data
+    ),
+    rule!(
+        "DEL-17",
+        "§2 DEL",
+        "DEL of one pod's attachment leaves another pod's whole",
+        ATTACHING_AND_LIST,
+        "0.1.0",
+        false,
+        chain::del_leaves_other
     ),
     // Errors
     rule!(
@@ -743,14 +779,5 @@ pub static RULES: &[Rule] = &[
         "0.1.0",
         false,
         chain::each_refuses_version
-    ),
-    rule!(
-        "CHN-08",
-        "§2 DEL",
-        "DEL of one attachment leaves another of the list whole",
-        LIST,
-        "0.1.0",
-        false,
-        chain::del_leaves_other
     ),
 ];

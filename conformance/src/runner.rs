@@ -71,6 +71,16 @@ pub struct Ctx<'a> {
     cur_pod: String,
     /// `--conflist`: the plugin calls of the list's last operation.
     pub stages: RefCell<Vec<Call>>,
+    /// The host netns before any plugin ran (`baseline` takes it).
+    pub pristine: Option<Host>,
+}
+
+/// Links, addresses and routes of a netns.
+#[derive(Clone, Default)]
+pub struct Host {
+    pub links: Vec<Link>,
+    pub addrs: Vec<(String, String)>,
+    pub routes: Vec<RouteEntry>,
 }
 
 pub const IFNAME: &str = "eth0";
@@ -87,6 +97,7 @@ impl<'a> Ctx<'a> {
             live: Vec::new(),
             cur_pod: String::new(),
             stages: RefCell::new(Vec::new()),
+            pristine: None,
         })
     }
 
@@ -404,6 +415,13 @@ impl<'a> Ctx<'a> {
     /// A first attachment made and torn down, then a snapshot: what the plugin keeps for
     /// all attachments (a bridge, a masquerade chain) is in it; per-attachment state is not.
     pub fn baseline(&mut self) -> Result<Snap, Verdict> {
+        let host = self.sb.host_path();
+        let na = |e: String| fail("the harness can read the sandbox's kernel state", e, None);
+        self.pristine = Some(Host {
+            links: sandbox::links(&host).map_err(na)?,
+            addrs: sandbox::addrs(&host).map_err(na)?,
+            routes: sandbox::routes(&host).map_err(na)?,
+        });
         // In its own netns: a plugin that leaks the container interface must not make the
         // rule's own ADD fail (that rule judges the leak, not a refused ADD).
         self.cur_pod = self.sb.base_path();
