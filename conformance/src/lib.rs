@@ -96,6 +96,8 @@ pub struct Opts {
     pub kind: Kind,
     /// The plugin config before per-version and per-sandbox fixes.
     pub base: Value,
+    /// `base` is the harness's default (its subnet is then made the sandbox's own).
+    pub default_conf: bool,
     /// What VERSION claims (empty when it did not answer).
     pub claimed: Vec<String>,
     /// The versions under test, oldest first.
@@ -198,6 +200,7 @@ fn opts(a: &ConformanceArgs) -> Result<Opts, String> {
             chain: Some(ch),
             kind: Kind::Chain,
             base: Value::Null,
+            default_conf: false,
             claimed: claimed.unwrap_or_default(),
             versions: check_versions(versions)?,
             cni_path,
@@ -233,6 +236,7 @@ fn opts(a: &ConformanceArgs) -> Result<Opts, String> {
         chain: None,
         kind,
         base,
+        default_conf: a.config.is_none(),
         claimed,
         versions,
         cni_path,

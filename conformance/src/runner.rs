@@ -180,7 +180,17 @@ impl<'a> Ctx<'a> {
         if let Some(ch) = &self.o.chain {
             return ch.conf(&self.v, &self.sb.dir);
         }
-        let mut c = self.o.base.clone();
+        let mut c = if self.o.default_conf {
+            // The sandbox's own subnet (see Sandbox::net).
+            let text = self
+                .o
+                .base
+                .to_string()
+                .replace("10.77.0.", &format!("10.77.{}.", self.sb.net));
+            serde_json::from_str(&text).unwrap_or_else(|_| self.o.base.clone())
+        } else {
+            self.o.base.clone()
+        };
         c["cniVersion"] = json!(self.v);
         if c.get("name").is_none() {
             c["name"] = json!(format!("cncf-{}", self.o.kind.as_str()));
@@ -218,7 +228,7 @@ impl<'a> Ctx<'a> {
             "cniVersion": self.v, "name": self.conf()["name"], "type": "bridge",
             "bridge": "cncfbr0", "isGateway": true,
             "ipam": { "type": "host-local", "dataDir": self.sb.dir.join("ipam-bridge").display().to_string(),
-                      "ranges": [[{ "subnet": "10.78.0.0/24" }]], "routes": [{ "dst": "0.0.0.0/0" }] }
+                      "ranges": [[{ "subnet": format!("10.78.{}.0/24", self.sb.net) }]], "routes": [{ "dst": "0.0.0.0/0" }] }
         })
     }
 

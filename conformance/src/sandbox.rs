@@ -12,6 +12,10 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub struct Sandbox {
     pub tag: String,
+    /// The third octet of this sandbox's default subnets (10.77.N.0/24, 10.78.N.0/24):
+    /// rules that run at once, in one run or two, hand out different pod addresses, so a
+    /// file or rule naming one pod's address is never taken for another's.
+    pub net: u8,
     pub host: String,
     pub pod: String,
     /// A second pod netns for the baseline attachment (see `Ctx::baseline`).
@@ -46,7 +50,9 @@ impl Sandbox {
         for sub in ["bin", "ipam", "state", "cache", "files"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        let net = ((std::process::id() as usize).wrapping_mul(37).wrapping_add(n) % 250) as u8 + 1;
         let mut sb = Sandbox {
+            net,
             host: format!("{tag}-h"),
             pod: format!("{tag}-p"),
             base: format!("{tag}-b"),
