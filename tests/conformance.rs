@@ -354,6 +354,20 @@ real"#,
     );
 }
 
+/// A CHECK failure (the interface gone) with a code the spec reserves.
+#[test]
+fn reserved_error_code_on_a_failed_check() {
+    caught(
+        "bridge",
+        "main",
+        r#"out=$(real); rc=$?
+if [ $rc -ne 0 ] && [ "$CNI_COMMAND" = CHECK ]; then printf '%s' "$out" | jq -c 'if .code == 999 then .code = 42 else . end'; else printf '%s\n' "$out"; fi
+exit $rc"#,
+        "ERR-04",
+        &[],
+    );
+}
+
 /// A real failure (ADD over an existing interface) with a code the spec reserves.
 #[test]
 fn reserved_error_code_on_a_real_failure() {
