@@ -495,20 +495,12 @@ mod tests {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::tests::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+    use crate::tests::schema_conformance::{assert_runtime_config, assert_same_keys, assert_schema, struct_keys};
 
     #[test]
     fn bandwidth() {
         assert_schema::<Raw>(&SCHEMA, &[], &[]);
-        let rc = struct_keys::<RawRuntimeConfig>();
-        assert_same_keys(
-            "runtimeConfig",
-            &rc,
-            nested(SCHEMA.fields, "runtimeConfig"),
-            false,
-            &[],
-            &[],
-        );
+        assert_runtime_config::<RawRuntimeConfig>(&SCHEMA, &[]);
         assert_same_keys(
             "runtimeConfig.bandwidth",
             &struct_keys::<Entry>(),

@@ -539,20 +539,12 @@ mod tests {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::tests::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+    use crate::tests::schema_conformance::{assert_runtime_config, assert_same_keys, assert_schema, struct_keys};
 
     #[test]
     fn portmap() {
         assert_schema::<Keys>(&SCHEMA, &[], &[]);
-        let rc = struct_keys::<RuntimeConfig>();
-        assert_same_keys(
-            "runtimeConfig",
-            &rc,
-            nested(SCHEMA.fields, "runtimeConfig"),
-            false,
-            &[],
-            &[],
-        );
+        assert_runtime_config::<RuntimeConfig>(&SCHEMA, &[]);
         assert_same_keys("portMappings[]", &struct_keys::<Entry>(), ENTRY, false, &[], &[]);
     }
 }

@@ -86,3 +86,10 @@ pub fn assert_schema<T: DeserializeOwned>(schema: &Schema, loader_only: &[&str],
     let what = std::any::type_name::<T>();
     assert_same_keys(what, &struct_keys::<T>(), schema.fields, true, loader_only, schema_only);
 }
+
+/// [`assert_same_keys`] for the `runtimeConfig` object struct `T` reads; `schema_only`
+/// are declared there for someone else (the IPAM's keys).
+pub fn assert_runtime_config<T: DeserializeOwned>(schema: &Schema, schema_only: &[&str]) {
+    let declared = nested(schema.fields, "runtimeConfig");
+    assert_same_keys("runtimeConfig", &struct_keys::<T>(), declared, false, &[], schema_only);
+}

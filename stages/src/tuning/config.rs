@@ -389,20 +389,14 @@ mod tests {
 #[cfg(test)]
 mod schema_matches_loader {
     use super::*;
-    use crate::tests::schema_conformance::{assert_same_keys, assert_schema, nested, struct_keys};
+    use crate::tests::schema_conformance::{
+        assert_runtime_config, assert_same_keys, assert_schema, nested, struct_keys,
+    };
 
     #[test]
     fn tuning() {
         assert_schema::<RawConf>(&SCHEMA, &[], &[]);
-        let rc = struct_keys::<RawRuntimeConfig>();
-        assert_same_keys(
-            "runtimeConfig",
-            &rc,
-            nested(SCHEMA.fields, "runtimeConfig"),
-            false,
-            &[],
-            &[],
-        );
+        assert_runtime_config::<RawRuntimeConfig>(&SCHEMA, &[]);
         let cni = nested(nested(SCHEMA.fields, "args"), "cni");
         assert_same_keys("args.cni", &struct_keys::<RawArgsCni>(), cni, false, &[], &[]);
     }
