@@ -378,6 +378,22 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// Attributes `(type, payload)` as the kernel lays them out (4-byte aligned), for tests
+/// that decode what the kernel would send.
+#[cfg(test)]
+pub(crate) fn test_nla_bytes(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (t, v) in attrs {
+        out.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
+        out.extend_from_slice(&t.to_ne_bytes());
+        out.extend_from_slice(v);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -241,18 +241,7 @@ pub fn parse_options(nested: &[u8]) -> Option<TbfParams> {
 mod tests {
     use super::*;
 
-    fn nest(attrs: &[(u16, Vec<u8>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (t, v) in attrs {
-            out.extend_from_slice(&((4 + v.len()) as u16).to_ne_bytes());
-            out.extend_from_slice(&t.to_ne_bytes());
-            out.extend_from_slice(v);
-            while out.len() % 4 != 0 {
-                out.push(0);
-            }
-        }
-        out
-    }
+    use super::super::test_nla_bytes as nest;
 
     #[test]
     fn qopt_bytes_1mbit() {
