@@ -17,16 +17,7 @@ use std::process::{Command, Output};
 fn drop_ins(sb: &Sandbox) -> PathBuf {
     let bin = sb.dir.join("cnibin");
     std::fs::create_dir_all(&bin).expect("mkdir");
-    for n in [
-        "bridge",
-        "ptp",
-        "loopback",
-        "host-local",
-        "static",
-        "tuning",
-        "portmap",
-        "bandwidth",
-    ] {
+    for n in common::twin::DROP_INS {
         let _ = symlink(cnichain_bin(), bin.join(n));
     }
     let _ = symlink(cnichain_bin(), bin.join("cnichain"));
