@@ -176,13 +176,14 @@ fn opts(a: &ConformanceArgs) -> Result<Opts, String> {
     };
     if let Some(list) = &a.conflist {
         let ch = chain::Chain::load(list, a.plugin.clone(), &cni_path)?;
-        // What every plugin of the list claims.
+        // What every plugin of the list claims (one sandbox for all the probes).
+        let sb = sandbox::Sandbox::new().ok();
         let mut claimed: Option<Vec<String>> = None;
         for t in ch.types() {
-            let mine = ch
-                .binary(&t, &cni_path)
-                .map(|b| probe_versions(&b, timeout))
-                .unwrap_or_default();
+            let mine = match (ch.binary(&t, &cni_path), &sb) {
+                (Some(b), Some(sb)) => probe_versions(&b, sb, timeout),
+                _ => Vec::new(),
+            };
             claimed = Some(match claimed {
                 None => mine,
                 Some(c) => c.into_iter().filter(|v| mine.contains(v)).collect(),
@@ -221,7 +222,10 @@ fn opts(a: &ConformanceArgs) -> Result<Opts, String> {
     };
     let base = load_config(a, &name, kind)?;
     let bridge = cni_path.iter().map(|d| d.join("bridge")).find(|p| p.is_file());
-    let claimed = probe_versions(&plugin, timeout);
+    let claimed = match sandbox::Sandbox::new() {
+        Ok(sb) => probe_versions(&plugin, &sb, timeout),
+        Err(_) => Vec::new(),
+    };
     let mut versions = check_versions(if a.versions.is_empty() {
         claimed.iter().filter(|v| version::is_supported(v)).cloned().collect()
     } else {
@@ -295,11 +299,7 @@ pub fn default_config(name: &str, kind: Kind) -> Value {
 }
 
 /// VERSION's supportedVersions (empty if it does not answer usably).
-fn probe_versions(plugin: &Path, timeout: Duration) -> Vec<String> {
-    let sb = match sandbox::Sandbox::new() {
-        Ok(s) => s,
-        Err(_) => return Vec::new(),
-    };
+fn probe_versions(plugin: &Path, sb: &sandbox::Sandbox, timeout: Duration) -> Vec<String> {
     let env = vec![
         ("CNI_COMMAND".to_string(), "VERSION".to_string()),
         ("PATH".to_string(), "/usr/sbin:/usr/bin:/sbin:/bin".to_string()),

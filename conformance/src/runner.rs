@@ -73,6 +73,9 @@ pub struct Ctx<'a> {
     pub stages: RefCell<Vec<Call>>,
     /// The host netns before any plugin ran (`baseline` takes it).
     pub pristine: Option<Host>,
+    /// The plugin config in this sandbox: a default one gets the sandbox's own subnet
+    /// (see Sandbox::net).
+    base: Value,
 }
 
 /// Links, addresses and routes of a netns.
@@ -89,9 +92,17 @@ pub const POD_DNS: &str =
 
 impl<'a> Ctx<'a> {
     pub fn new(o: &'a Opts, v: &str) -> Result<Ctx<'a>, String> {
+        let sb = Sandbox::new()?;
+        let base = if o.default_conf {
+            let text = o.base.to_string().replace("10.77.0.", &format!("10.77.{}.", sb.net));
+            serde_json::from_str(&text).unwrap_or_else(|_| o.base.clone())
+        } else {
+            o.base.clone()
+        };
         Ok(Ctx {
             o,
-            sb: Sandbox::new()?,
+            sb,
+            base,
             v: v.into(),
             seq: 0,
             live: Vec::new(),
@@ -180,17 +191,7 @@ impl<'a> Ctx<'a> {
         if let Some(ch) = &self.o.chain {
             return ch.conf(&self.v, &self.sb.dir);
         }
-        let mut c = if self.o.default_conf {
-            // The sandbox's own subnet (see Sandbox::net).
-            let text = self
-                .o
-                .base
-                .to_string()
-                .replace("10.77.0.", &format!("10.77.{}.", self.sb.net));
-            serde_json::from_str(&text).unwrap_or_else(|_| self.o.base.clone())
-        } else {
-            self.o.base.clone()
-        };
+        let mut c = self.base.clone();
         c["cniVersion"] = json!(self.v);
         if c.get("name").is_none() {
             c["name"] = json!(format!("cncf-{}", self.o.kind.as_str()));
