@@ -27,6 +27,19 @@ pub struct CacheEntry {
     pub result: Option<Value>,
 }
 
+impl CacheEntry {
+    /// The runtime arguments the attachment was added with (GC's DEL of a stale one).
+    pub fn into_runtime(self) -> RuntimeConf {
+        RuntimeConf {
+            container_id: self.container_id,
+            netns: self.netns,
+            ifname: self.ifname,
+            args: self.cni_args,
+            capability_args: self.capability_args,
+        }
+    }
+}
+
 /// What a cache lookup found.
 #[derive(Debug)]
 pub enum Lookup {

@@ -84,13 +84,7 @@ impl Engine {
             if valid.is_some_and(|v| v.contains(&att)) {
                 continue;
             }
-            let rt = RuntimeConf {
-                container_id: entry.container_id,
-                netns: entry.netns,
-                ifname: entry.ifname,
-                args: entry.cni_args,
-                capability_args: entry.capability_args,
-            };
+            let rt = entry.into_runtime();
             if let Err(e) = self.del_unlocked(list, &rt) {
                 errors.push(e);
             }

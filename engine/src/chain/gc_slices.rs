@@ -73,13 +73,7 @@ impl Engine {
 
         let mut errors: Vec<CniError> = Vec::new();
         for entry in stale {
-            let rt = RuntimeConf {
-                container_id: entry.container_id,
-                netns: entry.netns,
-                ifname: entry.ifname,
-                args: entry.cni_args,
-                capability_args: entry.capability_args,
-            };
+            let rt = entry.into_runtime();
             if let Err(e) = self.del(list, &rt) {
                 errors.push(e);
             }
