@@ -284,21 +284,18 @@ impl Netlink {
 
     /// The qdiscs of link `index`.
     pub fn qdiscs(&mut self, index: u32) -> Result<Vec<Qdisc>> {
-        let op = self.op(format!("list qdiscs of link {index}"));
-        let msgs = self.dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()), &op)?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewQueueDiscipline(q) => qdisc_from_msg(q),
-                _ => None,
-            })
-            .filter(|q| q.index == index)
-            .collect())
+        let mut all = self.dump_qdiscs(format!("list qdiscs of link {index}"))?;
+        all.retain(|q| q.index == index);
+        Ok(all)
     }
 
     /// The qdiscs of every link, one dump (`cnichain inspect`).
     pub fn all_qdiscs(&mut self) -> Result<Vec<Qdisc>> {
-        let op = self.op("list qdiscs".to_string());
+        self.dump_qdiscs("list qdiscs".to_string())
+    }
+
+    fn dump_qdiscs(&mut self, what: String) -> Result<Vec<Qdisc>> {
+        let op = self.op(what);
         let msgs = self.dump(RouteNetlinkMessage::GetQueueDiscipline(TcMessage::default()), &op)?;
         Ok(msgs
             .iter()
